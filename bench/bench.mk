@@ -1,0 +1,16 @@
+# End-to-end benchmark targets (included by the Makefile).
+BENCH_E2E_ARGS ?=
+
+.PHONY: bench-e2e bench-e2e-analyzer bench-bounded bench-deps
+
+bench-deps: ## apt-get install nginx, haproxy and wrk for the end-to-end bench (Debian packages)
+	bash bench/install-deps.sh
+
+bench-e2e: build bench-deps ## end-to-end bench: logdist memory/wal vs nginx and HAProxy, cheap sinks -> bench/results/latest.json
+	$(PY) bench/e2e.py --sinks nginx $(BENCH_E2E_ARGS)
+
+bench-e2e-analyzer: build bench-deps ## end-to-end bench with four real `logdist analyzer` sinks (the whole pipeline)
+	$(PY) bench/e2e.py --sinks analyzer --out bench/results/latest-analyzer.json $(BENCH_E2E_ARGS)
+
+bench-bounded: build bench-deps ## check logdist's RSS stays bounded (429s, not growth) when every sink is down
+	$(PY) bench/e2e.py --mode bounded $(BENCH_E2E_ARGS)

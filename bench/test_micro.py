@@ -1,0 +1,117 @@
+"""Microbenchmarks of the core, both backends side by side (run through bench/micro.py).
+
+Each benchmark records in extra_info how many items one call handles ("items") and what an
+item is ("unit"), so micro.py can turn pytest-benchmark's timings into rates. These are not
+timed tests: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.benchmark
+
+PURE = os.environ.get("LOGDIST_PURE", "") not in ("", "0")
+WEIGHTS = {"analyzer-1": 0.4, "analyzer-2": 0.3, "analyzer-3": 0.2, "analyzer-4": 0.1}
+# items per call, per backend: enough work per round for a stable timing, short runs in Python
+PICKS = {"rs": 1_000_000, "py": 100_000}
+RING_OPS = {"rs": 20_000, "py": 20_000}
+
+
+def load(name: str) -> ModuleType:
+    if name == "py":
+        return importlib.import_module("logdist._pycore")
+    try:
+        return importlib.import_module("logdist._wlb")
+    except ImportError as exc:
+        if PURE:
+            pytest.skip(f"LOGDIST_PURE=1 and logdist._wlb is not importable ({exc})")
+        raise
+
+
+@pytest.fixture(params=["rs", "py"])
+def be(request: pytest.FixtureRequest) -> tuple[str, ModuleType]:
+    return request.param, load(request.param)
+
+
+def make_router(mod: ModuleType, strategy: str) -> Any:
+    router = mod.Router(strategy, 7)
+    for name, weight in WEIGHTS.items():
+        router.set_target(name, weight)
+    return router
+
+
+def make_packet(count: int = 250, size: int = 240) -> bytes:
+    """A seed-000 packet of `count` messages of about `size` bytes; every other one lacks an id."""
+    messages = []
+    for i in range(count):
+        msg: dict[str, Any] = {
+            "timestamp": f"2024-05-01T12:{i // 60 % 60:02d}:{i % 60:02d}.{i:03d}Z",
+            "level": ("INFO", "WARN", "ERROR", "DEBUG")[i % 4],
+            "source": f"service-{i % 7}",
+            "message": "",
+            "metadata": {"request_id": f"req-{i:08x}", "host": f"web-{i % 5}"},
+        }
+        if i % 2 == 0:
+            msg = {"id": f"m-{i:06d}", **msg}
+        base = len(json.dumps(msg, separators=(",", ":")))
+        msg["message"] = f"user {i} did a thing " + "x" * max(0, size - base - 20)
+        messages.append(msg)
+    packet = {"packet_id": "bench-0001", "agent_id": "bench", "messages": messages}
+    return json.dumps(packet, separators=(",", ":")).encode()
+
+
+def test_alias_histogram(benchmark: Any, be: tuple[str, ModuleType]) -> None:
+    name, mod = be
+    table = mod.AliasTable(list(WEIGHTS.values()))
+    n = PICKS[name]
+    benchmark.group = "alias picks (AliasTable.histogram)"
+    benchmark.extra_info.update(backend=name, items=n, unit="picks")
+    hist = benchmark(table.histogram, n, 1)
+    assert sum(hist) == n
+
+
+@pytest.mark.parametrize("strategy", ["alias", "swrr"])
+def test_router_pick_many(benchmark: Any, be: tuple[str, ModuleType], strategy: str) -> None:
+    name, mod = be
+    router = make_router(mod, strategy)
+    n = PICKS[name] // 4
+    benchmark.group = f"{strategy} picks (Router.pick_many)"
+    benchmark.extra_info.update(backend=name, items=n, unit="picks")
+    picks = benchmark(router.pick_many, n)
+    assert len(picks) == n
+
+
+def test_ring_push_pop(benchmark: Any, be: tuple[str, ModuleType]) -> None:
+    name, mod = be
+    n = RING_OPS[name]
+    ring = mod.RingBuffer(n)
+    items = [b"x" * 240] * n
+
+    def run() -> None:
+        push, pop = ring.push, ring.pop
+        for item in items:
+            push(item)
+        for _ in range(n):
+            pop()
+
+    benchmark.group = "ring push+pop (RingBuffer)"
+    benchmark.extra_info.update(backend=name, items=2 * n, unit="ops")
+    benchmark(run)
+    assert ring.is_empty()
+
+
+def test_route_packet(benchmark: Any, be: tuple[str, ModuleType]) -> None:
+    name, mod = be
+    body = make_packet()
+    router = make_router(mod, "alias")
+    benchmark.group = "route_packet (250 msgs of ~240 B)"
+    benchmark.extra_info.update(backend=name, items=250, unit="msgs", body_bytes=len(body))
+    result = benchmark(mod.route_packet, body, router, fallback_prefix="bench/")
+    assert result.count == 250

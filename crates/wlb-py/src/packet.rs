@@ -1,0 +1,166 @@
+//! `route_packet` for Python: the scan, the picks and the batch building run with the GIL
+//! released, and no Python object is built per message (one bytes object per target).
+
+use crate::convert::{lock, Int};
+use crate::errors;
+use crate::select::RouterPy;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
+use wlb::packet::{decode_json_string, valid_prefix, Decoded, Format, Options};
+
+/// The result of route_packet.
+#[pyclass(name = "RoutedPacket", module = "logdist._wlb", frozen)]
+pub struct RoutedPacketPy {
+    emitter_id: Option<Py<PyString>>,
+    packet_id: Option<Py<PyString>>,
+    count: usize,
+    batches: Vec<(String, Py<PyBytes>, usize)>,
+}
+
+#[pymethods]
+impl RoutedPacketPy {
+    #[getter]
+    fn emitter_id(&self, py: Python<'_>) -> Option<Py<PyString>> {
+        self.emitter_id.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    #[getter]
+    fn packet_id(&self, py: Python<'_>) -> Option<Py<PyString>> {
+        self.packet_id.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    #[getter]
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    #[getter]
+    fn batches<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, bytes, _) in &self.batches {
+            d.set_item(name, bytes.bind(py))?;
+        }
+        Ok(d)
+    }
+
+    #[getter]
+    fn counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, _, n) in &self.batches {
+            d.set_item(name, n)?;
+        }
+        Ok(d)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let show = |s: &Option<Py<PyString>>| match s {
+            Some(s) => format!("{:?}", s.bind(py).to_string_lossy()),
+            None => "None".into(),
+        };
+        let counts: Vec<String> = self
+            .batches
+            .iter()
+            .map(|(n, _, c)| format!("{n:?}: {c}"))
+            .collect();
+        format!(
+            "RoutedPacket(emitter_id={}, packet_id={}, count={}, counts={{{}}})",
+            show(&self.emitter_id),
+            show(&self.packet_id),
+            self.count,
+            counts.join(", ")
+        )
+    }
+}
+
+/// A decoded JSON string as a Python str (lone surrogates included, as Python's json keeps them).
+fn py_str(py: Python<'_>, raw: &[u8]) -> PyResult<Py<PyString>> {
+    match decode_json_string(raw) {
+        Decoded::Utf8(s) => Ok(PyString::new(py, &s).unbind()),
+        Decoded::Utf16(units) => {
+            let le: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+            let s = PyBytes::new(py, &le).call_method1("decode", ("utf-16-le", "surrogatepass"))?;
+            Ok(s.cast_into::<PyString>()?.unbind())
+        }
+    }
+}
+
+/// Validate a request body, give every message an id, and route each message (see _wlb.pyi).
+#[pyfunction]
+#[pyo3(
+    signature = (body, router, *, fallback_prefix, format = None, max_messages = Int(10_000), max_depth = Int(64)),
+    text_signature = "(body, router, *, fallback_prefix, format='auto', max_messages=10000, max_depth=64)"
+)]
+pub fn route_packet(
+    py: Python<'_>,
+    body: &Bound<'_, PyAny>,
+    router: Option<Bound<'_, RouterPy>>,
+    fallback_prefix: &Bound<'_, PyAny>,
+    format: Option<&Bound<'_, PyAny>>,
+    max_messages: Int,
+    max_depth: Int,
+) -> PyResult<RoutedPacketPy> {
+    // Argument checks, in the twin's order: format, prefix, then the body's type.
+    let format = match format {
+        None => Format::Auto,
+        Some(f) => f
+            .extract::<&str>()
+            .ok()
+            .and_then(Format::parse)
+            .ok_or_else(|| {
+                errors::value(format!(
+                    "unknown format {f} (expected 'auto', 'json' or 'ndjson')"
+                ))
+            })?,
+    };
+    let prefix: String = match fallback_prefix.extract::<String>() {
+        Ok(p) if valid_prefix(&p) => p,
+        _ => {
+            return Err(errors::value(format!(
+                "fallback_prefix may only hold ASCII letters, digits and '._:/-': {fallback_prefix}"
+            )))
+        }
+    };
+    let body: PyBackedBytes = if body.is_instance_of::<PyBytes>() {
+        body.extract()?
+    } else if body.is_instance_of::<PyByteArray>() || body.is_instance_of::<PyMemoryView>() {
+        py.get_type::<PyBytes>().call1((body,))?.extract()?
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "body must be bytes, not {}",
+            body.get_type().name()?
+        )));
+    };
+    let opts = Options {
+        format,
+        max_messages: max_messages.0,
+        max_depth: max_depth.0,
+    };
+    let router_ref = router.as_ref().map(|r| r.get());
+    let routed = py
+        .detach(|| {
+            let mut guard = router_ref.map(|r| lock(&r.inner));
+            wlb::packet::route_packet(&body, guard.as_deref_mut(), &prefix, &opts)
+        })
+        .map_err(errors::route)?;
+    let batches = routed
+        .batches
+        .into_iter()
+        .map(|b| (b.target, PyBytes::new(py, &b.bytes).unbind(), b.count))
+        .collect();
+    Ok(RoutedPacketPy {
+        emitter_id: routed
+            .emitter_raw
+            .as_deref()
+            .map(|r| py_str(py, r))
+            .transpose()?,
+        packet_id: routed
+            .packet_id_raw
+            .as_deref()
+            .map(|r| py_str(py, r))
+            .transpose()?,
+        count: routed.count,
+        batches,
+    })
+}

@@ -1,0 +1,166 @@
+//! `Wal`: the write-ahead log of `wlb::wal` for Python. Opening, appending, checkpointing,
+//! replay and close release the GIL, so several threads (asyncio.to_thread) append at once
+//! and share fsyncs. Errors become `logdist.errors.WalError` / `WalFullError` / ValueError.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+
+use wlb::wal::{Wal, WalError, WalOptions};
+
+/// Maps a log error to the exception classes of `logdist.errors` (defined in Python, so both
+/// backends raise the same types). `WalError` is an OSError: it carries errno and the path.
+fn to_pyerr(py: Python<'_>, e: WalError) -> PyErr {
+    if let WalError::Invalid(msg) = e {
+        return PyValueError::new_err(msg);
+    }
+    let build = || -> PyResult<PyErr> {
+        let errors = py.import("logdist.errors")?;
+        let exc = match &e {
+            WalError::Full { .. } => errors.getattr("WalFullError")?.call1((e.to_string(),))?,
+            WalError::Io {
+                op,
+                path,
+                errno: Some(n),
+                detail,
+            } => errors.getattr("WalError")?.call1((
+                *n,
+                format!("write-ahead log {op} failed: {detail}"),
+                path.display().to_string(),
+            ))?,
+            _ => errors.getattr("WalError")?.call1((e.to_string(),))?,
+        };
+        Ok(PyErr::from_value(exc))
+    };
+    build().unwrap_or_else(|err| err)
+}
+
+fn positive(name: &str, v: i64) -> PyResult<u64> {
+    if v < 1 {
+        return Err(PyValueError::new_err(format!("{name} must be >= 1")));
+    }
+    Ok(v as u64)
+}
+
+/// A write-ahead log in one directory; see the `Wal` section of `_wlb.pyi`.
+#[pyclass(name = "Wal", module = "logdist._wlb", frozen)]
+pub struct WalPy {
+    inner: Wal,
+    path: String,
+}
+
+#[pymethods]
+impl WalPy {
+    #[new]
+    #[pyo3(signature = (path, *, segment_bytes = 67108864, max_bytes = 1073741824, commit_delay_us = 0))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        segment_bytes: i64,
+        max_bytes: i64,
+        commit_delay_us: i64,
+    ) -> PyResult<Self> {
+        let segment_bytes = positive("segment_bytes", segment_bytes)?;
+        let max_bytes = positive("max_bytes", max_bytes)?;
+        if commit_delay_us < 0 {
+            return Err(PyValueError::new_err("commit_delay_us must be >= 0"));
+        }
+        let opts = WalOptions {
+            segment_bytes,
+            max_bytes,
+            commit_delay: Duration::from_micros(commit_delay_us as u64),
+        };
+        let shown = path.display().to_string();
+        let inner = py
+            .detach(|| Wal::open(&path, opts))
+            .map_err(|e| to_pyerr(py, e))?;
+        Ok(WalPy { inner, path: shown })
+    }
+
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn append(&self, py: Python<'_>, payload: PyBackedBytes) -> PyResult<u64> {
+        py.detach(|| self.inner.append(&payload))
+            .map_err(|e| to_pyerr(py, e))
+    }
+
+    fn append_many(&self, py: Python<'_>, payloads: Vec<PyBackedBytes>) -> PyResult<Vec<u64>> {
+        py.detach(|| self.inner.append_many(&payloads))
+            .map_err(|e| to_pyerr(py, e))
+    }
+
+    fn ack(&self, lsns: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let mut v = Vec::new();
+        for item in lsns.try_iter()? {
+            let item = item?;
+            let Ok(lsn) = item.extract::<i128>() else {
+                return Err(PyTypeError::new_err("lsns must be ints"));
+            };
+            // An lsn out of range is unknown, and unknown lsns are ignored.
+            if let Ok(lsn) = u64::try_from(lsn) {
+                v.push(lsn);
+            }
+        }
+        Ok(self.inner.ack(&v))
+    }
+
+    fn checkpoint(&self, py: Python<'_>) -> PyResult<u64> {
+        py.detach(|| self.inner.checkpoint())
+            .map_err(|e| to_pyerr(py, e))
+    }
+
+    fn replay<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let records = py
+            .detach(|| self.inner.replay())
+            .map_err(|e| to_pyerr(py, e))?;
+        records
+            .into_iter()
+            .map(|(lsn, payload)| (lsn, PyBytes::new(py, &payload)).into_pyobject(py))
+            .collect()
+    }
+
+    #[getter]
+    fn recovery_notes(&self) -> Vec<String> {
+        self.inner.recovery().notes.clone()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("bytes", s.bytes)?;
+        d.set_item("segments", s.segments)?;
+        d.set_item("records", s.records)?;
+        d.set_item("undelivered", s.undelivered)?;
+        d.set_item("next_lsn", s.next_lsn)?;
+        d.set_item("appends", s.appends)?;
+        d.set_item("appended_records", s.appended_records)?;
+        d.set_item("fsyncs", s.fsyncs)?;
+        d.set_item("last_fsync_seconds", s.last_fsync_seconds)?;
+        d.set_item("skipped_bytes", s.skipped_bytes)?;
+        d.set_item("skipped_records", s.skipped_records)?;
+        d.set_item("recovered_records", s.recovered_records)?;
+        d.set_item("max_bytes", s.max_bytes)?;
+        Ok(d)
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.close())
+            .map_err(|e| to_pyerr(py, e))
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.close(py)
+    }
+}

@@ -1,0 +1,235 @@
+//! Vose's alias method: O(n) construction, O(1) weighted sampling.
+//!
+//! The construction follows the contract in `python/logdist/_wlb.pyi` step by step, so that
+//! the pure-Python twin builds a bit-identical table from the same weights.
+
+use crate::rng::SplitMix64;
+use std::fmt;
+
+/// Weights that cannot define a distribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightError(pub String);
+
+impl fmt::Display for WeightError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WeightError {}
+
+/// Checks a list of float weights: non-empty, every weight finite and >= 0, not all zero,
+/// and a finite left-to-right sum. Returns the sum.
+pub fn validate_weights(weights: &[f64]) -> Result<f64, WeightError> {
+    if weights.is_empty() {
+        return Err(WeightError("weights must not be empty".into()));
+    }
+    let mut total = 0.0f64;
+    for (i, &w) in weights.iter().enumerate() {
+        if !w.is_finite() {
+            return Err(WeightError(format!("weight {i} is not finite ({w})")));
+        }
+        if w < 0.0 {
+            return Err(WeightError(format!("weight {i} is negative ({w})")));
+        }
+        total += w;
+    }
+    if !weights.iter().any(|&w| w > 0.0) {
+        return Err(WeightError("all weights are zero".into()));
+    }
+    if !total.is_finite() {
+        return Err(WeightError("the sum of the weights is not finite".into()));
+    }
+    Ok(total)
+}
+
+/// An alias table over `n` indices.
+#[derive(Debug, Clone)]
+pub struct AliasTable {
+    prob: Vec<f64>,
+    alias: Vec<usize>,
+}
+
+impl AliasTable {
+    /// Builds the table exactly as the contract specifies (Vose, stacks popped from the end).
+    pub fn new(weights: &[f64]) -> Result<Self, WeightError> {
+        let total = validate_weights(weights)?;
+        let n = weights.len();
+        let nf = n as f64;
+        let mut prob = vec![0.0f64; n];
+        let mut alias = vec![0usize; n];
+        // Index of the largest weight, lowest index on ties: the alias of zero-weight entries.
+        let mut largest = 0usize;
+        for (i, &w) in weights.iter().enumerate() {
+            if w > weights[largest] {
+                largest = i;
+            }
+        }
+        let mut scaled = vec![0.0f64; n];
+        let mut small = Vec::with_capacity(n);
+        let mut large = Vec::with_capacity(n);
+        for (i, &w) in weights.iter().enumerate() {
+            if w > 0.0 {
+                scaled[i] = (w * nf) / total;
+                if scaled[i] < 1.0 {
+                    small.push(i);
+                } else {
+                    large.push(i);
+                }
+            } else {
+                prob[i] = 0.0;
+                alias[i] = largest;
+            }
+        }
+        while let (Some(&s), Some(&g)) = (small.last(), large.last()) {
+            small.pop();
+            large.pop();
+            prob[s] = scaled[s];
+            alias[s] = g;
+            scaled[g] = (scaled[g] + scaled[s]) - 1.0;
+            if scaled[g] < 1.0 {
+                small.push(g);
+            } else {
+                large.push(g);
+            }
+        }
+        for g in large {
+            prob[g] = 1.0;
+            alias[g] = g;
+        }
+        for s in small {
+            prob[s] = 1.0;
+            alias[s] = s;
+        }
+        Ok(Self { prob, alias })
+    }
+
+    pub fn len(&self) -> usize {
+        self.prob.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prob.is_empty()
+    }
+
+    pub fn prob(&self) -> &[f64] {
+        &self.prob
+    }
+
+    pub fn alias(&self) -> &[usize] {
+        &self.alias
+    }
+
+    /// One pick from two uniforms in [0, 1) (the caller checks the range).
+    #[inline]
+    pub fn sample(&self, u1: f64, u2: f64) -> usize {
+        let n = self.prob.len();
+        // `as usize` truncates toward zero like Python's int(), and saturates.
+        let col = ((u1 * n as f64) as usize).min(n - 1);
+        if u2 < self.prob[col] {
+            col
+        } else {
+            self.alias[col]
+        }
+    }
+
+    /// One pick drawing u1 then u2 from `rng`.
+    #[inline]
+    pub fn sample_rng(&self, rng: &mut SplitMix64) -> usize {
+        let u1 = rng.next_f64();
+        let u2 = rng.next_f64();
+        self.sample(u1, u2)
+    }
+
+    /// `count` picks from `SplitMix64(seed)`.
+    pub fn sample_many(&self, count: usize, seed: u64) -> Vec<usize> {
+        let mut rng = SplitMix64::new(seed);
+        (0..count).map(|_| self.sample_rng(&mut rng)).collect()
+    }
+
+    /// The same draws as [`AliasTable::sample_many`], counted per index.
+    pub fn histogram(&self, count: usize, seed: u64) -> Vec<u64> {
+        let mut rng = SplitMix64::new(seed);
+        let mut counts = vec![0u64; self.len()];
+        for _ in 0..count {
+            counts[self.sample_rng(&mut rng)] += 1;
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_weights() {
+        assert!(AliasTable::new(&[]).is_err());
+        assert!(AliasTable::new(&[1.0, -1.0]).is_err());
+        assert!(AliasTable::new(&[1.0, f64::NAN]).is_err());
+        assert!(AliasTable::new(&[1.0, f64::INFINITY]).is_err());
+        assert!(AliasTable::new(&[0.0, 0.0]).is_err());
+        assert!(AliasTable::new(&[f64::MAX, f64::MAX]).is_err());
+    }
+
+    #[test]
+    fn table_for_known_weights() {
+        // weights 1,2,3,4 (total 10, n 4): scaled .4 .8 1.2 1.6
+        let t = AliasTable::new(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        // small=[0,1] large=[2,3]; pop s=1,g=3: prob1=.8 alias1=3, scaled3=1.4 -> large
+        // pop s=0,g=3: prob0=.4 alias0=3, scaled3=0.8 -> small
+        // pop s=3,g=2: prob3=.8(ish) alias3=2, scaled2=1.2+0.8-1 -> 1.0 large; leftovers: 2 -> 1.0
+        assert_eq!(t.alias(), &[3, 3, 2, 2]);
+        assert_eq!(t.prob()[0], 0.4);
+        assert_eq!(t.prob()[1], 0.8);
+        assert_eq!(t.prob()[2], 1.0);
+    }
+
+    #[test]
+    fn zero_weights_are_never_picked() {
+        let t = AliasTable::new(&[0.0, 5.0, 0.0, 5.0]).unwrap();
+        assert_eq!(t.prob()[0], 0.0);
+        assert_eq!(t.alias()[0], 1);
+        assert_eq!(t.alias()[2], 1);
+        let h = t.histogram(100_000, 1);
+        assert_eq!(h[0], 0);
+        assert_eq!(h[2], 0);
+        assert_eq!(h[1] + h[3], 100_000);
+    }
+
+    #[test]
+    fn shares_follow_weights() {
+        let w = [1.0, 2.0, 3.0, 4.0];
+        let t = AliasTable::new(&w).unwrap();
+        let n = 1_000_000u64;
+        let h = t.histogram(n as usize, 42);
+        for (i, &c) in h.iter().enumerate() {
+            let expected = w[i] / 10.0;
+            let got = c as f64 / n as f64;
+            // 5 sigma of a binomial share at n = 1e6 is below 0.0025.
+            assert!(
+                (got - expected).abs() < 0.0025,
+                "index {i}: {got} vs {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn histogram_matches_sample_many() {
+        let t = AliasTable::new(&[0.5, 1.5, 3.0]).unwrap();
+        let picks = t.sample_many(10_000, 9);
+        let mut counts = vec![0u64; 3];
+        for p in picks {
+            counts[p] += 1;
+        }
+        assert_eq!(counts, t.histogram(10_000, 9));
+    }
+
+    #[test]
+    fn sample_edges() {
+        let t = AliasTable::new(&[1.0, 1.0, 1.0]).unwrap();
+        let last = 1.0 - f64::EPSILON / 2.0;
+        assert_eq!(t.sample(last, 0.0), 2);
+        assert_eq!(t.sample(0.0, 0.0), 0);
+    }
+}

@@ -1,0 +1,15 @@
+//! wlb: the logdist core, in pure Rust with no Python dependency (the bindings live in crates/wlb-py).
+//!
+//! Hot-path primitives of the distributor: weighted selection ([`alias`], [`swrr`], [`router`]),
+//! a bounded lock-free MPMC ring ([`ring`]), the retry scheduler ([`retry`]), packet
+//! validation/splitting/routing over raw bytes ([`packet`]), and the write-ahead log ([`wal`]).
+//! `crates/wlb-py` wraps these for Python as `logdist._wlb`.
+
+pub mod alias;
+pub mod packet;
+pub mod retry;
+pub mod ring;
+pub mod rng;
+pub mod router;
+pub mod swrr;
+pub mod wal;

@@ -1,0 +1,105 @@
+//! Smooth weighted round robin, the nginx algorithm: deterministic, and over any window of
+//! W = sum(weights) consecutive picks each index appears exactly its weight times.
+
+use crate::alias::WeightError;
+
+/// The SWRR step over `(weight, current)` pairs yielded in index order: adds each weight to its
+/// current value, picks the first index with the largest current among positive weights, and
+/// subtracts the total from it. `None` when no weight is positive.
+#[inline]
+pub fn swrr_step<'a>(entries: impl Iterator<Item = (i128, &'a mut i128)>) -> Option<usize> {
+    let mut total: i128 = 0;
+    let mut best: Option<(usize, &'a mut i128)> = None;
+    for (i, (w, cur)) in entries.enumerate() {
+        total = total.wrapping_add(w);
+        *cur = cur.wrapping_add(w);
+        if w > 0 {
+            let better = match &best {
+                None => true,
+                Some((_, b)) => *cur > **b,
+            };
+            if better {
+                best = Some((i, cur));
+            }
+        }
+    }
+    best.map(|(i, cur)| {
+        *cur = cur.wrapping_sub(total);
+        i
+    })
+}
+
+/// Smooth weighted round robin over integer weights.
+#[derive(Debug, Clone)]
+pub struct SmoothWeighted {
+    weights: Vec<i128>,
+    current: Vec<i128>,
+}
+
+impl SmoothWeighted {
+    /// Weights must be non-negative and not all zero.
+    pub fn new(weights: &[u64]) -> Result<Self, WeightError> {
+        if weights.is_empty() {
+            return Err(WeightError("weights must not be empty".into()));
+        }
+        if weights.iter().all(|&w| w == 0) {
+            return Err(WeightError("all weights are zero".into()));
+        }
+        Ok(Self {
+            weights: weights.iter().map(|&w| w as i128).collect(),
+            current: vec![0; weights.len()],
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.weights.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty()
+    }
+
+    /// The next pick.
+    #[inline]
+    pub fn next_index(&mut self) -> usize {
+        let entries = self.weights.iter().copied().zip(self.current.iter_mut());
+        swrr_step(entries).expect("validated: some weight is positive")
+    }
+
+    pub fn next_many(&mut self, count: usize) -> Vec<usize> {
+        (0..count).map(|_| self.next_index()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_sequence() {
+        // The classic nginx example: weights 5,1,1 give a a b a c a a.
+        let mut s = SmoothWeighted::new(&[5, 1, 1]).unwrap();
+        assert_eq!(s.next_many(7), vec![0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn every_window_is_exact() {
+        let w = [3u64, 0, 7, 1, 4];
+        let total: u64 = w.iter().sum();
+        let mut s = SmoothWeighted::new(&w).unwrap();
+        let picks = s.next_many(total as usize * 20);
+        for start in 0..picks.len() - total as usize {
+            let mut counts = [0u64; 5];
+            for &p in &picks[start..start + total as usize] {
+                counts[p] += 1;
+            }
+            assert_eq!(counts, w, "window at {start}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_weights() {
+        assert!(SmoothWeighted::new(&[]).is_err());
+        assert!(SmoothWeighted::new(&[0, 0]).is_err());
+    }
+}

@@ -1,0 +1,941 @@
+//! The write-ahead log: append-only segment files of CRC32C-framed records, group commit,
+//! lazily persisted delivery progress, and recovery that stops cleanly at a torn tail.
+//!
+//! The pure-Python twin `logdist._pywal` writes and reads exactly the same files; the format
+//! is specified here and in `python/logdist/_wlb.pyi` (class `Wal`). All integers are
+//! little-endian.
+//!
+//! * Segment `<first_lsn as 20 decimal digits>.wal`: a 16-byte header, `b"LDWALSG1"` then
+//!   `first_lsn: u64`, followed by records. Every open starts a new segment for its appends,
+//!   so a segment that was torn by a crash is never appended to again.
+//! * Record: `len: u32`, `crc: u32`, `lsn: u64`, then `len` payload bytes, where
+//!   `crc = crc32c(len_le ++ lsn_le ++ payload)` (Castagnoli). Within a segment the lsns are
+//!   `first_lsn, first_lsn + 1, ...`; a segment's first lsn is above every lsn before it.
+//! * Progress `progress.ckpt` (replaced atomically: write `progress.ckpt.tmp`, fsync, rename,
+//!   fsync the directory): `b"LDWALCK1"`, `crc: u32` (crc32c of every byte after it),
+//!   `next_lsn: u64`, `n: u64`, then `n` half-open ranges `(start: u64, end: u64)` of delivered
+//!   lsns, ascending and disjoint. It only ever lists acknowledged lsns, and it is written
+//!   before any segment is deleted. New lsns start at or above its `next_lsn`, so a range can
+//!   never cover a record appended later.
+//!
+//! Group commit: an appender writes its frames under the state lock, then waits until a
+//! sync covers its write. The first waiter that finds no sync running becomes the leader:
+//! it waits `commit_delay` (so that more appenders join), takes the set of dirty files,
+//! and fsyncs them with the lock released; every appender whose write the sync covered
+//! returns. So concurrent appends share one fsync, and none returns before its records are
+//! on disk.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// First 8 bytes of every segment file.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"LDWALSG1";
+/// First 8 bytes of the progress file.
+pub const CHECKPOINT_MAGIC: &[u8; 8] = b"LDWALCK1";
+/// Segment header: magic + first lsn.
+pub const SEGMENT_HEADER_LEN: u64 = 16;
+/// Record header: len + crc + lsn.
+pub const RECORD_HEADER_LEN: u64 = 16;
+/// Largest payload of one record (1 GiB). Longer lengths read back from disk mean corruption.
+pub const MAX_RECORD_LEN: u64 = 1 << 30;
+/// Name of the progress file inside the log directory.
+pub const CHECKPOINT_FILE: &str = "progress.ckpt";
+const CHECKPOINT_TMP: &str = "progress.ckpt.tmp";
+const SEGMENT_SUFFIX: &str = ".wal";
+
+/// Sizes and timing of a log.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// A new segment is started when the next batch would take the active one past this.
+    /// (A single batch larger than this still goes into one segment of its own.)
+    pub segment_bytes: u64,
+    /// Bound on the bytes of all segment files; an append that would cross it fails with
+    /// [`WalError::Full`]. Nothing stored is ever dropped to make room.
+    pub max_bytes: u64,
+    /// How long a group-commit leader waits for more appenders before it fsyncs.
+    pub commit_delay: Duration,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 << 20,
+            max_bytes: 1 << 30,
+            commit_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Everything that can go wrong. `Io` and `Closed` map to `logdist.errors.WalError`,
+/// `Full` to `WalFullError`, `Invalid` to `ValueError`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalError {
+    /// The append would take the log past `max_bytes`.
+    Full { used: u64, needed: u64, max: u64 },
+    /// An I/O operation failed; `errno` is the OS error number when there is one.
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        errno: Option<i32>,
+        detail: String,
+    },
+    /// The log was closed.
+    Closed,
+    /// A bad argument (options, or a payload over [`MAX_RECORD_LEN`]).
+    Invalid(String),
+}
+
+impl WalError {
+    fn io(op: &'static str, path: &Path, e: &io::Error) -> Self {
+        WalError::Io {
+            op,
+            path: path.to_path_buf(),
+            errno: e.raw_os_error(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for WalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalError::Full { used, needed, max } => write!(
+                f,
+                "write-ahead log full: {used} bytes on disk + {needed} needed > max_bytes {max}"
+            ),
+            WalError::Io {
+                op, path, detail, ..
+            } => {
+                write!(
+                    f,
+                    "write-ahead log {op} failed on {}: {detail}",
+                    path.display()
+                )
+            }
+            WalError::Closed => write!(f, "write-ahead log is closed"),
+            WalError::Invalid(msg) => write!(f, "{msg}"),
+        }
+    }
+}
+
+impl std::error::Error for WalError {}
+
+pub type Result<T> = std::result::Result<T, WalError>;
+
+/// Counters of a log, as `Wal::stats` returns them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WalStats {
+    /// Bytes of all segment files (headers included).
+    pub bytes: u64,
+    pub segments: u64,
+    /// Records in the segments on disk, delivered or not.
+    pub records: u64,
+    pub undelivered: u64,
+    pub next_lsn: u64,
+    /// Successful `append_many` calls and the records they stored.
+    pub appends: u64,
+    pub appended_records: u64,
+    /// Group-commit fsyncs of segment data, and the duration of the last one.
+    pub fsyncs: u64,
+    pub last_fsync_seconds: f64,
+    /// What recovery on open skipped (torn or corrupt tails) and the undelivered records it found.
+    pub skipped_bytes: u64,
+    pub skipped_records: u64,
+    pub recovered_records: u64,
+    pub max_bytes: u64,
+}
+
+/// What recovery found when the log was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub skipped_bytes: u64,
+    pub skipped_records: u64,
+    /// Undelivered records found (what `replay` gives back).
+    pub recovered_records: u64,
+    /// One line per problem, e.g. `00000000000000000007.wal: bad crc at offset 1234: skipped 90
+    /// bytes, 2 records`. Identical across the Rust and Python backends.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    bytes: u64,
+    records: u64,
+    undelivered: u64,
+}
+
+struct Active {
+    first_lsn: u64,
+    file: Arc<File>,
+}
+
+struct Failure {
+    lo: u64,
+    hi: u64,
+    err: WalError,
+}
+
+struct State {
+    closed: bool,
+    segments: BTreeMap<u64, Segment>,
+    active: Option<Active>,
+    /// Files written since the last sync snapshot (the active one at most once).
+    dirty: Vec<Arc<File>>,
+    next_lsn: u64,
+    undelivered: BTreeSet<u64>,
+    total_bytes: u64,
+    written_seq: u64,
+    synced_seq: u64,
+    /// Highest write sequence whose sync has finished, successfully or not.
+    settled_seq: u64,
+    syncing: bool,
+    /// Write sequences (lo, hi] whose fsync failed; the most recent few are kept.
+    failures: Vec<Failure>,
+    appends: u64,
+    appended_records: u64,
+    fsyncs: u64,
+    last_fsync: Duration,
+}
+
+impl State {
+    fn segment_of(&mut self, lsn: u64) -> Option<&mut Segment> {
+        self.segments.range_mut(..=lsn).next_back().map(|(_, s)| s)
+    }
+
+    fn forget(&mut self, lsns: std::ops::Range<u64>) {
+        for lsn in lsns {
+            if self.undelivered.remove(&lsn) {
+                if let Some(seg) = self.segment_of(lsn) {
+                    seg.undelivered -= 1;
+                }
+            }
+        }
+    }
+}
+
+/// A write-ahead log in one directory. All methods take `&self`; it is `Send + Sync`.
+pub struct Wal {
+    dir: PathBuf,
+    opts: WalOptions,
+    state: Mutex<State>,
+    synced: Condvar,
+    checkpointing: Mutex<()>,
+    recovery: Recovery,
+    /// `next_lsn` when the log was opened: `replay` covers the lsns below it.
+    replay_end: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The file name of the segment whose first lsn is `first_lsn`.
+pub fn segment_name(first_lsn: u64) -> String {
+    format!("{first_lsn:020}{SEGMENT_SUFFIX}")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+        stem.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn u32_at(data: &[u8], pos: usize) -> u32 {
+    u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(data: &[u8], pos: usize) -> u64 {
+    u64::from_le_bytes(data[pos..pos + 8].try_into().expect("8 bytes"))
+}
+
+/// crc32c(len_le ++ lsn_le ++ payload), the checksum of one record.
+pub fn record_crc(lsn: u64, payload: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&(payload.len() as u32).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc, &lsn.to_le_bytes());
+    crc32c::crc32c_append(crc, payload)
+}
+
+/// Appends the framed record to `buf`.
+pub fn encode_record(buf: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&record_crc(lsn, payload).to_le_bytes());
+    buf.extend_from_slice(&lsn.to_le_bytes());
+    buf.extend_from_slice(payload);
+}
+
+/// The records of one segment's bytes, as far as they are intact.
+struct Scan {
+    /// (lsn, payload offset, payload len)
+    records: Vec<(u64, usize, usize)>,
+    /// Length of the intact prefix (header + whole good records).
+    valid_len: usize,
+    /// Why the scan stopped early, and how many (possibly partial) frames follow.
+    bad: Option<(&'static str, u64)>,
+}
+
+/// Frames in `data[pos..]` as their length fields describe them; a partial one counts.
+fn count_frames(data: &[u8], mut pos: usize) -> u64 {
+    let mut n = 0;
+    while pos < data.len() {
+        n += 1;
+        if data.len() - pos < RECORD_HEADER_LEN as usize {
+            break;
+        }
+        let len = u32_at(data, pos) as usize;
+        pos = pos
+            .saturating_add(RECORD_HEADER_LEN as usize)
+            .saturating_add(len);
+    }
+    n
+}
+
+fn scan_segment(data: &[u8], first_lsn: u64) -> Scan {
+    let mut pos = SEGMENT_HEADER_LEN as usize;
+    let mut expect = first_lsn;
+    let mut records = Vec::new();
+    let hdr = RECORD_HEADER_LEN as usize;
+    let bad = loop {
+        if pos == data.len() {
+            break None;
+        }
+        if data.len() - pos < hdr {
+            break Some("torn record");
+        }
+        let len = u32_at(data, pos) as u64;
+        if len > MAX_RECORD_LEN || (data.len() - pos - hdr) < len as usize {
+            break Some("torn record");
+        }
+        let len = len as usize;
+        let crc = u32_at(data, pos + 4);
+        let lsn = u64_at(data, pos + 8);
+        let payload = &data[pos + hdr..pos + hdr + len];
+        if record_crc(lsn, payload) != crc {
+            break Some("bad crc");
+        }
+        if lsn != expect {
+            break Some("unexpected lsn");
+        }
+        records.push((lsn, pos + hdr, len));
+        expect += 1;
+        pos += hdr + len;
+    };
+    Scan {
+        records,
+        valid_len: pos,
+        bad: bad.map(|why| (why, count_frames(data, pos))),
+    }
+}
+
+struct Checkpoint {
+    next_lsn: u64,
+    ranges: Vec<(u64, u64)>,
+}
+
+fn encode_checkpoint(next_lsn: u64, ranges: &[(u64, u64)]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(16 + ranges.len() * 16);
+    body.extend_from_slice(&next_lsn.to_le_bytes());
+    body.extend_from_slice(&(ranges.len() as u64).to_le_bytes());
+    for (a, b) in ranges {
+        body.extend_from_slice(&a.to_le_bytes());
+        body.extend_from_slice(&b.to_le_bytes());
+    }
+    let mut out = Vec::with_capacity(12 + body.len());
+    out.extend_from_slice(CHECKPOINT_MAGIC);
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn decode_checkpoint(data: &[u8]) -> Option<Checkpoint> {
+    if data.len() < 28
+        || &data[..8] != CHECKPOINT_MAGIC
+        || crc32c::crc32c(&data[12..]) != u32_at(data, 8)
+    {
+        return None;
+    }
+    let next_lsn = u64_at(data, 12);
+    let n = u64_at(data, 20);
+    if (data.len() as u64 - 28) != n.checked_mul(16)? {
+        return None;
+    }
+    let ranges = (0..n as usize)
+        .map(|i| (u64_at(data, 28 + 16 * i), u64_at(data, 36 + 16 * i)))
+        .collect();
+    Some(Checkpoint { next_lsn, ranges })
+}
+
+fn in_ranges(ranges: &[(u64, u64)], lsn: u64) -> bool {
+    // ranges are ascending and disjoint: find the last one starting at or before lsn
+    let i = ranges.partition_point(|&(a, _)| a <= lsn);
+    i > 0 && lsn < ranges[i - 1].1
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| WalError::io("fsync directory", dir, &e))
+}
+
+fn truncate_file(path: &Path, len: u64) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| WalError::io("open", path, &e))?;
+    f.set_len(len)
+        .map_err(|e| WalError::io("truncate", path, &e))?;
+    f.sync_all().map_err(|e| WalError::io("fsync", path, &e))
+}
+
+fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(WalError::io("delete segment", path, &e)),
+    }
+}
+
+impl Wal {
+    /// Opens (creating it if needed) the log in `dir` and recovers it: every segment is
+    /// scanned, a torn or corrupt tail is cut off and reported in [`Wal::recovery`], and the
+    /// undelivered records become available through [`Wal::replay`].
+    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
+        if opts.segment_bytes == 0 || opts.max_bytes == 0 {
+            return Err(WalError::Invalid(
+                "segment_bytes and max_bytes must be >= 1".into(),
+            ));
+        }
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| WalError::io("create directory", &dir, &e))?;
+        remove_file(&dir.join(CHECKPOINT_TMP))?;
+        let mut recovery = Recovery::default();
+
+        let ckpt_path = dir.join(CHECKPOINT_FILE);
+        let ckpt = match fs::read(&ckpt_path) {
+            Ok(data) => {
+                let c = decode_checkpoint(&data);
+                if c.is_none() {
+                    recovery
+                        .notes
+                        .push(format!("{CHECKPOINT_FILE}: bad checkpoint, ignored"));
+                }
+                c
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(WalError::io("read", &ckpt_path, &e)),
+        };
+        let (mut next_lsn, delivered) = match ckpt {
+            Some(c) => (c.next_lsn, c.ranges),
+            None => (0, Vec::new()),
+        };
+
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| WalError::io("list directory", &dir, &e))? {
+            let entry = entry.map_err(|e| WalError::io("list directory", &dir, &e))?;
+            if let Some(first) = entry.file_name().to_str().and_then(parse_segment_name) {
+                found.push((first, entry.path()));
+            }
+        }
+        found.sort();
+
+        let mut segments = BTreeMap::new();
+        let mut undelivered = BTreeSet::new();
+        let mut total_bytes = 0;
+        let mut prev_end: u64 = 0;
+        let mut touched = false;
+        for (first, path) in found {
+            let name = segment_name(first);
+            let data = fs::read(&path).map_err(|e| WalError::io("read", &path, &e))?;
+            let header_ok = data.len() >= SEGMENT_HEADER_LEN as usize
+                && &data[..8] == SEGMENT_MAGIC
+                && u64_at(&data, 8) == first
+                && first >= prev_end;
+            let scan = if header_ok {
+                scan_segment(&data, first)
+            } else {
+                let frames = if data.len() >= SEGMENT_HEADER_LEN as usize {
+                    count_frames(&data, 16)
+                } else {
+                    0
+                };
+                Scan {
+                    records: Vec::new(),
+                    valid_len: 0,
+                    bad: Some(("bad segment header", frames)),
+                }
+            };
+            if let Some((why, frames)) = scan.bad {
+                let skipped = (data.len() - scan.valid_len) as u64;
+                recovery.notes.push(format!(
+                    "{name}: {why} at offset {}: skipped {skipped} bytes, {frames} records",
+                    scan.valid_len
+                ));
+                recovery.skipped_bytes += skipped;
+                recovery.skipped_records += frames;
+                if !scan.records.is_empty() {
+                    truncate_file(&path, scan.valid_len as u64)?;
+                    touched = true;
+                }
+            }
+            if scan.records.is_empty() {
+                remove_file(&path)?;
+                touched = true;
+                continue;
+            }
+            let mut seg = Segment {
+                path,
+                bytes: scan.valid_len as u64,
+                records: 0,
+                undelivered: 0,
+            };
+            for &(lsn, _, _) in &scan.records {
+                seg.records += 1;
+                if !in_ranges(&delivered, lsn) {
+                    undelivered.insert(lsn);
+                    seg.undelivered += 1;
+                }
+            }
+            prev_end = scan.records.last().map_or(first, |r| r.0 + 1);
+            total_bytes += seg.bytes;
+            segments.insert(first, seg);
+        }
+        if touched {
+            sync_dir(&dir)?;
+        }
+        next_lsn = next_lsn.max(prev_end);
+        recovery.recovered_records = undelivered.len() as u64;
+
+        let wal = Wal {
+            dir,
+            opts,
+            state: Mutex::new(State {
+                closed: false,
+                segments,
+                active: None,
+                dirty: Vec::new(),
+                next_lsn,
+                undelivered,
+                total_bytes,
+                written_seq: 0,
+                synced_seq: 0,
+                settled_seq: 0,
+                syncing: false,
+                failures: Vec::new(),
+                appends: 0,
+                appended_records: 0,
+                fsyncs: 0,
+                last_fsync: Duration::ZERO,
+            }),
+            synced: Condvar::new(),
+            checkpointing: Mutex::new(()),
+            recovery,
+            replay_end: next_lsn,
+        };
+        // Drop the segments that the progress file already marks delivered.
+        wal.checkpoint()?;
+        Ok(wal)
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn options(&self) -> &WalOptions {
+        &self.opts
+    }
+
+    /// What recovery found when the log was opened.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Appends the payloads as consecutive records and returns their lsns, once they are all
+    /// fsynced. Concurrent calls share fsyncs (group commit).
+    pub fn append_many<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Vec<u64>> {
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut need = 0u64;
+        for p in payloads {
+            let len = p.as_ref().len() as u64;
+            if len > MAX_RECORD_LEN {
+                return Err(WalError::Invalid(format!(
+                    "record of {len} bytes is over the limit of {MAX_RECORD_LEN}"
+                )));
+            }
+            need += RECORD_HEADER_LEN + len;
+        }
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(WalError::Closed);
+        }
+        let roll = match &st.active {
+            None => true,
+            Some(a) => {
+                let seg = &st.segments[&a.first_lsn];
+                seg.records > 0 && seg.bytes + need > self.opts.segment_bytes
+            }
+        };
+        let extra = if roll { SEGMENT_HEADER_LEN } else { 0 };
+        if st.total_bytes + need + extra > self.opts.max_bytes {
+            return Err(WalError::Full {
+                used: st.total_bytes,
+                needed: need + extra,
+                max: self.opts.max_bytes,
+            });
+        }
+        if roll {
+            st.active = None;
+            self.create_segment(&mut st)?;
+        }
+        let first = st.next_lsn;
+        let n = payloads.len() as u64;
+        let mut buf = Vec::with_capacity(need as usize);
+        for (i, p) in payloads.iter().enumerate() {
+            encode_record(&mut buf, first + i as u64, p.as_ref());
+        }
+        let (active_first, file) = {
+            let a = st.active.as_ref().expect("an active segment");
+            (a.first_lsn, Arc::clone(&a.file))
+        };
+        if let Err(e) = (&*file).write_all(&buf) {
+            self.retire_after_write_error(&mut st, active_first, &file);
+            return Err(WalError::io(
+                "append",
+                &self.dir.join(segment_name(active_first)),
+                &e,
+            ));
+        }
+        let seg = st
+            .segments
+            .get_mut(&active_first)
+            .expect("active segment is listed");
+        seg.bytes += need;
+        seg.records += n;
+        seg.undelivered += n;
+        st.total_bytes += need;
+        st.next_lsn = first + n;
+        st.undelivered.extend(first..first + n);
+        if !st.dirty.last().is_some_and(|f| Arc::ptr_eq(f, &file)) {
+            st.dirty.push(file);
+        }
+        st.written_seq += 1;
+        let my_seq = st.written_seq;
+
+        loop {
+            if let Some(f) = st.failures.iter().find(|f| f.lo < my_seq && my_seq <= f.hi) {
+                let err = f.err.clone();
+                // The caller is told these records are not stored; they no longer hold back
+                // segment deletion (if they did reach the disk, a restart redelivers them).
+                st.forget(first..first + n);
+                return Err(err);
+            }
+            if st.synced_seq >= my_seq {
+                st.appends += 1;
+                st.appended_records += n;
+                return Ok((first..first + n).collect());
+            }
+            if st.syncing {
+                st = self.synced.wait(st).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            st = self.lead_sync(st);
+        }
+    }
+
+    /// Appends one record; see [`Wal::append_many`].
+    pub fn append(&self, payload: &[u8]) -> Result<u64> {
+        Ok(self.append_many(&[payload])?[0])
+    }
+
+    /// One group commit: wait for company, fsync every dirty file, wake the waiters.
+    fn lead_sync<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        st.syncing = true;
+        if !self.opts.commit_delay.is_zero() {
+            drop(st);
+            std::thread::sleep(self.opts.commit_delay);
+            st = lock(&self.state);
+        }
+        let target = st.written_seq;
+        let files = std::mem::take(&mut st.dirty);
+        drop(st);
+        let start = Instant::now();
+        let mut synced = 0;
+        let mut result = Ok(());
+        for f in &files {
+            synced += 1;
+            if let Err(e) = f.sync_data() {
+                result = Err(e);
+                break;
+            }
+        }
+        let elapsed = start.elapsed();
+        let mut st = lock(&self.state);
+        st.fsyncs += synced;
+        st.last_fsync = elapsed;
+        st.syncing = false;
+        st.settled_seq = st.settled_seq.max(target);
+        match result {
+            Ok(()) => st.synced_seq = st.synced_seq.max(target),
+            Err(e) => {
+                // After a failed fsync the page cache cannot be trusted: stop appending to
+                // the file, and fail every write the sync was meant to cover.
+                let path = match &st.active {
+                    Some(a) => self.dir.join(segment_name(a.first_lsn)),
+                    None => self.dir.clone(),
+                };
+                st.active = None;
+                let lo = st.synced_seq;
+                st.failures.push(Failure {
+                    lo,
+                    hi: target,
+                    err: WalError::io("fsync", &path, &e),
+                });
+                if st.failures.len() > 64 {
+                    st.failures.remove(0);
+                }
+            }
+        }
+        self.synced.notify_all();
+        st
+    }
+
+    fn create_segment(&self, st: &mut State) -> Result<()> {
+        let first = st.next_lsn;
+        let path = self.dir.join(segment_name(first));
+        if let Some(old) = st.segments.remove(&first) {
+            // A leftover without records (only possible after a failed write): replace it.
+            st.total_bytes -= old.bytes;
+        }
+        let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN as usize);
+        header.extend_from_slice(SEGMENT_MAGIC);
+        header.extend_from_slice(&first.to_le_bytes());
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&header).map(|()| f))
+            .map_err(|e| WalError::io("create segment", &path, &e))?;
+        if let Err(e) = sync_dir(&self.dir) {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        st.segments.insert(
+            first,
+            Segment {
+                path,
+                bytes: SEGMENT_HEADER_LEN,
+                records: 0,
+                undelivered: 0,
+            },
+        );
+        st.total_bytes += SEGMENT_HEADER_LEN;
+        let file = Arc::new(file);
+        st.dirty.push(Arc::clone(&file));
+        st.active = Some(Active {
+            first_lsn: first,
+            file,
+        });
+        Ok(())
+    }
+
+    fn retire_after_write_error(&self, st: &mut State, first: u64, file: &File) {
+        st.active = None;
+        let seg = st.segments.get(&first).expect("active segment is listed");
+        // Cut a partial frame off, so the segment stays readable to its end.
+        let _ = file.set_len(seg.bytes);
+        if seg.records == 0 {
+            let path = seg.path.clone();
+            if fs::remove_file(&path).is_ok() {
+                let bytes = seg.bytes;
+                st.segments.remove(&first);
+                st.total_bytes -= bytes;
+            }
+        }
+    }
+
+    /// Marks records delivered (acknowledged by an analyzer). Unknown and already delivered
+    /// lsns are ignored. Returns how many were newly marked. In memory only: the next
+    /// [`Wal::checkpoint`] persists it.
+    pub fn ack(&self, lsns: &[u64]) -> u64 {
+        let mut st = lock(&self.state);
+        let mut n = 0;
+        for &lsn in lsns {
+            if st.undelivered.remove(&lsn) {
+                n += 1;
+                if let Some(seg) = st.segment_of(lsn) {
+                    seg.undelivered -= 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Persists delivery progress (the acks so far) and then deletes every fully delivered
+    /// segment, the active one included (the next append starts a new one). Returns the
+    /// number of segments deleted. Call it periodically (it fsyncs, so off the event loop).
+    pub fn checkpoint(&self) -> Result<u64> {
+        if lock(&self.state).closed {
+            return Err(WalError::Closed);
+        }
+        self.checkpoint_inner()
+    }
+
+    fn checkpoint_inner(&self) -> Result<u64> {
+        let _one_at_a_time = lock(&self.checkpointing);
+        let (body, doomed) = {
+            let mut st = lock(&self.state);
+            if let Some(a) = &st.active {
+                let seg = &st.segments[&a.first_lsn];
+                if seg.records > 0 && seg.undelivered == 0 {
+                    st.active = None;
+                }
+            }
+            let active = st.active.as_ref().map(|a| a.first_lsn);
+            let doomed: Vec<(u64, PathBuf)> = st
+                .segments
+                .iter()
+                .filter(|(first, s)| Some(**first) != active && s.records > 0 && s.undelivered == 0)
+                .map(|(first, s)| (*first, s.path.clone()))
+                .collect();
+            let base = st
+                .segments
+                .iter()
+                .find(|(first, s)| Some(**first) == active || s.undelivered > 0)
+                .map_or(st.next_lsn, |(first, _)| *first);
+            let mut ranges = Vec::new();
+            let mut start = base;
+            for &lsn in st.undelivered.range(base..) {
+                if lsn > start {
+                    ranges.push((start, lsn));
+                }
+                start = lsn + 1;
+            }
+            if st.next_lsn > start {
+                ranges.push((start, st.next_lsn));
+            }
+            (encode_checkpoint(st.next_lsn, &ranges), doomed)
+        };
+        self.write_checkpoint(&body)?;
+        let mut deleted = 0;
+        let mut result = Ok(());
+        for (first, path) in &doomed {
+            if let Err(e) = remove_file(path) {
+                result = Err(e);
+                break;
+            }
+            let mut st = lock(&self.state);
+            if let Some(seg) = st.segments.remove(first) {
+                st.total_bytes -= seg.bytes;
+            }
+            deleted += 1;
+        }
+        if deleted > 0 {
+            sync_dir(&self.dir)?;
+        }
+        result.map(|()| deleted)
+    }
+
+    fn write_checkpoint(&self, body: &[u8]) -> Result<()> {
+        let tmp = self.dir.join(CHECKPOINT_TMP);
+        let dst = self.dir.join(CHECKPOINT_FILE);
+        let mut f = File::create(&tmp).map_err(|e| WalError::io("write checkpoint", &tmp, &e))?;
+        f.write_all(body)
+            .map_err(|e| WalError::io("write checkpoint", &tmp, &e))?;
+        f.sync_all()
+            .map_err(|e| WalError::io("fsync checkpoint", &tmp, &e))?;
+        drop(f);
+        fs::rename(&tmp, &dst).map_err(|e| WalError::io("rename checkpoint", &dst, &e))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Every record that recovery found undelivered and that is still undelivered now, as
+    /// (lsn, payload) in lsn order, read back from disk.
+    pub fn replay(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+        let (want, files): (BTreeSet<u64>, Vec<(u64, PathBuf)>) = {
+            let st = lock(&self.state);
+            if st.closed {
+                return Err(WalError::Closed);
+            }
+            let want: BTreeSet<u64> = st.undelivered.range(..self.replay_end).copied().collect();
+            let files = st
+                .segments
+                .iter()
+                .filter(|(first, s)| **first < self.replay_end && s.undelivered > 0)
+                .map(|(first, s)| (*first, s.path.clone()))
+                .collect();
+            (want, files)
+        };
+        let mut out = Vec::with_capacity(want.len());
+        for (first, path) in files {
+            let data = match fs::read(&path) {
+                Ok(data) => data,
+                // deleted meanwhile: then all its records were delivered
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(WalError::io("read", &path, &e)),
+            };
+            let scan = scan_segment(&data, first);
+            for (lsn, off, len) in scan.records {
+                if want.contains(&lsn) {
+                    out.push((lsn, data[off..off + len].to_vec()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counters; see [`WalStats`].
+    pub fn stats(&self) -> WalStats {
+        let st = lock(&self.state);
+        WalStats {
+            bytes: st.total_bytes,
+            segments: st.segments.len() as u64,
+            records: st.segments.values().map(|s| s.records).sum(),
+            undelivered: st.undelivered.len() as u64,
+            next_lsn: st.next_lsn,
+            appends: st.appends,
+            appended_records: st.appended_records,
+            fsyncs: st.fsyncs,
+            last_fsync_seconds: st.last_fsync.as_secs_f64(),
+            skipped_bytes: self.recovery.skipped_bytes,
+            skipped_records: self.recovery.skipped_records,
+            recovered_records: self.recovery.recovered_records,
+            max_bytes: self.opts.max_bytes,
+        }
+    }
+
+    /// Stops new appends, waits until every write is synced (or failed), persists progress,
+    /// deletes fully delivered segments, and closes the files. Later calls fail with
+    /// [`WalError::Closed`]; closing twice is a no-op.
+    pub fn close(&self) -> Result<()> {
+        {
+            let mut st = lock(&self.state);
+            if st.closed {
+                return Ok(());
+            }
+            st.closed = true;
+            while st.settled_seq < st.written_seq {
+                if st.syncing {
+                    st = self.synced.wait(st).unwrap_or_else(PoisonError::into_inner);
+                } else {
+                    st = self.lead_sync(st);
+                }
+            }
+        }
+        let result = self.checkpoint_inner();
+        let mut st = lock(&self.state);
+        st.active = None;
+        st.dirty.clear();
+        result.map(|_| ())
+    }
+}

@@ -1,0 +1,446 @@
+//! The write-ahead log: round trip, progress, rollover and deletion, torn and corrupt tails,
+//! the byte bound, and group commit under concurrent appenders.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wlb::wal::{segment_name, Wal, WalError, WalOptions, CHECKPOINT_FILE, SEGMENT_HEADER_LEN};
+
+/// A fresh directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "wlb-wal-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn opts(segment_bytes: u64, max_bytes: u64) -> WalOptions {
+    WalOptions {
+        segment_bytes,
+        max_bytes,
+        commit_delay: Duration::ZERO,
+    }
+}
+
+fn payloads(n: usize, tag: &str) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("{tag}-{i}-{}", "x".repeat(i % 7)).into_bytes())
+        .collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Simulates kill -9: no close, no checkpoint.
+fn crash(wal: Wal) {
+    std::mem::forget(wal);
+}
+
+#[test]
+fn append_replay_round_trip() {
+    let d = TempDir::new("rt");
+    let data = payloads(50, "a");
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    let mut lsns = wal.append_many(&data[..20]).unwrap();
+    lsns.extend(wal.append_many(&data[20..]).unwrap());
+    assert_eq!(lsns, (0..50).collect::<Vec<u64>>());
+    assert_eq!(
+        wal.replay().unwrap(),
+        vec![],
+        "replay covers what recovery found, nothing new"
+    );
+    let s = wal.stats();
+    assert_eq!(
+        (
+            s.records,
+            s.undelivered,
+            s.appends,
+            s.appended_records,
+            s.next_lsn
+        ),
+        (50, 50, 2, 50, 50)
+    );
+    crash(wal);
+
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    let got = wal.replay().unwrap();
+    assert_eq!(got.len(), 50);
+    for (i, (lsn, p)) in got.iter().enumerate() {
+        assert_eq!(*lsn, i as u64);
+        assert_eq!(p, &data[i]);
+    }
+    assert_eq!(wal.recovery().recovered_records, 50);
+    assert_eq!(
+        (wal.recovery().skipped_bytes, wal.recovery().skipped_records),
+        (0, 0)
+    );
+    // New appends continue the lsn sequence in a new segment.
+    assert_eq!(wal.append(b"next").unwrap(), 50);
+    assert_eq!(wal.stats().segments, 2);
+    assert_eq!(wal.append_many::<&[u8]>(&[]).unwrap(), Vec::<u64>::new());
+}
+
+#[test]
+fn progress_survives_reopen_and_is_never_ahead() {
+    let d = TempDir::new("progress");
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    let data = payloads(10, "p");
+    wal.append_many(&data).unwrap();
+    assert_eq!(wal.ack(&[1, 3, 5, 5, 99]), 3);
+    wal.checkpoint().unwrap();
+    assert_eq!(wal.ack(&[7]), 1); // not persisted before the crash: redelivered
+    crash(wal);
+
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    let lsns: Vec<u64> = wal.replay().unwrap().into_iter().map(|r| r.0).collect();
+    assert_eq!(lsns, vec![0, 2, 4, 6, 7, 8, 9]);
+    wal.ack(&[0, 2]);
+    wal.close().unwrap(); // close persists progress
+    assert!(matches!(wal.append(b"late"), Err(WalError::Closed)));
+    drop(wal);
+
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    let lsns: Vec<u64> = wal.replay().unwrap().into_iter().map(|r| r.0).collect();
+    assert_eq!(lsns, vec![4, 6, 7, 8, 9]);
+    assert_eq!(wal.stats().undelivered, 5);
+}
+
+#[test]
+fn rollover_and_deletion_of_delivered_segments() {
+    let d = TempDir::new("roll");
+    // 16 + 16*(16+100) ~ 1.9 KB per segment: 4 records of 100 bytes per segment.
+    let wal = Wal::open(&d.0, opts(16 + 4 * 116, 1 << 20)).unwrap();
+    let rec = vec![7u8; 100];
+    let mut lsns = Vec::new();
+    for _ in 0..10 {
+        lsns.push(wal.append(&rec).unwrap());
+    }
+    assert_eq!(wal.stats().segments, 3);
+    assert_eq!(
+        segment_files(&d.0),
+        vec![segment_name(0), segment_name(4), segment_name(8)]
+    );
+    assert_eq!(wal.stats().bytes, 3 * SEGMENT_HEADER_LEN + 10 * 116);
+
+    // The middle segment fully delivered, the first one not.
+    wal.ack(&[4, 5, 6, 7, 0]);
+    assert_eq!(wal.checkpoint().unwrap(), 1);
+    assert_eq!(segment_files(&d.0), vec![segment_name(0), segment_name(8)]);
+    wal.ack(&[1, 2, 3]);
+    assert_eq!(wal.checkpoint().unwrap(), 1);
+    assert_eq!(segment_files(&d.0), vec![segment_name(8)]);
+    // The active segment too, once all of it is delivered; lsns go on.
+    wal.ack(&[8, 9]);
+    assert_eq!(wal.checkpoint().unwrap(), 1);
+    assert_eq!(segment_files(&d.0), Vec::<String>::new());
+    let s = wal.stats();
+    assert_eq!(
+        (s.bytes, s.segments, s.records, s.undelivered),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(wal.append(b"z").unwrap(), 10);
+    wal.ack(&[10]);
+    wal.close().unwrap();
+    drop(wal);
+
+    // The lsn sequence survives the deletion of every segment.
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    assert_eq!(segment_files(&d.0), Vec::<String>::new());
+    assert_eq!(wal.replay().unwrap(), vec![]);
+    assert_eq!(wal.append(b"after").unwrap(), 11);
+}
+
+#[test]
+fn full_log_refuses_and_recovers_after_delivery() {
+    let d = TempDir::new("full");
+    let wal = Wal::open(&d.0, opts(1 << 20, 16 + 3 * 116)).unwrap();
+    let rec = vec![1u8; 100];
+    let lsns = wal.append_many(&[&rec[..], &rec[..], &rec[..]]).unwrap();
+    let err = wal.append(&rec).unwrap_err();
+    assert!(matches!(err, WalError::Full { .. }), "{err:?}");
+    assert!(err.to_string().contains("full"));
+    // Nothing accepted was dropped.
+    assert_eq!(wal.stats().undelivered, 3);
+    wal.ack(&lsns);
+    wal.checkpoint().unwrap();
+    assert_eq!(wal.append(&rec).unwrap(), 3);
+    // A single batch over the bound can never fit.
+    assert!(matches!(
+        wal.append(&vec![0u8; 1000]),
+        Err(WalError::Full { .. })
+    ));
+}
+
+#[test]
+fn torn_tail_is_cut_and_reported() {
+    let d = TempDir::new("torn");
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    let data = payloads(5, "t");
+    wal.append_many(&data).unwrap();
+    crash(wal);
+    let seg = d.0.join(segment_name(0));
+    let len = fs::metadata(&seg).unwrap().len();
+    let last = 16 + data[4].len() as u64;
+    // Cut the last record in its middle.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    let r = wal.recovery().clone();
+    assert_eq!(
+        (r.skipped_bytes, r.skipped_records, r.recovered_records),
+        (last - 3, 1, 4)
+    );
+    assert_eq!(
+        r.notes,
+        vec![format!(
+            "{}: torn record at offset {}: skipped {} bytes, 1 records",
+            segment_name(0),
+            len - last,
+            last - 3
+        )]
+    );
+    let got = wal.replay().unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+        data[..4].to_vec()
+    );
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        len - last,
+        "the torn tail is cut off"
+    );
+    // New records never reuse a torn record's place, and reopening reports nothing more.
+    assert_eq!(wal.append(b"new").unwrap(), 4);
+    crash(wal);
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    assert_eq!(wal.recovery().skipped_bytes, 0);
+    assert_eq!(wal.replay().unwrap().len(), 5);
+}
+
+#[test]
+fn bad_crc_stops_the_scan_of_that_segment() {
+    let d = TempDir::new("crc");
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    let data: Vec<Vec<u8>> = (0..6).map(|i| vec![b'a' + i as u8; 20]).collect();
+    wal.append_many(&data).unwrap();
+    crash(wal);
+    let seg = d.0.join(segment_name(0));
+    let mut bytes = fs::read(&seg).unwrap();
+    let rec3 = 16 + 3 * 36;
+    bytes[rec3 + 16 + 5] ^= 0x40; // a payload byte of record 3
+    fs::write(&seg, &bytes).unwrap();
+
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    let r = wal.recovery();
+    assert_eq!(
+        (r.skipped_bytes, r.skipped_records, r.recovered_records),
+        (3 * 36, 3, 3)
+    );
+    assert_eq!(
+        r.notes,
+        vec![format!(
+            "{}: bad crc at offset {rec3}: skipped 108 bytes, 3 records",
+            segment_name(0)
+        )]
+    );
+    let lsns: Vec<u64> = wal.replay().unwrap().into_iter().map(|r| r.0).collect();
+    assert_eq!(lsns, vec![0, 1, 2]);
+}
+
+#[test]
+fn corruption_in_an_older_segment_keeps_the_later_ones() {
+    let d = TempDir::new("older");
+    let wal = Wal::open(&d.0, opts(16 + 2 * 26, 1 << 20)).unwrap();
+    for i in 0..6u8 {
+        wal.append(&[i; 10]).unwrap();
+    }
+    crash(wal);
+    assert_eq!(segment_files(&d.0).len(), 3);
+    let seg = d.0.join(segment_name(2));
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[16 + 4] ^= 1; // the crc of lsn 2
+    fs::write(&seg, &bytes).unwrap();
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    assert_eq!(wal.recovery().skipped_records, 2);
+    let lsns: Vec<u64> = wal.replay().unwrap().into_iter().map(|r| r.0).collect();
+    assert_eq!(lsns, vec![0, 1, 4, 5]);
+    assert!(!seg.exists(), "a segment left with no records is removed");
+}
+
+#[test]
+fn bad_checkpoint_means_redelivery_not_loss() {
+    let d = TempDir::new("ckpt");
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    wal.append_many(&payloads(4, "c")).unwrap();
+    wal.ack(&[0, 1]);
+    wal.checkpoint().unwrap();
+    crash(wal);
+    let ck = d.0.join(CHECKPOINT_FILE);
+    let mut bytes = fs::read(&ck).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    fs::write(&ck, &bytes).unwrap();
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    assert_eq!(
+        wal.recovery().notes,
+        vec![format!("{CHECKPOINT_FILE}: bad checkpoint, ignored")]
+    );
+    assert_eq!(wal.replay().unwrap().len(), 4);
+}
+
+#[test]
+fn concurrent_appenders_share_fsyncs() {
+    let d = TempDir::new("group");
+    let o = WalOptions {
+        commit_delay: Duration::from_millis(2),
+        ..WalOptions::default()
+    };
+    let wal = Arc::new(Wal::open(&d.0, o).unwrap());
+    let threads = 8;
+    let per = 40;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let wal = Arc::clone(&wal);
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..per {
+                    let p = format!("t{t}-{i}").into_bytes();
+                    let lsns = wal.append_many(&[p.clone(), p]).unwrap();
+                    mine.extend(lsns);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort();
+    assert_eq!(all, (0..(threads * per * 2) as u64).collect::<Vec<_>>());
+    let s = wal.stats();
+    assert_eq!(s.appends, (threads * per) as u64);
+    assert!(
+        s.fsyncs >= 1 && s.fsyncs < s.appends,
+        "fsyncs {} appends {}",
+        s.fsyncs,
+        s.appends
+    );
+    let wal = Arc::try_unwrap(wal).ok().unwrap();
+    crash(wal);
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    let got = wal.replay().unwrap();
+    assert_eq!(got.len(), threads * per * 2);
+    // Both records of one call are adjacent and equal.
+    for pair in got.chunks(2) {
+        assert_eq!(pair[0].0 + 1, pair[1].0);
+        assert_eq!(pair[0].1, pair[1].1);
+    }
+}
+
+#[test]
+fn foreign_files_are_left_alone_and_bad_options_refused() {
+    let d = TempDir::new("foreign");
+    fs::create_dir_all(&d.0).unwrap();
+    fs::write(d.0.join("notes.txt"), b"hello").unwrap();
+    fs::write(d.0.join("12.wal"), b"not a segment name").unwrap();
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    assert_eq!(wal.stats().segments, 0);
+    assert!(d.0.join("notes.txt").exists() && d.0.join("12.wal").exists());
+    assert!(matches!(
+        Wal::open(&d.0, opts(0, 10)),
+        Err(WalError::Invalid(_))
+    ));
+}
+
+#[test]
+fn io_error_on_open_is_reported_with_the_path() {
+    let d = TempDir::new("ioerr");
+    fs::create_dir_all(d.0.parent().unwrap()).unwrap();
+    fs::write(&d.0, b"a file, not a directory").unwrap();
+    let err = Wal::open(&d.0, WalOptions::default()).err().unwrap();
+    assert!(matches!(err, WalError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains(&d.0.display().to_string()));
+    fs::remove_file(&d.0).unwrap();
+}
+
+#[test]
+fn appends_acks_checkpoints_and_rollovers_race_without_loss() {
+    let d = TempDir::new("race");
+    let wal = Arc::new(Wal::open(&d.0, opts(2048, 1 << 30)).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let appenders: Vec<_> = (0..4)
+        .map(|t| {
+            let wal = Arc::clone(&wal);
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for i in 0..150u32 {
+                    let p = format!("t{t}-{i}-{}", "y".repeat((i % 50) as usize)).into_bytes();
+                    for lsn in wal.append_many(&[p.clone(), p]).unwrap() {
+                        tx.send(lsn).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let acker = {
+        let wal = Arc::clone(&wal);
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            for (n, lsn) in rx.into_iter().enumerate() {
+                if lsn % 3 != 0 {
+                    assert_eq!(wal.ack(&[lsn]), 1);
+                    acked.push(lsn);
+                }
+                if n % 25 == 0 {
+                    wal.checkpoint().unwrap();
+                }
+            }
+            acked
+        })
+    };
+    for a in appenders {
+        a.join().unwrap();
+    }
+    let acked = acker.join().unwrap();
+    wal.checkpoint().unwrap();
+    let total = 4 * 150 * 2;
+    assert_eq!(wal.stats().undelivered, (total - acked.len()) as u64);
+    let wal = Arc::try_unwrap(wal).ok().unwrap();
+    crash(wal);
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    assert_eq!(wal.recovery().skipped_bytes, 0);
+    let got: Vec<u64> = wal.replay().unwrap().into_iter().map(|r| r.0).collect();
+    let want: Vec<u64> = (0..total as u64).filter(|l| l % 3 == 0).collect();
+    assert_eq!(got, want);
+}

@@ -1,0 +1,5 @@
+"""`python -m logdist` is the `logdist` command."""
+
+from logdist.cli import main
+
+raise SystemExit(main())

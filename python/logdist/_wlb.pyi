@@ -1,0 +1,356 @@
+"""Type stub and behavioural contract of the logdist core.
+
+Both backends implement exactly this: the Rust extension `logdist._wlb` (crates/wlb-py over
+crates/wlb) and the pure-Python twin `logdist._pycore`. Algorithms are specified precisely
+enough that both return bit-identical results for identical inputs and seeds; the shared
+pytest suite (tests/core/) checks that. Exceptions come from `logdist.errors`.
+
+Random numbers
+--------------
+Everything random draws from SplitMix64 (below). A draw of a uniform float in [0, 1) is
+`(next_u64() >> 11) * 2.0**-53`. Float arithmetic is IEEE-754 binary64 in the order written.
+"""
+
+from collections.abc import Collection, Sequence
+from typing import Self, final
+
+__version__: str
+
+@final
+class SplitMix64:
+    """SplitMix64 PRNG (Steele, Lea, Flood 2014). All arithmetic is mod 2**64.
+
+    next_u64():  state += 0x9E3779B97F4A7C15; z = state
+                 z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+                 z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+                 return z ^ (z >> 31)
+    next_f64():  (next_u64() >> 11) * 2.0**-53
+    """
+
+    def __new__(cls, seed: int) -> Self:
+        """seed is taken mod 2**64 (negative seeds wrap); it is the initial state."""
+    def next_u64(self) -> int: ...
+    def next_f64(self) -> float: ...
+
+@final
+class AliasTable:
+    """Vose's alias method: O(n) build, O(1) sample.
+
+    Validation (WeightError, a ValueError): empty list; any weight NaN, infinite or < 0;
+    all weights zero; a sum that is not finite.
+
+    Construction, exactly (n = len(weights), total = left-to-right float sum):
+      prob = [0.0]*n; alias = [0]*n
+      zero-weight entries are set aside first: prob[i] = 0.0, alias[i] = index of the largest
+      weight (lowest index on ties); they never enter the work lists and can never be picked.
+      scaled[i] = weights[i] * n / total            # evaluated as (weights[i] * n) / total
+      small = [i for i in positive-weight indices, ascending, if scaled[i] < 1.0]
+      large = [i for i in positive-weight indices, ascending, if scaled[i] >= 1.0]
+      while small and large:                        # both used as stacks: pop() from the end
+          s = small.pop(); g = large.pop()
+          prob[s] = scaled[s]; alias[s] = g
+          scaled[g] = (scaled[g] + scaled[s]) - 1.0
+          (small if scaled[g] < 1.0 else large).append(g)
+      for g in large: prob[g] = 1.0; alias[g] = g   # leftovers are rounding residue
+      for s in small: prob[s] = 1.0; alias[s] = s
+
+    sample(u1, u2): col = min(int(u1 * n), n - 1); return col if u2 < prob[col] else alias[col]
+    u1 and u2 must be in [0, 1) (ValueError otherwise).
+    """
+
+    def __new__(cls, weights: Sequence[float]) -> Self: ...
+    def __len__(self) -> int: ...
+    @property
+    def prob(self) -> list[float]: ...
+    @property
+    def alias(self) -> list[int]: ...
+    def sample(self, u1: float, u2: float) -> int: ...
+    def sample_many(self, count: int, seed: int) -> list[int]:
+        """`count` picks; rng = SplitMix64(seed); each pick draws u1 = rng.next_f64(), then
+        u2 = rng.next_f64(), then sample(u1, u2). Deterministic for a seed."""
+    def histogram(self, count: int, seed: int) -> list[int]:
+        """The same draws as sample_many(count, seed), returned as a count per index (no list of
+        picks is built; the Rust backend releases the GIL)."""
+
+@final
+class SmoothWeighted:
+    """Smooth weighted round robin, the nginx algorithm. Deterministic.
+
+    weights: non-negative ints, not all zero (WeightError otherwise). current = [0]*n.
+    next(): total = sum(weights); best = -1
+            for i in range(n): current[i] += weights[i]
+                               if weights[i] > 0 and (best < 0 or current[i] > current[best]): best = i
+            current[best] -= total; return best
+    Over any window of W = sum(weights) consecutive picks, index i appears exactly weights[i] times.
+    """
+
+    def __new__(cls, weights: Sequence[int]) -> Self: ...
+    def __len__(self) -> int: ...
+    def next(self) -> int: ...
+    def next_many(self, count: int) -> list[int]: ...
+
+@final
+class Router:
+    """Weighted target selection among eligible targets.
+
+    Targets are named, kept in insertion order, each with a float weight (finite, >= 0) and an
+    `eligible` flag (healthy and enabled; True when added). A target is a *candidate* for a pick
+    when eligible, weight > 0, and not in `exclude`. Weights are renormalised over candidates.
+    Changes take effect on the next pick.
+
+    strategy "alias" (default): picks use an AliasTable over the candidates (in insertion
+      order) and two draws u1, u2 from the router's own SplitMix64(seed), as AliasTable.sample.
+      The table over the unexcluded candidates is cached and rebuilt after any change.
+    strategy "swrr": integer weight of a target = max(1, floor(weight * 1_000_000 + 0.5)) if
+      weight > 0 else 0, then all divided by their gcd; each target keeps its `current` value.
+      A pick runs the SmoothWeighted step over the candidates only (total = sum over them).
+      Any set_target / remove_target / set_eligible resets every `current` to 0, so windows
+      are exact again from the next pick. Exclusion does not reset.
+    No candidate: NoTargetError (a LookupError), and no draw is consumed.
+    """
+
+    def __new__(cls, strategy: str = "alias", seed: int = 0) -> Self:
+        """ValueError for an unknown strategy."""
+    @property
+    def strategy(self) -> str: ...
+    def set_target(self, name: str, weight: float) -> None:
+        """Add a target (eligible) or change the weight of an existing one (keeps its flag and
+        position). WeightError for a NaN, infinite or negative weight."""
+    def remove_target(self, name: str) -> None:
+        """KeyError if absent."""
+    def set_eligible(self, name: str, eligible: bool) -> None:
+        """KeyError if absent."""
+    def __len__(self) -> int: ...
+    def __contains__(self, name: object, /) -> bool: ...
+    def snapshot(self) -> list[tuple[str, float, bool]]:
+        """(name, weight, eligible) for every target, in insertion order."""
+    def shares(self) -> dict[str, float]:
+        """Expected share of every target: weight / sum over eligible positive weights for
+        eligible targets, 0.0 for the others; all 0.0 when nothing is eligible."""
+    def pick(self, exclude: Collection[str] | None = None) -> str: ...
+    def pick_many(self, count: int) -> list[str]:
+        """`count` picks with no exclusion (same draws as `count` calls of pick())."""
+
+@final
+class RingBuffer:
+    """Bounded multi-producer multi-consumer FIFO of bytes objects; lock-free in Rust
+    (a Vyukov/crossbeam ArrayQueue). It stores the bytes object itself (no copy).
+
+    capacity must be >= 1 (ValueError for 0 or negative).
+    """
+
+    def __new__(cls, capacity: int) -> Self: ...
+    @property
+    def capacity(self) -> int: ...
+    def __len__(self) -> int: ...
+    def is_empty(self) -> bool: ...
+    def is_full(self) -> bool: ...
+    def push(self, item: bytes) -> bytes | None:
+        """Append; None on success, or `item` itself (the same object) when full."""
+    def pop(self) -> bytes | None:
+        """Oldest item, or None when empty."""
+    def pop_many(self, max_items: int, max_bytes: int) -> list[bytes]:
+        """Pop oldest items while count < max_items and the byte total stays <= max_bytes.
+        The first item is always taken, even when it alone exceeds max_bytes, so a consumer
+        always makes progress. Empty list when empty. max_items < 1: ValueError."""
+
+@final
+class RetryScheduler:
+    """Timed retries with exponential backoff and full jitter.
+
+    base > 0, cap >= base, 1.0 <= multiplier <= 16.0, all finite (ValueError otherwise).
+    ceiling(attempt) = cap if attempt >= 64 else min(cap, base * multiplier ** attempt)
+    backoff(attempt, u) = u * ceiling(attempt)         # attempt >= 0, u in [0, 1)
+    schedule(): delay = min(max(retry_after, 0.0), MAX_RETRY_AFTER) if retry_after is given,
+                else backoff(attempt, rng.next_f64()) with the scheduler's SplitMix64(seed);
+                deadline = now + delay. Items are ints (caller-side tokens), due in
+                (deadline, insertion sequence) order.
+    """
+
+    MAX_RETRY_AFTER: float  # 3600.0
+
+    def __new__(cls, base: float = 0.05, cap: float = 30.0, multiplier: float = 2.0, seed: int = 0) -> Self: ...
+    def backoff(self, attempt: int, u: float) -> float: ...
+    def schedule(self, token: int, now: float, attempt: int, retry_after: float | None = None) -> float:
+        """Returns the deadline."""
+    def pop_due(self, now: float, max_items: int = 1 << 30) -> list[int]:
+        """Tokens whose deadline <= now, earliest first, at most max_items."""
+    def next_deadline(self) -> float | None: ...
+    def __len__(self) -> int: ...
+
+@final
+class RoutedPacket:
+    """The result of route_packet.
+
+    emitter_id: decoded value of "emitter_id" (or its synonym "agent_id"), else None.
+    packet_id:  decoded "packet_id" (a JSON string, or an integer's decimal text), else None.
+    count:      number of messages.
+    batches:    target name -> the raw bytes of the messages routed to it, each message's exact
+                original JSON text (with an id inserted when it had none, see route_packet),
+                in input order, joined by b",". b"[" + batch + b"]" is a JSON array.
+    counts:     target name -> number of messages in batches[target].
+    Only targets that got at least one message appear.
+    """
+
+    @property
+    def emitter_id(self) -> str | None: ...
+    @property
+    def packet_id(self) -> str | None: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def batches(self) -> dict[str, bytes]: ...
+    @property
+    def counts(self) -> dict[str, int]: ...
+
+def route_packet(
+    body: bytes,
+    router: Router | None,
+    *,
+    fallback_prefix: str,
+    format: str = "auto",
+    max_messages: int = 10_000,
+    max_depth: int = 64,
+) -> RoutedPacket:
+    """Validate a request body, give every message an id, and route each message.
+
+    The Rust backend builds no Python object per message and releases the GIL while it scans.
+    Errors raise PacketError(code, detail) and route nothing (no pick is drawn); the verdict
+    (code) is identical across backends. Checks, in order:
+
+    1. bad_utf8: the body is not valid UTF-8.
+    2. Shape, by `format`:
+       "json":  one JSON value, surrounded by optional whitespace (space, \\t, \\n, \\r).
+                An object is a packet; an array is a bare list of messages.
+       "ndjson": one message object per line; blank lines (whitespace only) are skipped.
+       "auto":  like "json", but if the first value is an object and more non-whitespace
+                follows it, the body is read as NDJSON.
+       Syntax is RFC 8259 (strings may hold any escaped code point, lone surrogate escapes
+       included; numbers are checked for syntax only and kept as written, any size).
+       Violations: bad_json, with the byte offset in the detail. Nesting deeper than
+       max_depth (the top-level value is depth 1): too_deep.
+    3. Packet object: "messages" or "log_messages" must be present (bad_schema if neither,
+       or both), and be an array (bad_schema). "emitter_id" / "agent_id" if present: string;
+       "packet_id" if present: string or integer (bad_schema otherwise). Other packet keys are
+       ignored.
+    4. Each message must be an object (bad_schema, detail "messages[i]: expected object").
+       Fields: "message" required, a string; "level", "source" if present strings;
+       "timestamp" if present string or number; "id" if present string or integer;
+       "metadata" if present an object. Detail names the path, e.g. "messages[3].level:
+       expected string" (NDJSON: "line 4: ..."). Unknown fields are carried unchanged.
+    5. Zero messages: empty_packet. More than max_messages: too_many_messages.
+
+    Ids: a message without "id" gets '"id":"<prefix><i>",' inserted right after its opening
+    brace ('"id":"<prefix><i>"' when the object is empty), i = its 0-based index. prefix is
+    '<E>/<P>/' when the packet has a packet_id, where E is the raw JSON text between the quotes
+    of emitter_id/agent_id (empty if absent) and P the raw text of packet_id (between the quotes
+    for a string), so a re-sent packet yields the same ids; otherwise prefix = fallback_prefix,
+    which the caller makes unique per request. fallback_prefix may only hold ASCII letters,
+    digits and "._:/-" (ValueError otherwise), so it never needs escaping.
+
+    Routing: router None puts every message under the key "". Otherwise one router.pick() per
+    message, in order (so picks equal router.pick_many(count)); NoTargetError if nothing is
+    eligible, raised before any message is routed.
+    """
+
+# --- Wal: the write-ahead log ------------------------------------------------------------------
+
+import os  # noqa: E402
+from collections.abc import Iterable  # noqa: E402
+from types import TracebackType  # noqa: E402
+
+@final
+class Wal:
+    """A write-ahead log in one directory: append-only segment files of CRC32C-framed records,
+    group commit, lazily persisted delivery progress, recovery that stops at a torn tail.
+
+    Backends: logdist._wlb.Wal (crates/wlb/src/wal.rs) and logdist._pywal.Wal. They write
+    byte-identical files for identical calls and each opens the other's directory.
+
+    Thread-safe. append/append_many/checkpoint/replay/close block on disk I/O (the Rust backend
+    releases the GIL): call them off the event loop (asyncio.to_thread). Concurrent appends from
+    several threads share fsyncs (group commit); an append returns only after its records are
+    fsynced. Errors: WalFullError (the byte bound; answer 429), WalError (an I/O error, errno and
+    path set when the OS gave one, or the log is closed; answer 503), ValueError (bad options, a
+    payload over 1 GiB), TypeError (ack of a non-int).
+
+    On-disk format, all integers little-endian:
+      segment "<first_lsn, 20 decimal digits>.wal": 16-byte header b"LDWALSG1" + first_lsn: u64,
+        then records. Each open starts a new segment for its appends (created lazily by the
+        first append); a batch goes whole into one segment; a new segment starts when the next
+        batch would take the active one (if it holds any record) past segment_bytes.
+      record: len: u32, crc: u32, lsn: u64, payload (len bytes), where
+        crc = crc32c(len_le ++ lsn_le ++ payload) (Castagnoli, as in iSCSI/ext4).
+        In a segment the lsns are first_lsn, first_lsn + 1, ...; lsns never repeat across
+        restarts (a torn record's lsn may be reused: it was never acknowledged as stored).
+      "progress.ckpt": b"LDWALCK1", crc: u32 (crc32c of all bytes after it), next_lsn: u64,
+        n: u64, then n half-open ranges (start: u64, end: u64) of delivered lsns, ascending
+        and disjoint. Replaced atomically (write progress.ckpt.tmp, fsync, rename, fsync dir).
+        It lists only acknowledged lsns, it is written before any segment is deleted, and new
+        lsns start at or above its next_lsn. A corrupt one is ignored (everything still on
+        disk is redelivered) and noted.
+
+    Recovery on open: every segment is scanned in lsn order. A scan stops at the first record
+    that is torn (fewer than 16 header bytes left, or a payload running past the end of the
+    file, or len > 1 GiB), has a bad crc, or an lsn other than the expected one; the rest of
+    that segment is skipped, reported, and cut off (truncate + fsync), and later segments are
+    still read. A segment with a bad header, or left with no records, is deleted. The skipped
+    records are the frames the length fields describe from the stop point (a partial one
+    counts). Each problem adds one line to recovery_notes, identical across backends:
+      "<segment>: <torn record|bad crc|unexpected lsn|bad segment header> at offset <o>:
+       skipped <b> bytes, <r> records"   or   "progress.ckpt: bad checkpoint, ignored"
+    """
+
+    def __new__(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        segment_bytes: int = 67108864,
+        max_bytes: int = 1073741824,
+        commit_delay_us: int = 0,
+    ) -> Self:
+        """Open (creating the directory if needed) and recover. segment_bytes >= 1 and
+        max_bytes >= 1 (the bound on all segment bytes, headers included), commit_delay_us >= 0:
+        how long a group-commit leader waits for more appenders before it fsyncs (0: none; the
+        appends that arrive during an fsync still share the next one). Ends with checkpoint()."""
+    @property
+    def path(self) -> str: ...
+    def append(self, payload: bytes) -> int:
+        """append_many([payload])[0]."""
+    def append_many(self, payloads: Sequence[bytes]) -> list[int]:
+        """Store the payloads as consecutive records, in order, and return their lsns
+        (consecutive) once all of them are fsynced. [] for []. WalFullError, before anything is
+        written, when bytes + the frames (16 + len each) + a new segment header if one is
+        needed would exceed max_bytes; nothing stored is ever dropped to make room. On an I/O
+        error (write or fsync) WalError: none of the records counts as stored (they are not
+        undelivered; if some did reach the disk a restart may give them back)."""
+    def ack(self, lsns: Iterable[int]) -> int:
+        """Mark records delivered; returns how many were newly marked (unknown, negative and
+        already delivered lsns are ignored). In memory only: the next checkpoint() or close()
+        persists it, so after a crash the records acked since are given back again."""
+    def checkpoint(self) -> int:
+        """Persist progress (progress.ckpt), then delete every segment whose records are all
+        delivered (the active one too: the next append starts a new segment). Returns the number
+        of segments deleted. Call it periodically, off the event loop."""
+    def replay(self) -> list[tuple[int, bytes]]:
+        """(lsn, payload) of every record that recovery found undelivered and that is still
+        undelivered, in lsn order, read back from disk (records appended since open are not
+        included)."""
+    @property
+    def recovery_notes(self) -> list[str]:
+        """What recovery skipped or ignored, one line per problem (see the class doc)."""
+    def stats(self) -> dict[str, int | float]:
+        """bytes (all segment files), segments, records (on disk, delivered or not),
+        undelivered, next_lsn, appends and appended_records (successful append_many calls and
+        their records since open), fsyncs (group-commit fsyncs of segment data since open),
+        last_fsync_seconds (float), skipped_bytes, skipped_records, recovered_records
+        (undelivered records found on open), max_bytes."""
+    def close(self) -> None:
+        """Refuse new appends, wait until every write is fsynced (or failed), checkpoint, close
+        the files. Idempotent; later calls of the other methods raise WalError("... closed").
+        Dropping a Wal without close() is like a crash: progress since the last checkpoint is
+        not persisted (never lost: those records are given back again)."""
+    def __enter__(self) -> Wal: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...

@@ -1,0 +1,71 @@
+"""The analyzer role: `logdist analyzer --id ID --port N [--weight W]` (or seed 000's
+`analyzer ID PORT`). It receives messages one by one or in batches, deduplicates them by id
+and counts them by level and source (see `engine`), behind seed 000's HTTP API (see `app`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+
+from logdist import daemon
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pos_id", nargs="?", metavar="ID", help="analyzer id (seed 000 form: analyzer ID PORT)")
+    p.add_argument("pos_port", nargs="?", metavar="PORT", type=int, help="port (seed 000 form)")
+    p.add_argument("--id", "-id", dest="id", help="analyzer id (default analyzer-PORT)")
+    p.add_argument("--port", "-port", dest="port", type=int, help="listen port (default 8082)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1; 0.0.0.0 in Docker)")
+    p.add_argument("--weight", "-weight", dest="weight", type=float, help="the weight it expects (reported only)")
+    p.add_argument("--dedup-window", type=int, default=1_000_000, metavar="N", help="ids remembered (default 1e6)")
+    p.add_argument("--stats-window", type=int, default=60, metavar="S", help="sliding window of /stats, seconds")
+    p.add_argument("--record-ids", action="store_true", help="keep every unique id; GET /ids returns them")
+    p.add_argument("--disabled", action="store_true", help="start disabled (POST /enable to start taking work)")
+    g = p.add_argument_group("fault injection (tests, chaos); POST /fault changes them at runtime")
+    g.add_argument("--latency-ms", type=float, default=0.0, metavar="MS", help="delay every /analyze answer")
+    g.add_argument("--error-rate", type=float, default=0.0, metavar="P", help="answer 500 with probability P")
+    g.add_argument("--fail-status", type=int, default=None, metavar="CODE", help="always answer CODE")
+    g.add_argument("--retry-after", type=float, default=None, metavar="S", help="Retry-After sent with 429/503")
+    g.add_argument("--seed", type=int, default=None, help="seed of the --error-rate draws")
+    p.add_argument("--log-level", default="INFO")
+
+
+def run(args: argparse.Namespace) -> int:
+    from logdist.analyzer.app import AnalyzerState, BadBody, Faults, make_app
+    from logdist.analyzer.engine import Analysis
+    from logdist.errors import ConfigError
+
+    if args.id is not None and args.pos_id is not None and args.id != args.pos_id:
+        raise ConfigError("id", f"given twice: {args.pos_id!r} and --id {args.id!r}")
+    port = args.port if args.port is not None else args.pos_port
+    if port is None:
+        port = 8082
+    if not 0 < port < 65536:
+        raise ConfigError("port", f"{port} is not a TCP port")
+    aid = args.id or args.pos_id or f"analyzer-{port}"
+    if args.dedup_window < 2:
+        raise ConfigError("dedup-window", "must be at least 2")
+    faults = Faults()
+    try:
+        faults.update(
+            {
+                "latency_ms": args.latency_ms,
+                "error_rate": args.error_rate,
+                "fail_status": args.fail_status,
+                "retry_after": args.retry_after,
+            }
+        )
+    except BadBody as exc:
+        raise ConfigError(exc.detail.split("'")[1] if "'" in exc.detail else "fault", exc.detail) from None
+    daemon.setup_logging(f"analyzer:{aid}", args.log_level)
+    state = AnalyzerState(
+        id=aid,
+        weight=args.weight,
+        port=port,
+        analysis=Analysis(args.dedup_window, args.stats_window, args.record_ids),
+        faults=faults,
+        enabled=not args.disabled,
+        rng=random.Random(args.seed),
+    )
+    return daemon.serve(make_app(state), args.host, port, grace=5.0)

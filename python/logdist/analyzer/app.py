@@ -1,0 +1,231 @@
+"""The analyzer's HTTP API (seed 000's endpoints plus /stats, /fault and /ids).
+
+State lives in one `AnalyzerState` under an AppKey; the analysis itself is
+`logdist.analyzer.engine.Analysis`. Fault injection (latency, error rate, fixed status,
+Retry-After) exists for tests and chaos runs and can be changed at runtime via POST /fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from logdist.analyzer.engine import Analysis, BadBody
+
+log = logging.getLogger("logdist.analyzer")
+
+MAX_BODY = 256 * 1024 * 1024
+
+
+@dataclass
+class Faults:
+    latency_ms: float = 0.0
+    error_rate: float = 0.0
+    fail_status: int | None = None
+    retry_after: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "latency_ms": self.latency_ms,
+            "error_rate": self.error_rate,
+            "fail_status": self.fail_status,
+            "retry_after": self.retry_after,
+        }
+
+    def update(self, doc: dict[str, Any]) -> None:
+        """Apply a POST /fault body; null clears a fault. Raises BadBody on bad values."""
+        unknown = set(doc) - {"latency_ms", "error_rate", "fail_status", "retry_after"}
+        if unknown:
+            raise BadBody("bad_schema", f"unknown fault keys: {sorted(unknown)}")
+        new = Faults(**self.__dict__)
+        if "latency_ms" in doc:
+            new.latency_ms = _number(doc, "latency_ms", 0.0, lo=0.0)
+        if "error_rate" in doc:
+            new.error_rate = _number(doc, "error_rate", 0.0, lo=0.0, hi=1.0)
+        if "fail_status" in doc:
+            v = doc["fail_status"]
+            if v is not None and (type(v) is not int or not 100 <= v <= 599):
+                raise BadBody("bad_schema", "'fail_status' must be an HTTP status (100-599) or null")
+            new.fail_status = v
+        if "retry_after" in doc:
+            new.retry_after = None if doc["retry_after"] is None else _number(doc, "retry_after", 0.0, lo=0.0)
+        self.__dict__.update(new.__dict__)
+
+
+def _number(doc: dict[str, Any], key: str, default: float, lo: float, hi: float | None = None) -> float:
+    v = doc[key]
+    if v is None:
+        return default
+    if type(v) not in (int, float) or v < lo or (hi is not None and v > hi):
+        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise BadBody("bad_schema", f"{key!r} must be a number {rng} or null")
+    return float(v)
+
+
+@dataclass
+class AnalyzerState:
+    id: str
+    weight: float | None
+    port: int
+    analysis: Analysis
+    faults: Faults = field(default_factory=Faults)
+    enabled: bool = True
+    started: float = field(default_factory=time.time)
+    rng: random.Random = field(default_factory=random.Random)
+    fault_answers: int = 0
+
+    def identity(self) -> dict[str, Any]:
+        return {"id": self.id, "weight": self.weight}
+
+
+STATE: web.AppKey[AnalyzerState] = web.AppKey("analyzer_state", AnalyzerState)
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json", headers=headers)
+
+
+def _unavailable(st: AnalyzerState, status: int, doc: dict[str, Any]) -> web.Response:
+    headers = None
+    if st.faults.retry_after is not None and status in (429, 503):
+        headers = {"Retry-After": _fmt_retry_after(st.faults.retry_after)}
+    return _json(doc, status, headers)
+
+
+def _fmt_retry_after(s: float) -> str:
+    return str(int(s)) if float(s).is_integer() else f"{s:g}"
+
+
+async def analyze(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    f = st.faults
+    if f.latency_ms > 0:
+        await asyncio.sleep(f.latency_ms / 1000.0)
+    if not st.enabled:
+        return _unavailable(st, 503, {"error": "disabled", "detail": f"analyzer {st.id} is disabled"})
+    if f.fail_status is not None:
+        st.fault_answers += 1
+        return _unavailable(st, f.fail_status, {"error": "injected_fault", "detail": f"--fail-status {f.fail_status}"})
+    if f.error_rate > 0 and st.rng.random() < f.error_rate:
+        st.fault_answers += 1
+        return _unavailable(st, 500, {"error": "injected_fault", "detail": f"--error-rate {f.error_rate}"})
+    body = await request.read()
+    try:
+        accepted, dups = st.analysis.ingest(body)
+    except BadBody as exc:
+        return _json(exc.to_json(), 400)
+    return _json({"accepted": accepted, "duplicates": dups})
+
+
+async def health(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    if not st.enabled:
+        return _unavailable(st, 503, {"status": "disabled", **st.identity()})
+    return _json({"status": "ok", **st.identity()})
+
+
+async def status(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    return _json(
+        {
+            **st.identity(),
+            "status": "enabled" if st.enabled else "disabled",
+            "enabled": st.enabled,
+            "healthy": st.enabled and st.faults.fail_status is None,
+            "port": st.port,
+            "uptime_s": time.time() - st.started,
+            **st.analysis.counts(),
+            "dedup_window": len(st.analysis.dedup),
+            "faults": st.faults.to_json(),
+            "fault_answers": st.fault_answers,
+        }
+    )
+
+
+async def processed(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    return _json({**st.identity(), **st.analysis.counts()})
+
+
+async def stats(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    try:
+        top = int(request.query.get("top", "10"))
+    except ValueError:
+        return _json({"error": "bad_query", "detail": "'top' must be an integer"}, 400)
+    return _json({**st.identity(), "enabled": st.enabled, **st.analysis.stats(top=max(0, top))})
+
+
+async def enable(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    st.enabled = True
+    log.info("enabled")
+    return _json({"status": "enabled", **st.identity()})
+
+
+async def disable(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    st.enabled = False
+    log.info("disabled")
+    return _json({"status": "disabled", **st.identity()})
+
+
+async def fault(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    if request.method == "POST":
+        body = await request.read()
+        try:
+            doc = orjson.loads(body or b"{}")
+        except orjson.JSONDecodeError as exc:
+            return _json({"error": "bad_json", "detail": str(exc)}, 400)
+        if type(doc) is not dict:
+            return _json({"error": "bad_schema", "detail": "body must be a JSON object"}, 400)
+        try:
+            st.faults.update(doc)
+        except BadBody as exc:
+            return _json(exc.to_json(), 400)
+        log.info("faults now %s", st.faults.to_json())
+    return _json(st.faults.to_json())
+
+
+async def ids(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    if st.analysis.recorded is None:
+        return _json({"error": "not_recording", "detail": "start the analyzer with --record-ids"}, 404)
+    return _json({**st.identity(), "count": len(st.analysis.recorded), "ids": st.analysis.recorded})
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """aiohttp's own errors (404, 405, 413 ...) answered as JSON like ours."""
+    try:
+        resp: web.StreamResponse = await handler(request)
+        return resp
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return _json({"error": code, "detail": exc.text or exc.reason}, exc.status)
+
+
+def make_app(state: AnalyzerState) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
+    app[STATE] = state
+    app.router.add_post("/analyze", analyze)
+    app.router.add_get("/health", health)
+    app.router.add_get("/status", status)
+    app.router.add_get("/processed", processed)
+    app.router.add_get("/stats", stats)
+    app.router.add_post("/enable", enable)
+    app.router.add_post("/disable", disable)
+    app.router.add_get("/fault", fault)
+    app.router.add_post("/fault", fault)
+    app.router.add_get("/ids", ids)
+    return app

@@ -1,0 +1,122 @@
+"""`logdist bench`: the end-to-end benchmark (logdist memory/wal against nginx and HAProxy).
+
+A thin wrapper: the runner is bench/e2e.py in the source tree (with the nginx/HAProxy
+templates and the wrk script next to it). The flags are defined here, once, and shared by
+`python bench/e2e.py` and `logdist bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+SYSTEMS = "logdist-memory,logdist-wal,nginx,haproxy"
+
+
+def _default_out(bench_dir: Path | None) -> str:
+    base = bench_dir if bench_dir is not None else Path.cwd() / "bench"
+    return str(base / "results" / "latest.json")
+
+
+def find_bench_dir(explicit: str | None = None) -> Path | None:
+    """bench/ of the source tree: --bench-dir, $LOGDIST_BENCH_DIR, next to this package's
+    source tree, or ./bench."""
+    candidates = [explicit, os.environ.get("LOGDIST_BENCH_DIR")]
+    candidates.append(str(Path(__file__).resolve().parents[2] / "bench"))
+    candidates.append(str(Path.cwd() / "bench"))
+    for c in candidates:
+        if c and (Path(c) / "e2e.py").is_file():
+            return Path(c).resolve()
+    return None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    bench_dir = find_bench_dir()
+    parser.add_argument(
+        "--mode",
+        choices=("throughput", "bounded"),
+        default="throughput",
+        help="throughput: the side-by-side table (default); bounded: check that RSS stays "
+        "bounded (429s, not growth) when every sink is down",
+    )
+    parser.add_argument(
+        "--systems",
+        default=SYSTEMS,
+        help=f"comma-separated subset of {SYSTEMS} (also logdist-memory-py, logdist-wal-py: the same on the "
+        "pure-Python core)",
+    )
+    parser.add_argument(
+        "--sinks",
+        choices=("nginx", "analyzer"),
+        default="nginx",
+        help="nginx: cheap 204 sinks (the distributor alone); analyzer: four `logdist analyzer` "
+        "processes (the whole pipeline)",
+    )
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measured run (default 8)")
+    parser.add_argument("--runs", type=int, default=3, help="measured runs per system; figures are medians (3)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds before the runs (3)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
+    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (2)")
+    parser.add_argument(
+        "--half-connections", type=int, default=16, help="connections for the paced half-rate latency run (16)"
+    )
+    parser.add_argument(
+        "--no-half-rate", dest="half_rate", action="store_false", help="skip the paced half-rate latency run"
+    )
+    parser.add_argument(
+        "--id-mode",
+        choices=("message", "packet", "static"),
+        default="message",
+        help="message: packet and message ids unique per request (default); packet: only the "
+        "packet id; static: one fixed body",
+    )
+    parser.add_argument("--proxy-workers", type=int, default=2, help="nginx workers / HAProxy threads (2)")
+    parser.add_argument("--sink-workers", type=int, default=1, help="worker processes of the nginx sinks (1)")
+    parser.add_argument("--pure", action="store_true", help="run logdist on the pure-Python backend (LOGDIST_PURE=1)")
+    parser.add_argument(
+        "--logdist-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for `logdist distributor` (repeatable), e.g. --logdist-arg=--queue-size=100000",
+    )
+    parser.add_argument(
+        "--durability",
+        choices=("memory", "wal"),
+        default="memory",
+        help="logdist durability for --mode bounded (memory)",
+    )
+    parser.add_argument("--bounded-duration", type=float, default=20.0, help="seconds of load for --mode bounded (20)")
+    parser.add_argument("--install-deps", action="store_true", help="apt-get install nginx, haproxy, wrk first")
+    parser.add_argument(
+        "--workdir", default=None, help="where the temp work dir goes (configs, logs, the WAL); default $TMPDIR"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp work dir (configs, logs)")
+    parser.add_argument("--out", default=_default_out(bench_dir), help="JSON results file (bench/results/latest.json)")
+    parser.add_argument(
+        "--profile", action="store_true", help="one extra full-load run of each logdist system under py-spy"
+    )
+    parser.add_argument("--profile-native", action="store_true", help="py-spy --native (Rust frames too)")
+    parser.add_argument("--bench-dir", default=None, help="the source tree's bench/ directory (auto-detected)")
+
+
+def run(args: argparse.Namespace) -> int:
+    bench_dir = find_bench_dir(args.bench_dir)
+    if bench_dir is None:
+        print(
+            "logdist bench needs the source tree's bench/ directory (e2e.py, nginx/, haproxy/, wrk/): "
+            "run it from the repository or pass --bench-dir",
+            file=sys.stderr,
+        )
+        return 2
+    spec = importlib.util.spec_from_file_location("logdist_bench_e2e", bench_dir / "e2e.py")
+    if spec is None or spec.loader is None:
+        print(f"cannot load {bench_dir / 'e2e.py'}", file=sys.stderr)
+        return 2
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return int(module.run(args))

@@ -1,0 +1,381 @@
+"""Typed, validated configuration of the daemons, and its loaders (JSON, or TOML by suffix).
+
+Every invalid value raises `logdist.errors.ConfigError(key, detail)` naming the key, e.g.
+`analyzers[2].weight`. Shapes accepted as they are:
+
+- seed 000 distributor: {"port", "analyzers": [{"id", "weight", "endpoint" (full URL ending in
+  /analyze), "timeout" (ms), "retry_count"}]}
+- seed 003 analyzer registration: {"id", "url" (base URL), "weight"}
+- seed 000 emitter: {"port", "distributor_urls", "log_generation_rate", "max_concurrency",
+  "batch_size", "flush_interval", "emitters_per_distributor"}
+
+Distributor keys of logdist's own (all optional, defaults in DistributorConfig):
+  host, queue_size (max messages held, not yet acknowledged), strategy ("alias" | "swrr"), seed,
+  durability ("memory" | "wal"), state_dir, max_body_bytes,
+  max_decoded_bytes (gzip bound), max_messages_per_packet, batch_max_messages, batch_max_bytes,
+  linger_ms, max_inflight (batches in flight per analyzer), health_interval_ms,
+  health_timeout_ms, eject_after (consecutive failures), retry_base_ms, retry_cap_ms,
+  dedup_window (remembered (emitter_id, packet_id) pairs), shutdown_grace_s, timeout and
+  retry_count (defaults for analyzers that do not set them), and for durability "wal" (the log
+  lives in <state_dir>/wal): wal_max_bytes (bound on disk; full -> 429), wal_segment_bytes,
+  wal_commit_delay_us (group-commit batching window), wal_checkpoint_ms (progress persistence).
+Analyzer keys besides the seed ones: "enabled" (bool). Seed 003's worker-pool keys (workers,
+worker_count, ...) and log_level are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from logdist.errors import ConfigError
+
+__all__ = [
+    "AnalyzerSpec",
+    "ConfigError",
+    "DistributorConfig",
+    "EmitterConfig",
+    "load_distributor_config",
+    "load_emitter_config",
+    "parse_analyzer",
+    "parse_distributor_config",
+    "parse_emitter_config",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# small typed readers: each names the key in its error
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(d: dict[str, Any], key: str, path: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+    if key not in d or d[key] is None:
+        return default
+    v = d[key]
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if not _is_int(v):
+        raise ConfigError(path + key, f"expected an integer, got {v!r}")
+    if lo is not None and v < lo:
+        raise ConfigError(path + key, f"must be >= {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise ConfigError(path + key, f"must be <= {hi}, got {v}")
+    return int(v)
+
+
+def _float(
+    d: dict[str, Any], key: str, path: str, default: float, lo: float | None = None, lo_open: bool = False
+) -> float:
+    if key not in d or d[key] is None:
+        return default
+    v = d[key]
+    if not (_is_int(v) or isinstance(v, float)):
+        raise ConfigError(path + key, f"expected a number, got {v!r}")
+    f = float(v)
+    if not math.isfinite(f):
+        raise ConfigError(path + key, f"must be finite, got {v!r}")
+    if lo is not None and (f <= lo if lo_open else f < lo):
+        raise ConfigError(path + key, f"must be {'>' if lo_open else '>='} {lo}, got {v!r}")
+    return f
+
+
+def _str(d: dict[str, Any], key: str, path: str, default: str | None, choices: tuple[str, ...] = ()) -> str | None:
+    if key not in d or d[key] is None:
+        return default
+    v = d[key]
+    if not isinstance(v, str):
+        raise ConfigError(path + key, f"expected a string, got {v!r}")
+    if choices and v not in choices:
+        raise ConfigError(path + key, f"must be one of {', '.join(choices)}, got {v!r}")
+    return v
+
+
+def _bool(d: dict[str, Any], key: str, path: str, default: bool) -> bool:
+    if key not in d or d[key] is None:
+        return default
+    v = d[key]
+    if not isinstance(v, bool):
+        raise ConfigError(path + key, f"expected true or false, got {v!r}")
+    return v
+
+
+def _http_url(v: object, key: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise ConfigError(key, f"expected a URL string, got {v!r}")
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(key, f"expected an http(s) URL, got {v!r}")
+    return v
+
+
+def _unknown(d: dict[str, Any], known: set[str], path: str) -> None:
+    for k in d:
+        if k not in known:
+            raise ConfigError(path + str(k), "unknown key")
+
+
+# ---------------------------------------------------------------------------------------------
+# analyzers
+
+
+@dataclass(frozen=True)
+class AnalyzerSpec:
+    """One analyzer: where to send batches, its weight, and its delivery settings."""
+
+    id: str
+    url: str  # base URL: {url}/health is probed
+    endpoint: str  # where batches are POSTed (seed 000 "endpoint"; default {url}/analyze)
+    weight: float = 1.0
+    timeout_s: float = 10.0
+    retry_count: int = 3
+    enabled: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "url": self.url,
+            "endpoint": self.endpoint,
+            "weight": self.weight,
+            "timeout": round(self.timeout_s * 1000),
+            "retry_count": self.retry_count,
+            "enabled": self.enabled,
+        }
+
+
+_ANALYZER_KEYS = {"id", "url", "endpoint", "weight", "timeout", "retry_count", "enabled"}
+
+
+def parse_analyzer(
+    d: object, path: str = "", *, default_timeout_ms: float = 10_000, default_retry_count: int = 3
+) -> AnalyzerSpec:
+    """An AnalyzerSpec from seed 000's ({id, weight, endpoint, timeout, retry_count}) or seed
+    003's ({id, url, weight}) shape. `path` prefixes key names in errors (e.g. "analyzers[1].")."""
+    if not isinstance(d, dict):
+        raise ConfigError(path.rstrip(".") or "analyzer", f"expected an object, got {type(d).__name__}")
+    _unknown(d, _ANALYZER_KEYS, path)
+    aid = d.get("id")
+    if not isinstance(aid, str) or not aid or len(aid) > 200 or any(c in aid for c in "/\\\n\r\t "):
+        raise ConfigError(path + "id", f"expected a non-empty name without '/' or whitespace, got {aid!r}")
+    if d.get("url") is None and d.get("endpoint") is None:
+        raise ConfigError(path + "url", "one of 'url' (base URL) or 'endpoint' (full /analyze URL) is required")
+    if d.get("url") is not None:
+        url = _http_url(d["url"], path + "url").rstrip("/")
+    else:
+        p = urlsplit(_http_url(d["endpoint"], path + "endpoint"))
+        base_path = p.path[: -len("/analyze")] if p.path.endswith("/analyze") else ""
+        url = urlunsplit((p.scheme, p.netloc, base_path, "", "")).rstrip("/")
+    endpoint = _http_url(d["endpoint"], path + "endpoint") if d.get("endpoint") is not None else url + "/analyze"
+    weight = _float(d, "weight", path, 1.0, lo=0.0)
+    timeout_ms = _float(d, "timeout", path, default_timeout_ms, lo=0.0, lo_open=True)
+    retry_count = _int(d, "retry_count", path, default_retry_count, lo=1, hi=1000)
+    enabled = _bool(d, "enabled", path, True)
+    return AnalyzerSpec(
+        id=aid, url=url, endpoint=endpoint, weight=weight, timeout_s=timeout_ms / 1000.0,
+        retry_count=retry_count, enabled=enabled,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# distributor
+
+
+@dataclass(frozen=True)
+class DistributorConfig:
+    port: int = 8080
+    host: str = "127.0.0.1"
+    analyzers: tuple[AnalyzerSpec, ...] = ()
+    queue_size: int = 200_000
+    strategy: str = "alias"
+    seed: int | None = None
+    durability: str = "memory"
+    wal_max_bytes: int = 1 << 30
+    wal_segment_bytes: int = 64 << 20
+    wal_commit_delay_us: int = 0
+    wal_checkpoint_ms: float = 500.0
+    state_dir: str = "./logdist-state"
+    max_body_bytes: int = 8 << 20
+    max_decoded_bytes: int = 32 << 20
+    max_messages_per_packet: int = 10_000
+    batch_max_messages: int = 2_000
+    batch_max_bytes: int = 1 << 20
+    linger_ms: float = 2.0
+    max_inflight: int = 4
+    health_interval_ms: float = 500.0
+    health_timeout_ms: float = 1000.0
+    eject_after: int = 3
+    retry_base_ms: float = 50.0
+    retry_cap_ms: float = 2000.0
+    dedup_window: int = 100_000
+    shutdown_grace_s: float = 10.0
+    timeout: float = 10_000.0  # ms, default for analyzers
+    retry_count: int = 3  # default for analyzers
+    source: str | None = field(default=None, compare=False)  # the file it came from
+
+    def with_overrides(self, **kw: Any) -> DistributorConfig:
+        """A copy with the given non-None values replaced, validated again."""
+        kw = {k: v for k, v in kw.items() if v is not None}
+        cfg = replace(self, **kw)
+        _validate_distributor(cfg)
+        return cfg
+
+
+_DIST_KEYS = {f for f in DistributorConfig.__dataclass_fields__ if f != "source"}
+#: keys of seed 003's config/config.json that have no meaning here (one event loop does the work
+#: its worker pool did); accepted so its files load as they are, and otherwise ignored
+SEED_003_IGNORED = frozenset({"workers", "worker_count", "worker_pool_size", "num_workers", "max_workers", "log_level"})
+DURABILITY_MODES: tuple[str, ...] = ("memory", "wal")
+
+
+def _validate_distributor(c: DistributorConfig) -> None:
+    if not (0 <= c.port <= 65535):
+        raise ConfigError("port", f"must be 0..65535, got {c.port}")
+    if c.strategy not in ("alias", "swrr"):
+        raise ConfigError("strategy", f"must be alias or swrr, got {c.strategy!r}")
+    if c.durability not in DURABILITY_MODES:
+        raise ConfigError("durability", f"must be one of {', '.join(DURABILITY_MODES)}, got {c.durability!r}")
+    for key in ("queue_size", "max_body_bytes", "max_decoded_bytes", "max_messages_per_packet",
+                "batch_max_messages", "batch_max_bytes", "max_inflight", "eject_after", "dedup_window",
+                "wal_max_bytes", "wal_segment_bytes"):  # fmt: skip
+        if getattr(c, key) < 1:
+            raise ConfigError(key, f"must be >= 1, got {getattr(c, key)}")
+    if c.retry_cap_ms < c.retry_base_ms or c.retry_base_ms <= 0:
+        raise ConfigError("retry_cap_ms", "need 0 < retry_base_ms <= retry_cap_ms")
+
+
+def parse_distributor_config(d: object, source: str | None = None) -> DistributorConfig:
+    if not isinstance(d, dict):
+        raise ConfigError("(top level)", f"expected an object, got {type(d).__name__}")
+    _unknown(d, _DIST_KEYS | SEED_003_IGNORED, "")
+    base = DistributorConfig()
+    timeout = _float(d, "timeout", "", base.timeout, lo=0.0, lo_open=True)
+    retry_count = _int(d, "retry_count", "", base.retry_count, lo=1, hi=1000)
+    raw = d.get("analyzers", [])
+    if not isinstance(raw, list):
+        raise ConfigError("analyzers", f"expected a list, got {type(raw).__name__}")
+    specs: list[AnalyzerSpec] = []
+    seen: set[str] = set()
+    for i, a in enumerate(raw):
+        spec = parse_analyzer(a, f"analyzers[{i}].", default_timeout_ms=timeout, default_retry_count=retry_count)
+        if spec.id in seen:
+            raise ConfigError(f"analyzers[{i}].id", f"duplicate analyzer id {spec.id!r}")
+        seen.add(spec.id)
+        specs.append(spec)
+    seed = d.get("seed")
+    if seed is not None and not _is_int(seed):
+        raise ConfigError("seed", f"expected an integer, got {seed!r}")
+    cfg = DistributorConfig(
+        port=_int(d, "port", "", base.port, 0, 65535),
+        host=_str(d, "host", "", base.host) or base.host,
+        analyzers=tuple(specs),
+        queue_size=_int(d, "queue_size", "", base.queue_size, lo=1),
+        strategy=_str(d, "strategy", "", base.strategy, ("alias", "swrr")) or base.strategy,
+        seed=seed,
+        durability=_str(d, "durability", "", base.durability, DURABILITY_MODES) or base.durability,
+        wal_max_bytes=_int(d, "wal_max_bytes", "", base.wal_max_bytes, lo=1),
+        wal_segment_bytes=_int(d, "wal_segment_bytes", "", base.wal_segment_bytes, lo=1),
+        wal_commit_delay_us=_int(d, "wal_commit_delay_us", "", base.wal_commit_delay_us, lo=0, hi=1_000_000),
+        wal_checkpoint_ms=_float(d, "wal_checkpoint_ms", "", base.wal_checkpoint_ms, lo=0.0, lo_open=True),
+        state_dir=_str(d, "state_dir", "", base.state_dir) or base.state_dir,
+        max_body_bytes=_int(d, "max_body_bytes", "", base.max_body_bytes, lo=1),
+        max_decoded_bytes=_int(d, "max_decoded_bytes", "", base.max_decoded_bytes, lo=1),
+        max_messages_per_packet=_int(d, "max_messages_per_packet", "", base.max_messages_per_packet, lo=1),
+        batch_max_messages=_int(d, "batch_max_messages", "", base.batch_max_messages, lo=1),
+        batch_max_bytes=_int(d, "batch_max_bytes", "", base.batch_max_bytes, lo=1),
+        linger_ms=_float(d, "linger_ms", "", base.linger_ms, lo=0.0),
+        max_inflight=_int(d, "max_inflight", "", base.max_inflight, lo=1, hi=1024),
+        health_interval_ms=_float(d, "health_interval_ms", "", base.health_interval_ms, lo=0.0, lo_open=True),
+        health_timeout_ms=_float(d, "health_timeout_ms", "", base.health_timeout_ms, lo=0.0, lo_open=True),
+        eject_after=_int(d, "eject_after", "", base.eject_after, lo=1),
+        retry_base_ms=_float(d, "retry_base_ms", "", base.retry_base_ms, lo=0.0, lo_open=True),
+        retry_cap_ms=_float(d, "retry_cap_ms", "", base.retry_cap_ms, lo=0.0, lo_open=True),
+        dedup_window=_int(d, "dedup_window", "", base.dedup_window, lo=1),
+        shutdown_grace_s=_float(d, "shutdown_grace_s", "", base.shutdown_grace_s, lo=0.0),
+        timeout=timeout,
+        retry_count=retry_count,
+        source=source,
+    )
+    _validate_distributor(cfg)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# emitter
+
+
+@dataclass(frozen=True)
+class EmitterConfig:
+    port: int = 8080
+    distributor_urls: tuple[str, ...] = ("http://127.0.0.1:8081/logs",)
+    log_generation_rate: float = 10.0  # messages per second
+    max_concurrency: int = 5
+    batch_size: int = 50
+    flush_interval: float = 1000.0  # ms
+    emitters_per_distributor: int = 5
+
+
+_EMITTER_KEYS = set(EmitterConfig.__dataclass_fields__)
+
+
+def _ingest_url(v: object, key: str) -> str:
+    """A distributor URL; one with no path gets /logs appended."""
+    url = _http_url(v, key)
+    p = urlsplit(url)
+    if p.path in ("", "/"):
+        return urlunsplit((p.scheme, p.netloc, "/logs", p.query, ""))
+    return url
+
+
+def parse_emitter_config(d: object) -> EmitterConfig:
+    if not isinstance(d, dict):
+        raise ConfigError("(top level)", f"expected an object, got {type(d).__name__}")
+    _unknown(d, _EMITTER_KEYS, "")
+    base = EmitterConfig()
+    urls = d.get("distributor_urls", list(base.distributor_urls))
+    if isinstance(urls, str):
+        urls = [urls]
+    if not isinstance(urls, list) or not urls:
+        raise ConfigError("distributor_urls", f"expected a non-empty list of URLs, got {urls!r}")
+    return EmitterConfig(
+        port=_int(d, "port", "", base.port, 0, 65535),
+        distributor_urls=tuple(_ingest_url(u, f"distributor_urls[{i}]") for i, u in enumerate(urls)),
+        log_generation_rate=_float(d, "log_generation_rate", "", base.log_generation_rate, lo=0.0),
+        max_concurrency=_int(d, "max_concurrency", "", base.max_concurrency, lo=1),
+        batch_size=_int(d, "batch_size", "", base.batch_size, lo=1),
+        flush_interval=_float(d, "flush_interval", "", base.flush_interval, lo=0.0, lo_open=True),
+        emitters_per_distributor=_int(d, "emitters_per_distributor", "", base.emitters_per_distributor, lo=1),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def _read(path: str | Path) -> Any:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError("(file)", f"cannot read {str(p)!r}: {exc.strerror or exc}") from exc
+    try:
+        if p.suffix.lower() == ".toml":
+            return tomllib.loads(raw.decode("utf-8"))
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        kind = "TOML" if p.suffix.lower() == ".toml" else "JSON"
+        raise ConfigError("(file)", f"{str(p)!r} is not valid {kind}: {exc}") from exc
+
+
+def load_distributor_config(path: str | Path) -> DistributorConfig:
+    return parse_distributor_config(_read(path), source=str(path))
+
+
+def load_emitter_config(path: str | Path) -> EmitterConfig:
+    return parse_emitter_config(_read(path))

@@ -1,0 +1,49 @@
+"""The one place that picks the core backend.
+
+By default the Rust extension `logdist._wlb` is used, and if it cannot be imported this
+module raises ImportError loudly: there is no silent fallback. Setting LOGDIST_PURE=1 selects
+the pure-Python twin `logdist._pycore`, which has the same API and passes the same tests.
+Everything else in logdist imports core primitives from here, never from a backend directly.
+"""
+
+from __future__ import annotations
+
+import os
+
+PURE = os.environ.get("LOGDIST_PURE", "") not in ("", "0")
+
+if PURE:
+    from logdist import _pycore as _backend
+
+    BACKEND = "py"
+else:
+    try:
+        from logdist import _wlb as _backend  # type: ignore[no-redef]
+    except ImportError as exc:  # pragma: no cover - exercised by hand, not in CI
+        raise ImportError(
+            "logdist: the Rust extension logdist._wlb is not built or not importable "
+            f"({exc}). Build it with `make build` (or `maturin develop --release`), "
+            "or set LOGDIST_PURE=1 to run on the pure-Python core on purpose."
+        ) from exc
+    BACKEND = "rs"
+
+AliasTable = _backend.AliasTable
+SmoothWeighted = _backend.SmoothWeighted
+Router = _backend.Router
+RingBuffer = _backend.RingBuffer
+RetryScheduler = _backend.RetryScheduler
+RoutedPacket = _backend.RoutedPacket
+route_packet = _backend.route_packet
+SplitMix64 = _backend.SplitMix64
+
+__all__ = [
+    "BACKEND",
+    "AliasTable",
+    "RetryScheduler",
+    "RingBuffer",
+    "RoutedPacket",
+    "Router",
+    "SmoothWeighted",
+    "SplitMix64",
+    "route_packet",
+]

@@ -1,0 +1,105 @@
+"""Running an aiohttp application as a daemon: uvloop, signals, graceful shutdown.
+
+`serve(app, host, port)` is what every role uses. The first SIGINT/SIGTERM starts a graceful
+shutdown (stop listening, then the app's on_shutdown/cleanup_ctx hooks drain or persist, within
+`grace` seconds); a second one forces exit. SIGHUP calls `on_reload` if given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+
+import uvloop
+from aiohttp import web
+
+log = logging.getLogger("logdist")
+
+
+def setup_logging(role: str, level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s {role}[{os.getpid()}] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    grace: float,
+    on_reload: Callable[[], Awaitable[None]] | None,
+    reuse_port: bool,
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals_seen = 0
+
+    def on_stop_signal(signame: str) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            log.info("%s: shutting down gracefully (grace %.1fs); send again to force", signame, grace)
+            stop.set()
+        else:
+            log.warning("%s again: forcing exit", signame)
+            os._exit(1)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_stop_signal, sig.name)
+    if on_reload is not None:
+        reload_cb = on_reload
+
+        def on_hup() -> None:
+            task = loop.create_task(reload_cb())
+            task.add_done_callback(lambda t: t.exception() and log.error("reload failed: %s", t.exception()))
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=grace)
+    await runner.setup()
+    sock = bind_socket(host, port, reuse_port)
+    site = web.SockSite(runner, sock)
+    await site.start()
+    log.info("listening on http://%s:%d", host, port)
+    try:
+        await stop.wait()
+    finally:
+        # runner.cleanup stops the listener, lets handlers finish, then runs on_shutdown and
+        # cleanup_ctx exits (where roles drain or persist what they hold).
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(runner.cleanup(), timeout=grace + 5)
+
+
+def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    grace: float = 10.0,
+    on_reload: Callable[[], Awaitable[None]] | None = None,
+    reuse_port: bool = False,
+) -> int:
+    """Run `app` until a stop signal; returns the process exit code."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve(app, host, port, grace, on_reload, reuse_port))
+    return 0

@@ -1,0 +1,48 @@
+"""`logdist distributor`: ingest packets, route every message by weight, deliver, lose nothing.
+
+Modules: `engine` (the Distributor: routing, senders, retries, reroutes, health, dead letters),
+`outbound` (chunks, batches, per-analyzer queues), `ingest` (the HTTP ingest handler), `store`
+(the durability seam: memory now, the write-ahead log later), `deadletter`, `metrics`,
+`dashboard`, and `app` (routes and lifecycle).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-config", metavar="FILE", help="JSON or TOML config (seed 000 shape accepted)")
+    p.add_argument("--host", help="listen address (default 127.0.0.1; 0.0.0.0 in Docker)")
+    p.add_argument("--port", "-port", type=int, help="listen port (overrides the config; default 8080)")
+    p.add_argument("--queue-size", type=int, metavar="N", help="max messages held before ingest answers 429")
+    p.add_argument("--strategy", choices=("alias", "swrr"), help="weighted selection (default alias)")
+    p.add_argument("--seed", type=int, help="seed of the router's random draws (alias)")
+    p.add_argument("--durability", choices=("memory", "wal"), help="where accepted messages are kept (default memory)")
+    p.add_argument("--state-dir", metavar="DIR", help="dead letters (and later the write-ahead log)")
+    p.add_argument("--grace", type=float, metavar="S", help="seconds to deliver what is held on SIGTERM")
+    p.add_argument("--log-level", default="INFO")
+
+
+def run(args: argparse.Namespace) -> int:
+    from logdist import daemon
+    from logdist.config import DistributorConfig, load_distributor_config
+    from logdist.distributor.app import build_app, reloader
+
+    cfg = load_distributor_config(args.config) if args.config else DistributorConfig()
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "queue_size": args.queue_size,
+        "strategy": args.strategy,
+        "seed": args.seed,
+        "durability": args.durability,
+        "state_dir": args.state_dir,
+        "shutdown_grace_s": args.grace,
+    }
+    cfg = cfg.with_overrides(**overrides)
+    daemon.setup_logging("distributor", args.log_level)
+    app = build_app(cfg)
+    return daemon.serve(
+        app, cfg.host, cfg.port, grace=cfg.shutdown_grace_s, on_reload=reloader(app, args.config, overrides)
+    )

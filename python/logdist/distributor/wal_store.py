@@ -1,0 +1,376 @@
+"""`wal` durability: the Store that keeps every accepted part in the write-ahead log.
+
+One log record per stored part: `count: u32, elen: u16, plen: u16` (little-endian), then the
+packet's dedup key (emitter_id and packet_id, UTF-8, elen and plen bytes; elen = 0xFFFF when
+the record carries no key: only the first part of a packet with a packet_id has one), then the
+part (its messages joined by b","), so that recovery gives back (token, part, count) without
+parsing JSON. The token of a part is its lsn. Acks may come in pieces (a chunk can be
+re-split); the record is marked delivered in the log once all `count` messages of it are
+acknowledged. Progress is persisted lazily by a checkpoint task (at most every
+`checkpoint_interval` seconds while acks arrive), which also deletes fully delivered
+segments: after a crash, the parts acked since the last checkpoint are delivered again, and
+analyzers deduplicate them by message id.
+
+Packet dedup across restarts: the last `dedup_window` keys appended are written to
+`dedup.keys` in the log directory (b"LDKEYS1\n", then per key `elen: u16, plen: u16`, the
+two UTF-8 strings; appended to at each checkpoint, rewritten atomically when it holds twice
+the window), before the checkpoint may delete
+segments; keys newer than that file are in records that are still on disk and replayed. After
+recover(), `packet_keys()` gives them back (oldest first) to seed the distributor's window
+(the `keeps_packet_keys` seam of store.py).
+
+All log I/O runs in worker threads (asyncio.to_thread); the Rust log releases the GIL there.
+Appends are batched here as well: the parts of every request that arrives while a log write
+is in flight go into the next single append_many call (at most `max_inflight` calls at once,
+which the log group-commits too), so one fsync covers many requests without tying up one
+executor thread per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import struct
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from logdist import core
+from logdist.errors import WalFullError
+
+log = logging.getLogger("logdist.distributor.wal")
+
+_HEAD = struct.Struct("<IHH")
+_NO_KEY = 0xFFFF
+_KEY = struct.Struct("<HH")
+_KEYS_MAGIC = b"LDKEYS1\n"
+KEYS_FILE = "dedup.keys"
+
+Key = tuple[str, str]
+
+
+def encode_parts(parts: Sequence[tuple[bytes, int]], key: Key | None) -> list[bytes]:
+    """The log records of one packet's parts; the first carries the dedup key."""
+    out = []
+    for i, (part, count) in enumerate(parts):
+        e = p = b""
+        if i == 0 and key is not None:
+            e, p = key[0].encode("utf-8", "surrogatepass"), key[1].encode("utf-8", "surrogatepass")
+        if i == 0 and key is not None and len(e) < _NO_KEY and len(p) < _NO_KEY:
+            out.append(_HEAD.pack(count, len(e), len(p)) + e + p + part)
+        else:
+            out.append(_HEAD.pack(count, _NO_KEY, 0) + part)
+    return out
+
+
+def decode_record(payload: bytes) -> tuple[int, Key | None, bytes]:
+    """(count, dedup key or None, part) of one log record."""
+    count, elen, plen = _HEAD.unpack_from(payload)
+    pos = _HEAD.size
+    if elen == _NO_KEY:
+        return count, None, payload[pos:]
+    e = payload[pos : pos + elen].decode("utf-8", "surrogatepass")
+    p = payload[pos + elen : pos + elen + plen].decode("utf-8", "surrogatepass")
+    return count, (e, p), payload[pos + elen + plen :]
+
+
+def wal_class() -> Any:
+    """The Wal of the backend that core selected (core.Wal once core exports it)."""
+    cls = getattr(core, "Wal", None)
+    if cls is not None:
+        return cls
+    if core.BACKEND == "py":
+        from logdist import _pywal
+
+        return _pywal.Wal
+    from logdist import _wlb
+
+    return _wlb.Wal  # type: ignore[attr-defined,unused-ignore]
+
+
+class WalStore:
+    """A Store (see store.py) over a write-ahead log in `path`, opened by `recover()`."""
+
+    durability = "wal"
+    noop = False
+    keeps_packet_keys = True
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_bytes: int = 1 << 30,
+        segment_bytes: int = 64 << 20,
+        commit_delay_us: int = 0,
+        checkpoint_interval: float = 0.5,
+        max_inflight: int = 4,
+        dedup_window: int = 100_000,
+        wal_cls: Any = None,
+    ) -> None:
+        self.path = Path(path)
+        self._cls = wal_cls
+        self._opts = {"max_bytes": max_bytes, "segment_bytes": segment_bytes, "commit_delay_us": commit_delay_us}
+        self._interval = checkpoint_interval
+        self.wal: Any = None
+        self._remaining: dict[int, int] = {}  # lsn -> messages of it not yet acknowledged
+        self._acked_since_checkpoint = 0
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._queue: list[tuple[Sequence[tuple[bytes, int]], Key | None, asyncio.Future[list[int]]]] = []
+        self._keys: OrderedDict[Key, None] = OrderedDict()  # recent dedup keys, oldest first
+        self._unsaved: list[Key] = []  # appended since the keys file was last written
+        self._saved = 0  # keys in the keys file
+        self._dedup_window = dedup_window
+        self._inflight = 0
+        self._max_inflight = max_inflight
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.replayed_messages = 0
+        self.replayed_parts = 0
+        self.checkpoint_errors = 0
+
+    def _open(self) -> None:
+        if self.wal is None:
+            self.wal = (self._cls or wal_class())(self.path, **self._opts)
+
+    def _load_keys(self) -> None:
+        try:
+            raw = (self.path / KEYS_FILE).read_bytes()
+        except FileNotFoundError:
+            return
+        if not raw.startswith(_KEYS_MAGIC):
+            log.warning("write-ahead log: %s is unreadable; the dedup window starts empty", KEYS_FILE)
+            return
+        pos = len(_KEYS_MAGIC)
+        try:
+            while pos < len(raw):
+                elen, plen = _KEY.unpack_from(raw, pos)
+                pos += _KEY.size
+                if pos + elen + plen > len(raw):
+                    raise ValueError("cut short")
+                e = raw[pos : pos + elen].decode("utf-8", "surrogatepass")
+                p = raw[pos + elen : pos + elen + plen].decode("utf-8", "surrogatepass")
+                pos += elen + plen
+                self._remember(e, p)
+                self._saved += 1
+        except (struct.error, ValueError):  # UnicodeDecodeError is a ValueError
+            log.warning("write-ahead log: %s is cut short; kept the keys before the cut", KEYS_FILE)
+            self._saved = 2 * self._dedup_window  # rewrite it whole on the next save
+
+    def _remember(self, e: str, p: str) -> None:
+        self._keys[(e, p)] = None
+        self._keys.move_to_end((e, p))
+        while len(self._keys) > self._dedup_window:
+            self._keys.popitem(last=False)
+
+    def packet_keys(self) -> list[Key]:
+        """The dedup keys of recent packets (oldest first): after recover(), those of the
+        previous run; they seed the distributor's (emitter_id, packet_id) window."""
+        return list(self._keys)
+
+    async def _persist_keys(self) -> None:
+        """Append the new keys to the keys file (rewrite it whole when it has grown to twice
+        the window). Called before each checkpoint, which may delete the records holding them."""
+        if not self._unsaved:
+            return
+        new, self._unsaved = self._unsaved, []
+        try:
+            if self._saved + len(new) > 2 * self._dedup_window:
+                keys = list(self._keys)
+                await asyncio.to_thread(self._write_keys, keys, True)
+                self._saved = len(keys)
+            else:
+                await asyncio.to_thread(self._write_keys, new, False)
+                self._saved += len(new)
+        except BaseException:
+            self._unsaved[:0] = new  # written next time
+            raise
+
+    def _write_keys(self, keys: list[Key], rewrite: bool) -> None:
+        dst = self.path / KEYS_FILE
+        out = bytearray(_KEYS_MAGIC if rewrite or not dst.exists() else b"")
+        for k in keys:
+            e, p = k[0].encode("utf-8", "surrogatepass"), k[1].encode("utf-8", "surrogatepass")
+            if len(e) < _NO_KEY and len(p) < _NO_KEY:
+                out += _KEY.pack(len(e), len(p)) + e + p
+        target = self.path / (KEYS_FILE + ".tmp") if rewrite else dst
+        with open(target, "wb" if rewrite else "ab") as fh:
+            fh.write(out)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if rewrite:
+            os.replace(target, dst)
+
+    async def recover(self) -> AsyncIterator[tuple[int, bytes, int]]:
+        await asyncio.to_thread(self._open)
+        await asyncio.to_thread(self._load_keys)
+        notes = self.wal.recovery_notes
+        for note in notes:
+            log.warning("write-ahead log recovery skipped: %s", note)
+        records = await asyncio.to_thread(self.wal.replay)
+        st = self.wal.stats()
+        log.info(
+            "write-ahead log %s: %d parts to replay, %d bytes in %d segments, skipped %d bytes (%d records)",
+            self.path, len(records), st["bytes"], st["segments"], st["skipped_bytes"], st["skipped_records"],
+        )  # fmt: skip
+        parts = []
+        for lsn, payload in records:
+            count, key, part = decode_record(payload)
+            if key is not None:
+                self._remember(*key)
+                self._unsaved.append(key)
+            parts.append((lsn, part, count))
+        del records
+        for lsn, part, count in parts:
+            self._remaining[lsn] = count
+            self.replayed_parts += 1
+            self.replayed_messages += count
+            yield lsn, part, count
+
+    async def append(self, parts: Sequence[tuple[bytes, int]], packet_key: Key | None = None) -> list[int]:
+        """Store.append; `packet_key` is the packet's (emitter_id, packet_id), kept for packet_keys()."""
+        if self.wal is None:  # used without recover(): open now
+            await asyncio.to_thread(self._open)
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._queue.append((parts, packet_key, fut))
+        if self._inflight < self._max_inflight:
+            self._flush_queue()
+        return await fut
+
+    def _flush_queue(self) -> None:
+        batch, self._queue = self._queue, []
+        self._inflight += 1
+        t = asyncio.get_running_loop().create_task(self._write(batch), name="wal-append")
+        self._flushes.add(t)
+        t.add_done_callback(self._flushes.discard)
+
+    async def _write(
+        self, batch: list[tuple[Sequence[tuple[bytes, int]], Key | None, asyncio.Future[list[int]]]]
+    ) -> None:
+        try:
+            payloads = [rec for parts, key, _ in batch for rec in encode_parts(parts, key)]
+            try:
+                lsns: list[int] = await asyncio.to_thread(self.wal.append_many, payloads)
+            except WalFullError:
+                if len(batch) == 1:
+                    raise
+                # Together they do not fit; alone some may: give each request its own answer.
+                for parts, key, fut in batch:
+                    try:
+                        mine = await asyncio.to_thread(self.wal.append_many, encode_parts(parts, key))
+                    except Exception as exc:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    else:
+                        self._stored(parts, key, fut, mine)
+                return
+            i = 0
+            for parts, key, fut in batch:
+                self._stored(parts, key, fut, lsns[i : i + len(parts)])
+                i += len(parts)
+        except Exception as exc:
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+        finally:
+            self._inflight -= 1
+            if self._queue:
+                self._flush_queue()
+
+    def _stored(
+        self, parts: Sequence[tuple[bytes, int]], key: Key | None, fut: asyncio.Future[list[int]], lsns: list[int]
+    ) -> None:
+        if fut.cancelled():
+            # Nobody will queue (or acknowledge to a client) these parts: do not let them
+            # hold their segment forever. (A restart before the next checkpoint replays them.)
+            self.wal.ack(lsns)
+            return
+        for lsn, (_, count) in zip(lsns, parts, strict=True):
+            self._remaining[lsn] = count
+        if key is not None:
+            self._remember(*key)
+            self._unsaved.append(key)
+        fut.set_result(lsns)
+
+    def ack(self, token: int, count: int) -> None:
+        left = self._remaining.get(token)
+        if left is None:
+            return
+        left -= count
+        if left > 0:
+            self._remaining[token] = left
+            return
+        del self._remaining[token]
+        self.wal.ack((token,))
+        self._acked_since_checkpoint += 1
+        if self._closed:  # close() has persisted the final progress already
+            return
+        if self._checkpointer is None or self._checkpointer.done():
+            self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_soon(), name="wal-checkpoint")
+
+    async def _checkpoint_soon(self) -> None:
+        """Persist progress and drop delivered segments, at most once per interval."""
+        while self._acked_since_checkpoint:
+            await asyncio.sleep(self._interval)
+            self._acked_since_checkpoint = 0
+            try:
+                await self._persist_keys()  # first: the checkpoint may delete the records holding them
+                deleted = await asyncio.to_thread(self.wal.checkpoint)
+            except OSError as exc:  # WalError: keep serving; progress is retried on the next ack
+                self.checkpoint_errors += 1
+                log.error("write-ahead log checkpoint failed: %s", exc)
+                return
+            if deleted:
+                log.debug("write-ahead log: deleted %d delivered segments", deleted)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+        if self.wal is not None:
+            try:
+                await self._persist_keys()
+                await asyncio.to_thread(self.wal.close)  # persists the final progress
+            except OSError as exc:
+                log.error("write-ahead log close failed: %s", exc)
+
+    def stats(self) -> dict[str, object]:
+        if self.wal is None:
+            return {"wal_path": str(self.path)}
+        st = self.wal.stats()
+        return {
+            "wal_path": str(self.path),
+            "wal_bytes": st["bytes"],
+            "wal_max_bytes": st["max_bytes"],
+            "wal_segments": st["segments"],
+            "wal_records": st["records"],
+            "wal_undelivered_records": st["undelivered"],
+            "wal_fsyncs": st["fsyncs"],
+            "wal_last_fsync_ms": round(st["last_fsync_seconds"] * 1000.0, 3),
+            "wal_skipped_bytes": st["skipped_bytes"],
+            "wal_skipped_records": st["skipped_records"],
+            "wal_recovery_notes": self.wal.recovery_notes,
+            "wal_replayed_messages": self.replayed_messages,
+            "wal_checkpoint_errors": self.checkpoint_errors,
+        }
+
+
+def make_store(cfg: Any) -> WalStore | None:
+    """The store for a DistributorConfig: a WalStore in <state_dir>/wal for durability "wal",
+    None (the Distributor's MemoryStore) otherwise."""
+    if cfg.durability != "wal":
+        return None
+    return WalStore(
+        Path(cfg.state_dir) / "wal",
+        dedup_window=cfg.dedup_window,
+        max_bytes=cfg.wal_max_bytes,
+        segment_bytes=min(cfg.wal_segment_bytes, cfg.wal_max_bytes),
+        commit_delay_us=cfg.wal_commit_delay_us,
+        checkpoint_interval=cfg.wal_checkpoint_ms / 1000.0,
+    )

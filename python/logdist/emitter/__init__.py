@@ -1,0 +1,56 @@
+"""The emitter role: synthetic traffic for a distributor.
+
+`logdist emitter [--config FILE] [--port N] [--url URL ...]` runs seed 000's emitter server
+(`server`); `logdist emitter --once --url URL ...` (also `logdist generate`) runs the one-shot
+generator with seed 003's flags (`oneshot`); `logdist emitter --ship FILE|- [--follow]` ships
+real log lines (`ship`). Messages come from `messages`, delivery with retry
+and failover from `sender`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from logdist import daemon
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from logdist.emitter.oneshot import add_oneshot_arguments
+
+    p.add_argument("--config", metavar="FILE", help="seed 000 emitter config (JSON or TOML)")
+    p.add_argument("--port", type=int, default=None, help="listen port (overrides the config; default 8080)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1; 0.0.0.0 in Docker)")
+    p.add_argument("--start", type=float, default=None, metavar="RATE", help="server: start generating RATE msgs/s")
+    p.add_argument("--once", action="store_true", help="one-shot generator instead of a server (like `generate`)")
+    p.add_argument("--log-level", default="INFO")
+    sh = p.add_argument_group("shipping real logs (at-least-once; --url/--config give the distributors)")
+    sh.add_argument("--ship", metavar="FILE", help="send each line of FILE ('-': stdin) as a message, then exit")
+    sh.add_argument("--follow", "-f", action="store_true", help="keep shipping what is appended (like tail -f)")
+    sh.add_argument("--source", help="the messages' source (default: the file name)")
+    sh.add_argument("--flush-ms", type=float, default=1000.0, help="send a partial batch after this long (1000)")
+    g = p.add_argument_group("one-shot generator (--once; --url also overrides distributor_urls in server mode)")
+    add_oneshot_arguments(g, url_required=False)  # type: ignore[arg-type]
+
+
+def run(args: argparse.Namespace) -> int:
+    from logdist.config import EmitterConfig, load_emitter_config
+    from logdist.emitter.server import make_app, with_urls
+    from logdist.errors import ConfigError
+
+    config = load_emitter_config(args.config) if args.config else EmitterConfig()
+    config = with_urls(config, args.url)
+    if args.ship:
+        from logdist.emitter.ship import run_ship
+
+        return run_ship(args, list(config.distributor_urls))
+    if args.once:
+        from logdist.emitter.oneshot import run_oneshot
+
+        return run_oneshot(args, list(config.distributor_urls))
+    port = args.port if args.port is not None else config.port
+    if not 0 < port < 65536:
+        raise ConfigError("port", f"{port} is not a TCP port")
+    daemon.setup_logging("emitter", args.log_level)
+    give_up = args.give_up_after if args.give_up_after > 0 else None
+    app = make_app(config, emitter_id=args.emitter_id, give_up_after_s=give_up, autostart_rate=args.start)
+    return daemon.serve(app, args.host, port, grace=10.0)

@@ -1,0 +1,143 @@
+"""Shared fixtures: the backend under test, free loopback ports, and real daemon processes.
+
+The whole suite runs twice (see Makefile): once on the Rust extension and once with
+LOGDIST_PURE=1 on the pure-Python twin. `test_backend_is_what_was_asked` fails the run if the
+backend that loaded is not the one the run asked for, so a silent fallback cannot pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from logdist import core
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECTED_BACKEND = "py" if os.environ.get("LOGDIST_PURE", "") not in ("", "0") else "rs"
+
+
+def test_backend_is_what_was_asked() -> None:
+    assert core.BACKEND == EXPECTED_BACKEND, f"asked for {EXPECTED_BACKEND!r}, loaded {core.BACKEND!r}"
+    if EXPECTED_BACKEND == "rs":
+        from logdist import _wlb
+
+        assert core.Router is _wlb.Router
+
+
+@pytest.fixture(scope="session")
+def backend() -> str:
+    """'rs' or 'py': the backend this run is on."""
+    return core.BACKEND
+
+
+def free_port() -> int:
+    """A loopback TCP port that is free right now (the OS picks it)."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    """A real `logdist` process started by a test, killed by PID at teardown."""
+
+    def __init__(self, args: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.port = port
+        self.log = log
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True, timeout: float = 20.0) -> Daemon:
+        fh = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "logdist", *self.args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=ROOT,
+        )
+        fh.close()
+        if wait:
+            self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 20.0, path: str = "/health") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.args} exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.args} not healthy in {timeout}s:\n{self.log.read_text()[-4000:]}")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL if it did not exit. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGCONT)  # a SIGSTOPped process must be able to exit
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
+    """Collects every Daemon a test starts (via spawn) and stops them all at teardown."""
+    started: list[Daemon] = []
+    yield started
+    for d in reversed(started):
+        d.stop()
+
+
+@pytest.fixture
+def spawn(daemons: list[Daemon], tmp_path: Path):  # type: ignore[no-untyped-def]
+    """spawn(*args, port=None, wait=True, env=None) -> Daemon running `python -m logdist *args`.
+
+    If the args contain the literal "{port}", a free port is substituted; the Daemon's .port
+    is that port (or the one given)."""
+
+    def _spawn(*args: str, port: int | None = None, wait: bool = True, env: dict[str, str] | None = None) -> Daemon:
+        port = port or free_port()
+        argv = [a.replace("{port}", str(port)) for a in args]
+        log = tmp_path / f"{argv[0]}-{port}-{len(daemons)}.log"
+        d = Daemon(argv, port, log, env)
+        daemons.append(d)
+        return d.start(wait=wait)
+
+    return _spawn

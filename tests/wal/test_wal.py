@@ -1,0 +1,360 @@
+"""The write-ahead log on both backends: round trip, progress, rollover and deletion, torn and
+corrupt tails, the byte bound, errors, group commit, and each backend reading the other's files.
+
+"Crash" here means dropping the log object without close(): nothing is checkpointed, exactly as
+after kill -9 (test_kill9_* does the real thing with a child process).
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logdist.errors import WalError, WalFullError
+
+ROOT = Path(__file__).resolve().parents[2]
+HDR = 16  # segment header and record header are both 16 bytes
+
+
+def crash(wal: Any) -> None:
+    """Forget the log without close(): no progress is persisted (like kill -9)."""
+    del wal
+    gc.collect()
+
+
+def segments(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.suffix == ".wal")
+
+
+def seg(first: int) -> str:
+    return f"{first:020d}.wal"
+
+
+def payloads(n: int, tag: str = "m") -> list[bytes]:
+    return [f"{tag}-{i}-".encode() + bytes(range(i % 9)) for i in range(n)]
+
+
+def test_append_replay_round_trip(Wal: Any, tmp_path: Path) -> None:
+    data = [*payloads(30), b"", b"\x00" * 1000]
+    wal = Wal(tmp_path)
+    lsns = wal.append_many(data[:10]) + wal.append_many(data[10:])
+    assert lsns == list(range(len(data)))
+    assert wal.append_many([]) == []
+    assert wal.replay() == []  # replay gives back what recovery found, not new appends
+    st = wal.stats()
+    assert (st["records"], st["undelivered"], st["appends"], st["appended_records"]) == (32, 32, 2, 32)
+    assert st["fsyncs"] >= 1 and st["last_fsync_seconds"] >= 0.0
+    crash(wal)
+
+    wal = Wal(tmp_path)
+    assert wal.replay() == list(enumerate(data))
+    st = wal.stats()
+    assert (st["recovered_records"], st["skipped_bytes"], st["skipped_records"]) == (32, 0, 0)
+    assert wal.recovery_notes == []
+    assert wal.append(b"next") == 32  # lsns go on, in a new segment
+    assert segments(tmp_path) == [seg(0), seg(32)]
+    assert wal.path == str(tmp_path)
+
+
+def test_progress_survives_reopen_and_is_never_ahead(Wal: Any, tmp_path: Path) -> None:
+    wal = Wal(tmp_path)
+    wal.append_many(payloads(10))
+    assert wal.ack([1, 3, 5, 5, 99, -1]) == 3
+    wal.checkpoint()
+    assert wal.ack(iter([7])) == 1  # acked but not persisted before the crash: redelivered
+    crash(wal)
+
+    wal = Wal(tmp_path)
+    assert [lsn for lsn, _ in wal.replay()] == [0, 2, 4, 6, 7, 8, 9]
+    wal.ack([0, 2])
+    wal.close()  # close persists progress
+    wal.close()  # and is idempotent
+    with pytest.raises(WalError, match="closed"):
+        wal.append(b"late")
+
+    with Wal(tmp_path) as wal:
+        assert [lsn for lsn, _ in wal.replay()] == [4, 6, 7, 8, 9]
+        assert wal.stats()["undelivered"] == 5
+
+
+def test_rollover_and_deletion(Wal: Any, tmp_path: Path) -> None:
+    rec = b"r" * 100
+    wal = Wal(tmp_path, segment_bytes=HDR + 4 * (HDR + 100), max_bytes=1 << 20)
+    assert [wal.append(rec) for _ in range(10)] == list(range(10))
+    assert segments(tmp_path) == [seg(0), seg(4), seg(8)]
+    st = wal.stats()
+    assert (st["segments"], st["bytes"]) == (3, 3 * HDR + 10 * (HDR + 100))
+    assert st["bytes"] == sum((tmp_path / s).stat().st_size for s in segments(tmp_path))
+
+    wal.ack([4, 5, 6, 7, 0])  # the middle segment is fully delivered, the first is not
+    assert wal.checkpoint() == 1
+    assert segments(tmp_path) == [seg(0), seg(8)]
+    wal.ack([1, 2, 3])
+    assert wal.checkpoint() == 1
+    wal.ack([8, 9])  # the active segment goes too, once all of it is delivered
+    assert wal.checkpoint() == 1
+    assert segments(tmp_path) == []
+    assert (wal.stats()["bytes"], wal.stats()["segments"]) == (0, 0)
+    assert wal.append(b"z") == 10
+    wal.ack([10])
+    wal.close()
+
+    with Wal(tmp_path) as wal:  # the lsn sequence survives the deletion of every segment
+        assert segments(tmp_path) == []
+        assert wal.replay() == []
+        assert wal.append(b"after") == 11
+
+
+def test_full_raises_and_recovers_after_delivery(Wal: Any, tmp_path: Path) -> None:
+    rec = b"f" * 100
+    wal = Wal(tmp_path, max_bytes=HDR + 3 * (HDR + 100))
+    lsns = wal.append_many([rec, rec, rec])
+    with pytest.raises(WalFullError, match="full") as info:
+        wal.append(rec)
+    assert isinstance(info.value, WalError) and isinstance(info.value, OSError)
+    assert wal.stats()["undelivered"] == 3  # nothing accepted was dropped to make room
+    wal.ack(lsns)
+    wal.checkpoint()
+    assert wal.append(rec) == 3
+    with pytest.raises(WalFullError):
+        wal.append(b"x" * 1000)  # a batch over the bound never fits
+
+
+def test_torn_tail_is_cut_and_reported(Wal: Any, tmp_path: Path) -> None:
+    data = payloads(5)
+    wal = Wal(tmp_path)
+    wal.append_many(data)
+    crash(wal)
+    path = tmp_path / seg(0)
+    size = path.stat().st_size
+    last = HDR + len(data[4])
+    os.truncate(path, size - 3)  # cut the last record in its middle
+
+    wal = Wal(tmp_path)
+    st = wal.stats()
+    assert (st["skipped_bytes"], st["skipped_records"], st["recovered_records"]) == (last - 3, 1, 4)
+    assert wal.recovery_notes == [f"{seg(0)}: torn record at offset {size - last}: skipped {last - 3} bytes, 1 records"]
+    assert wal.replay() == list(enumerate(data[:4]))
+    assert path.stat().st_size == size - last  # the torn tail is cut off
+    assert wal.append(b"new") == 4
+    crash(wal)
+    wal = Wal(tmp_path)
+    assert wal.stats()["skipped_bytes"] == 0
+    assert [lsn for lsn, _ in wal.replay()] == [0, 1, 2, 3, 4]
+
+
+def test_bad_crc_is_reported_and_the_rest_kept(Wal: Any, tmp_path: Path) -> None:
+    wal = Wal(tmp_path)
+    wal.append_many([bytes([97 + i]) * 20 for i in range(6)])
+    crash(wal)
+    path = tmp_path / seg(0)
+    raw = bytearray(path.read_bytes())
+    rec3 = HDR + 3 * (HDR + 20)
+    raw[rec3 + HDR + 5] ^= 0x40  # one payload byte of lsn 3
+    path.write_bytes(raw)
+
+    wal = Wal(tmp_path)
+    st = wal.stats()
+    assert (st["skipped_bytes"], st["skipped_records"], st["recovered_records"]) == (108, 3, 3)
+    assert wal.recovery_notes == [f"{seg(0)}: bad crc at offset {rec3}: skipped 108 bytes, 3 records"]
+    assert [lsn for lsn, _ in wal.replay()] == [0, 1, 2]
+
+
+def test_corrupt_older_segment_keeps_later_ones(Wal: Any, tmp_path: Path) -> None:
+    wal = Wal(tmp_path, segment_bytes=HDR + 2 * (HDR + 10))
+    for i in range(6):
+        wal.append(bytes([i]) * 10)
+    crash(wal)
+    path = tmp_path / seg(2)
+    raw = bytearray(path.read_bytes())
+    raw[HDR + 4] ^= 1  # the crc field of lsn 2
+    path.write_bytes(raw)
+    wal = Wal(tmp_path)
+    assert wal.stats()["skipped_records"] == 2
+    assert [lsn for lsn, _ in wal.replay()] == [0, 1, 4, 5]
+    assert not path.exists()  # a segment left with no records is removed
+
+
+def test_bad_checkpoint_means_redelivery_not_loss(Wal: Any, tmp_path: Path) -> None:
+    wal = Wal(tmp_path)
+    wal.append_many(payloads(4))
+    wal.ack([0, 1])
+    wal.checkpoint()
+    crash(wal)
+    ck = tmp_path / "progress.ckpt"
+    raw = bytearray(ck.read_bytes())
+    raw[-1] ^= 0xFF
+    ck.write_bytes(raw)
+    wal = Wal(tmp_path)
+    assert wal.recovery_notes == ["progress.ckpt: bad checkpoint, ignored"]
+    assert len(wal.replay()) == 4
+
+
+def test_io_errors_raise_wal_error_with_errno(Wal: Any, tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_bytes(b"x")
+    with pytest.raises(WalError) as info:
+        Wal(not_a_dir)
+    assert info.value.errno in (errno.EEXIST, errno.ENOTDIR)
+    assert not isinstance(info.value, WalFullError)
+
+    d = tmp_path / "gone"
+    wal = Wal(d)
+    wal.append(b"stored")
+    wal.ack([0])
+    wal.checkpoint()  # the active segment is delivered and retired: the next append creates one
+    shutil.rmtree(d)
+    with pytest.raises(WalError) as info:
+        wal.append(b"lost dir")
+    assert info.value.errno == errno.ENOENT
+    assert "write-ahead log" in str(info.value)
+
+
+def test_bad_arguments(Wal: Any, tmp_path: Path) -> None:
+    for kwargs in ({"segment_bytes": 0}, {"max_bytes": 0}, {"commit_delay_us": -1}):
+        with pytest.raises(ValueError):
+            Wal(tmp_path, **kwargs)
+    wal = Wal(tmp_path)
+    with pytest.raises(TypeError):
+        wal.ack(["a"])
+
+
+def test_concurrent_appenders_share_fsyncs(Wal: Any, tmp_path: Path) -> None:
+    wal = Wal(tmp_path, commit_delay_us=2000)
+    threads, per = 8, 25
+    got: list[list[int]] = [[] for _ in range(threads)]
+    start = threading.Barrier(threads)
+
+    def work(t: int) -> None:
+        start.wait()
+        for i in range(per):
+            p = f"t{t}-{i}".encode()
+            got[t] += wal.append_many([p, p])
+
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert sorted(x for g in got for x in g) == list(range(threads * per * 2))
+    st = wal.stats()
+    assert st["appends"] == threads * per
+    assert 1 <= st["fsyncs"] < st["appends"], st
+    crash(wal)
+    wal = Wal(tmp_path)
+    records = wal.replay()
+    assert len(records) == threads * per * 2
+    for a, b in zip(records[::2], records[1::2], strict=True):
+        assert (a[0] + 1, a[1]) == b
+
+
+# -- the two backends read each other's files -------------------------------------------------
+
+
+def test_each_backend_reads_the_others_files(writer_reader: tuple[Any, Any], tmp_path: Path) -> None:
+    W, R = writer_reader
+    data = payloads(40, "x")
+    wal = W(tmp_path, segment_bytes=300)
+    for i in range(0, 40, 4):
+        wal.append_many(data[i : i + 4])
+    wal.ack(range(0, 12))  # the first segments fully, then scattered
+    wal.ack([13, 17, 30])
+    wal.checkpoint()
+    crash(wal)
+
+    wal = R(tmp_path, segment_bytes=300)
+    want = [(i, data[i]) for i in range(12, 40) if i not in (13, 17, 30)]
+    assert wal.replay() == want
+    # The reader appends and acks; the writer reads that back.
+    assert wal.append_many([b"from-reader"]) == [40]
+    wal.ack([12, 14])
+    wal.close()
+    with W(tmp_path) as wal:
+        assert wal.replay() == [r for r in want if r[0] not in (12, 14)] + [(40, b"from-reader")]
+
+
+def test_each_backend_reads_the_others_torn_tail(writer_reader: tuple[Any, Any], tmp_path: Path) -> None:
+    W, R = writer_reader
+    wal = W(tmp_path)
+    wal.append_many([b"a" * 50, b"b" * 50, b"c" * 50])
+    crash(wal)
+    path = tmp_path / seg(0)
+    raw = bytearray(path.read_bytes())
+    raw[HDR + (HDR + 50) + 20] ^= 1  # payload of lsn 1
+    path.write_bytes(raw[:-10])  # and the last record torn too
+    wal = R(tmp_path)
+    assert wal.recovery_notes == [f"{seg(0)}: bad crc at offset {HDR + HDR + 50}: skipped 122 bytes, 2 records"]
+    assert wal.replay() == [(0, b"a" * 50)]
+
+
+def test_both_backends_write_identical_bytes(writer_reader: tuple[Any, Any], tmp_path: Path) -> None:
+    dirs = {}
+    for name, cls in zip(("a", "b"), writer_reader, strict=True):
+        d = tmp_path / name
+        wal = cls(d, segment_bytes=200)
+        wal.append_many(payloads(7))
+        wal.append(b"")
+        wal.append_many(payloads(5, "y"))
+        wal.ack([0, 1, 2, 5])
+        wal.checkpoint()
+        wal.close()
+        dirs[name] = d
+    names = sorted(p.name for p in dirs["a"].iterdir())
+    assert names == sorted(p.name for p in dirs["b"].iterdir())
+    assert "progress.ckpt" in names and len(names) > 2
+    for n in names:
+        assert (dirs["a"] / n).read_bytes() == (dirs["b"] / n).read_bytes(), n
+
+
+# -- a real crash --------------------------------------------------------------------------
+
+CHILD = """
+import importlib, sys
+Wal = importlib.import_module("logdist._wlb" if sys.argv[1] == "rs" else "logdist._pywal").Wal
+wal = Wal(sys.argv[2], segment_bytes=4096, commit_delay_us=200)
+i = 0
+while True:
+    lsns = wal.append_many([b"rec-%d" % (i + k) for k in range(3)])
+    i += 3
+    if lsns[0] % 30 == 0:
+        wal.ack(range(lsns[0] - 30, lsns[0] - 15))
+        wal.checkpoint()
+    print(lsns[-1], flush=True)
+"""
+
+
+def test_kill9_loses_no_appended_record(Wal: Any, tmp_path: Path) -> None:
+    backend = "rs" if Wal.__module__ == "logdist._wlb" else "py"
+    d = tmp_path / "wal"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, backend, str(d)], stdout=subprocess.PIPE, cwd=ROOT, env={**os.environ}
+    )
+    assert child.stdout is not None
+    returned = -1
+    try:
+        for line in child.stdout:
+            returned = int(line)
+            if returned >= 600:
+                break
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        child.stdout.close()
+    assert returned >= 600, "the child stopped early"
+    wal = Wal(d)
+    lsns = [lsn for lsn, _ in wal.replay()]
+    acked = {x for base in range(30, returned + 1, 30) for x in range(base - 30, base - 15)}
+    # Every record whose append returned and that was not acknowledged is there, in order.
+    assert set(range(returned + 1)) - acked <= set(lsns)
+    assert lsns == sorted(lsns)
+    assert all(payload == b"rec-%d" % lsn for lsn, payload in wal.replay())

@@ -1,0 +1,100 @@
+"""WalStore, the distributor's `wal` durability, on both log backends (no network here)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logdist.config import parse_distributor_config
+from logdist.distributor.wal_store import WalStore, make_store
+from logdist.errors import WalFullError
+
+
+async def recovered(store: WalStore) -> list[tuple[int, bytes, int]]:
+    return [r async for r in store.recover()]
+
+
+async def test_parts_survive_until_fully_acked(Wal: Any, tmp_path: Path) -> None:
+    store = WalStore(tmp_path, wal_cls=Wal, checkpoint_interval=0.01)
+    assert await recovered(store) == []
+    t = await store.append([(b'{"id":"a"},{"id":"b"}', 2), (b'{"id":"c"}', 1)])
+    t += await store.append([(b'{"id":"d"}', 1)])
+    assert t == [0, 1, 2]
+    store.ack(t[0], 1)  # half of a re-split chunk: still undelivered
+    store.ack(t[1], 1)
+    for _ in range(200):  # the checkpoint task persists progress shortly after the acks
+        if not store._acked_since_checkpoint and store._checkpointer is not None and store._checkpointer.done():
+            break
+        await asyncio.sleep(0.01)
+    assert store.stats()["wal_undelivered_records"] == 2
+    store.wal = None  # a crash: no close()
+
+    store = WalStore(tmp_path, wal_cls=Wal)
+    assert await recovered(store) == [(0, b'{"id":"a"},{"id":"b"}', 2), (2, b'{"id":"d"}', 1)]
+    assert store.replayed_messages == 3
+    store.ack(0, 2)
+    store.ack(2, 1)
+    store.ack(99, 1)  # unknown tokens are ignored
+    await store.close()
+
+    store = WalStore(tmp_path, wal_cls=Wal)
+    assert await recovered(store) == []
+    st = store.stats()
+    assert (st["wal_segments"], st["wal_bytes"]) == (0, 0)  # delivered segments are deleted
+    await store.close()
+
+
+async def test_full_log_raises_wal_full(Wal: Any, tmp_path: Path) -> None:
+    store = WalStore(tmp_path, wal_cls=Wal, max_bytes=200)
+    await recovered(store)
+    (t,) = await store.append([(b"x" * 100, 1)])
+    with pytest.raises(WalFullError):
+        await store.append([(b"y" * 100, 1)])
+    store.ack(t, 1)
+    await asyncio.to_thread(store.wal.checkpoint)
+    assert await store.append([(b"y" * 100, 1)]) == [1]
+    await store.close()
+
+
+def test_make_store_follows_the_config(tmp_path: Path) -> None:
+    assert make_store(parse_distributor_config({})) is None
+    cfg = parse_distributor_config({"durability": "wal", "state_dir": str(tmp_path), "wal_max_bytes": 4096})
+    store = make_store(cfg)
+    assert isinstance(store, WalStore) and store.path == tmp_path / "wal"
+    assert store._opts["max_bytes"] == 4096 and store._opts["segment_bytes"] == 4096
+
+
+async def wait_checkpointed(store: WalStore) -> None:
+    for _ in range(500):
+        if not store._acked_since_checkpoint and (store._checkpointer is None or store._checkpointer.done()):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no checkpoint")
+
+
+async def test_dedup_keys_survive_a_crash(Wal: Any, tmp_path: Path) -> None:
+    store = WalStore(tmp_path, wal_cls=Wal, checkpoint_interval=0.01, dedup_window=3)
+    await recovered(store)
+    delivered = await store.append([(b'{"id":"1"}', 1), (b'{"id":"2"}', 1)], packet_key=("em", "p1"))
+    await store.append([(b'{"id":"3"}', 1)], packet_key=("em", "p2\udc80"))  # a lone surrogate survives too
+    await store.append([(b'{"id":"4"}', 1)])  # no packet id: no key
+    for t in delivered:
+        store.ack(t, 1)
+    await wait_checkpointed(store)
+    assert (tmp_path / "dedup.keys").exists()  # written before the checkpoint
+    store.wal = None  # crash
+
+    store = WalStore(tmp_path, wal_cls=Wal, dedup_window=3)
+    parts = await recovered(store)
+    assert [p[1] for p in parts] == [b'{"id":"3"}', b'{"id":"4"}']  # records are returned without their key
+    assert store.packet_keys() == [("em", "p1"), ("em", "p2\udc80")]
+    for i in range(3, 6):
+        await store.append([(b"{}", 1)], packet_key=("em", f"p{i}"))
+    await store.close()
+    store = WalStore(tmp_path, wal_cls=Wal, dedup_window=3)
+    await recovered(store)
+    assert store.packet_keys() == [("em", "p3"), ("em", "p4"), ("em", "p5")]  # bounded by the window
+    await store.close()
