@@ -14,6 +14,7 @@ PURE = os.environ.get("LOGDIST_PURE", "") not in ("", "0")
 
 if PURE:
     from logdist import _pycore as _backend
+    from logdist._pywal import Wal
 
     BACKEND = "py"
 else:
@@ -26,6 +27,7 @@ else:
             "or set LOGDIST_PURE=1 to run on the pure-Python core on purpose."
         ) from exc
     BACKEND = "rs"
+    from logdist._wlb import Wal  # type: ignore[assignment]
 
 AliasTable = _backend.AliasTable
 SmoothWeighted = _backend.SmoothWeighted
@@ -45,5 +47,6 @@ __all__ = [
     "Router",
     "SmoothWeighted",
     "SplitMix64",
+    "Wal",
     "route_packet",
 ]

@@ -14,7 +14,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import uvloop
 from aiohttp import web
@@ -42,12 +43,17 @@ def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
     return sock
 
 
+def _log_reload_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("reload failed: %s", exc)
+
+
 async def _serve(
     app: web.Application,
     host: str,
     port: int,
     grace: float,
-    on_reload: Callable[[], Awaitable[None]] | None,
+    on_reload: Callable[[], Coroutine[Any, Any, None]] | None,
     reuse_port: bool,
 ) -> None:
     loop = asyncio.get_running_loop()
@@ -70,8 +76,8 @@ async def _serve(
         reload_cb = on_reload
 
         def on_hup() -> None:
-            task = loop.create_task(reload_cb())
-            task.add_done_callback(lambda t: t.exception() and log.error("reload failed: %s", t.exception()))
+            task: asyncio.Task[None] = loop.create_task(reload_cb())
+            task.add_done_callback(_log_reload_failure)
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
 
@@ -96,7 +102,7 @@ def serve(
     port: int,
     *,
     grace: float = 10.0,
-    on_reload: Callable[[], Awaitable[None]] | None = None,
+    on_reload: Callable[[], Coroutine[Any, Any, None]] | None = None,
     reuse_port: bool = False,
 ) -> int:
     """Run `app` until a stop signal; returns the process exit code."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -200,7 +200,9 @@ def build_app(cfg: DistributorConfig) -> web.Application:
     return app
 
 
-def reloader(app: web.Application, path: str | None, overrides: dict[str, Any]) -> Callable[[], Awaitable[None]]:
+def reloader(
+    app: web.Application, path: str | None, overrides: dict[str, Any]
+) -> Callable[[], Coroutine[Any, Any, None]]:
     """The SIGHUP handler: load the file again and apply it; a bad file changes nothing."""
 
     async def reload() -> None:

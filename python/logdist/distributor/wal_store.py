@@ -78,17 +78,8 @@ def decode_record(payload: bytes) -> tuple[int, Key | None, bytes]:
 
 
 def wal_class() -> Any:
-    """The Wal of the backend that core selected (core.Wal once core exports it)."""
-    cls = getattr(core, "Wal", None)
-    if cls is not None:
-        return cls
-    if core.BACKEND == "py":
-        from logdist import _pywal
-
-        return _pywal.Wal
-    from logdist import _wlb
-
-    return _wlb.Wal  # type: ignore[attr-defined,unused-ignore]
+    """The Wal of the backend that core selected."""
+    return core.Wal
 
 
 class WalStore:
