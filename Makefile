@@ -9,10 +9,10 @@ DEPS := $(VENV)/.deps-stamp
 export PYO3_PYTHON := $(abspath $(PY))
 PYTEST_ARGS ?=
 
-.PHONY: help run up test test-rs test-py test-rust lint bench wheel build clean
+.PHONY: help run up test test-rs test-py test-rust lint bench bench-micro wheel build clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +57,11 @@ lint: build ## ruff, mypy (+ stubtest of logdist._wlb), cargo clippy -D warnings
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo fmt --all --check
 
-bench: build ## microbenchmarks of the core on both backends (pytest-benchmark), printed as a table
+bench: build bench-deps ## core microbenchmarks (both backends), then the end-to-end bench: logdist memory/wal vs nginx, HAProxy
+	$(PY) bench/micro.py
+	$(PY) bench/e2e.py --sinks nginx $(BENCH_E2E_ARGS)
+
+bench-micro: build ## only the core microbenchmarks on both backends (pytest-benchmark), printed as a table
 	$(PY) bench/micro.py
 
 wheel: $(DEPS) ## build an installable wheel into dist/

@@ -134,10 +134,7 @@ class AliasTable:
         small: list[int] = []
         large: list[int] = []
         for i, w in enumerate(ws):
-            if w == 0.0:
-                alias[i] = largest
-                continue
-            s = (w * n) / total
+            s = (w * n) / total if w > 0.0 else 0.0
             scaled[i] = s
             (small if s < 1.0 else large).append(i)
         while small and large:
@@ -150,9 +147,13 @@ class AliasTable:
         for g in large:
             prob[g] = 1.0
             alias[g] = g
-        for s_i in small:
-            prob[s_i] = 1.0
-            alias[s_i] = s_i
+        for s_i in small:  # a zero weight left over keeps prob 0.0: it is never picked
+            if ws[s_i] > 0.0:
+                prob[s_i] = 1.0
+                alias[s_i] = s_i
+            else:
+                prob[s_i] = 0.0
+                alias[s_i] = largest
         self._n = n
         self._prob = prob
         self._alias = alias

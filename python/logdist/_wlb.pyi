@@ -41,18 +41,23 @@ class AliasTable:
 
     Construction, exactly (n = len(weights), total = left-to-right float sum):
       prob = [0.0]*n; alias = [0]*n
-      zero-weight entries are set aside first: prob[i] = 0.0, alias[i] = index of the largest
-      weight (lowest index on ties); they never enter the work lists and can never be picked.
-      scaled[i] = weights[i] * n / total            # evaluated as (weights[i] * n) / total
-      small = [i for i in positive-weight indices, ascending, if scaled[i] < 1.0]
-      large = [i for i in positive-weight indices, ascending, if scaled[i] >= 1.0]
+      largest = index of the largest weight (lowest index on ties)
+      scaled[i] = weights[i] * n / total            # evaluated as (weights[i] * n) / total;
+                                                    # 0.0 for a zero weight
+      small = [i for i in range(n) if scaled[i] < 1.0]    # ascending; zero weights included
+      large = [i for i in range(n) if scaled[i] >= 1.0]   # ascending
       while small and large:                        # both used as stacks: pop() from the end
           s = small.pop(); g = large.pop()
           prob[s] = scaled[s]; alias[s] = g
           scaled[g] = (scaled[g] + scaled[s]) - 1.0
           (small if scaled[g] < 1.0 else large).append(g)
       for g in large: prob[g] = 1.0; alias[g] = g   # leftovers are rounding residue
-      for s in small: prob[s] = 1.0; alias[s] = s
+      for s in small:
+          if weights[s] > 0: prob[s] = 1.0; alias[s] = s
+          else:              prob[s] = 0.0; alias[s] = largest
+    A zero-weight column has prob 0.0, so a zero weight is never picked; its column's mass goes
+    to a positive weight and is taken off that weight's scaled mass (standard Vose), so the
+    shares stay exact: [0, 1, 1] picks 1 and 2 with 1/2 each.
 
     sample(u1, u2): col = min(int(u1 * n), n - 1); return col if u2 < prob[col] else alias[col]
     u1 and u2 must be in [0, 1) (ValueError otherwise).

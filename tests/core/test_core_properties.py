@@ -41,18 +41,12 @@ def test_alias_table_is_a_distribution(impl: ModuleType, weights: list[float], s
     for i, w in enumerate(weights):
         if w == 0:
             assert mass[i] == 0.0
-        elif 0 not in weights:  # with zero weights the contract's table is biased: see the xfail below
+        else:
             assert math.isclose(mass[i], n * w / total, rel_tol=1e-6, abs_tol=1e-9)
     picks = table.sample_many(200, seed)
     assert all(weights[p] > 0 for p in picks)
 
 
-@pytest.mark.xfail(
-    reason="contract defect in _wlb.pyi: zero-weight columns alias to the largest weight with prob 0, but "
-    "that extra column is never taken off the largest weight's scaled mass, so [0, 1, 1] picks index 1 "
-    "with 2/3 instead of 1/2 (standard Vose: zero weights enter `small` with scaled 0.0)",
-    strict=True,
-)
 def test_alias_zero_weights_keep_shares_exact(impl: ModuleType) -> None:
     hist = impl.AliasTable([0.0, 1.0, 1.0]).histogram(300_000, 1)
     assert hist[0] == 0

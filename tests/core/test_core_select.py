@@ -41,12 +41,9 @@ def ref_alias(weights: list[float]) -> tuple[list[float], list[int]]:
     prob = [0.0] * n
     alias = [0] * n
     largest = max(range(n), key=lambda i: (weights[i], -i))
-    scaled = {i: (weights[i] * n) / total for i in range(n) if weights[i] > 0}
-    for i in range(n):
-        if weights[i] == 0:
-            alias[i] = largest
-    small = [i for i in sorted(scaled) if scaled[i] < 1.0]
-    large = [i for i in sorted(scaled) if scaled[i] >= 1.0]
+    scaled = [(weights[i] * n) / total if weights[i] > 0 else 0.0 for i in range(n)]
+    small = [i for i in range(n) if scaled[i] < 1.0]
+    large = [i for i in range(n) if scaled[i] >= 1.0]
     while small and large:
         s = small.pop()
         g = large.pop()
@@ -57,7 +54,7 @@ def ref_alias(weights: list[float]) -> tuple[list[float], list[int]]:
     for g in large:
         prob[g], alias[g] = 1.0, g
     for s in small:
-        prob[s], alias[s] = 1.0, s
+        prob[s], alias[s] = (1.0, s) if weights[s] > 0 else (0.0, largest)
     return prob, alias
 
 
@@ -133,10 +130,18 @@ def test_alias_tables_match_reference(impl: ModuleType, weights: list[float]) ->
     assert table.alias == alias
 
 
-def test_alias_zero_weight_aliases_to_largest_lowest_index(impl: ModuleType) -> None:
-    table = impl.AliasTable([0.0, 2.0, 5.0, 5.0, 0.0])
+def test_alias_zero_weight_columns_give_their_mass_away_exactly(impl: ModuleType) -> None:
+    weights = [0.0, 2.0, 5.0, 5.0, 0.0]
+    table = impl.AliasTable(weights)
     assert table.prob[0] == 0.0 and table.prob[4] == 0.0
-    assert table.alias[0] == 2 and table.alias[4] == 2
+    assert table.alias[0] == 2 and table.alias[4] == 3
+    mass = [0.0] * 5
+    for col, (p, a) in enumerate(zip(table.prob, table.alias, strict=True)):
+        mass[col] += p
+        mass[a] += 1.0 - p
+    expected = [5 * w / 12 for w in weights]
+    assert mass[0] == 0.0 and mass[4] == 0.0
+    assert all(math.isclose(m, e, abs_tol=1e-12) for m, e in zip(mass, expected, strict=True))
 
 
 def test_alias_identical_picks_from_identical_uniforms(rs: ModuleType, py: ModuleType) -> None:

@@ -68,17 +68,14 @@ impl AliasTable {
         let mut scaled = vec![0.0f64; n];
         let mut small = Vec::with_capacity(n);
         let mut large = Vec::with_capacity(n);
+        // Zero weights enter `small` with scaled 0.0 (standard Vose): their column's mass is
+        // taken off the large weight they alias to, so the shares stay exact.
         for (i, &w) in weights.iter().enumerate() {
-            if w > 0.0 {
-                scaled[i] = (w * nf) / total;
-                if scaled[i] < 1.0 {
-                    small.push(i);
-                } else {
-                    large.push(i);
-                }
+            scaled[i] = if w > 0.0 { (w * nf) / total } else { 0.0 };
+            if scaled[i] < 1.0 {
+                small.push(i);
             } else {
-                prob[i] = 0.0;
-                alias[i] = largest;
+                large.push(i);
             }
         }
         while let (Some(&s), Some(&g)) = (small.last(), large.last()) {
@@ -98,8 +95,14 @@ impl AliasTable {
             alias[g] = g;
         }
         for s in small {
-            prob[s] = 1.0;
-            alias[s] = s;
+            // Rounding residue. A zero weight left over keeps prob 0.0: it is never picked.
+            if weights[s] > 0.0 {
+                prob[s] = 1.0;
+                alias[s] = s;
+            } else {
+                prob[s] = 0.0;
+                alias[s] = largest;
+            }
         }
         Ok(Self { prob, alias })
     }
@@ -188,13 +191,29 @@ mod tests {
     #[test]
     fn zero_weights_are_never_picked() {
         let t = AliasTable::new(&[0.0, 5.0, 0.0, 5.0]).unwrap();
-        assert_eq!(t.prob()[0], 0.0);
-        assert_eq!(t.alias()[0], 1);
-        assert_eq!(t.alias()[2], 1);
+        assert_eq!(t.prob(), &[0.0, 1.0, 0.0, 0.0]);
+        assert_eq!(t.alias(), &[3, 1, 3, 1]);
         let h = t.histogram(100_000, 1);
         assert_eq!(h[0], 0);
         assert_eq!(h[2], 0);
         assert_eq!(h[1] + h[3], 100_000);
+    }
+
+    #[test]
+    fn zero_weights_do_not_bias_the_shares() {
+        // Each zero-weight column's mass is taken off the weight it aliases to: [0, 1, 1] is
+        // exactly 1/2 and 1/2 (column mass: prob[col] to col, 1 - prob[col] to alias[col]).
+        let t = AliasTable::new(&[0.0, 1.0, 1.0]).unwrap();
+        let mut mass = [0.0f64; 3];
+        for col in 0..3 {
+            mass[col] += t.prob()[col];
+            mass[t.alias()[col]] += 1.0 - t.prob()[col];
+        }
+        assert_eq!(mass[0], 0.0);
+        assert!(
+            (mass[1] - 1.5).abs() < 1e-12 && (mass[2] - 1.5).abs() < 1e-12,
+            "{mass:?}"
+        );
     }
 
     #[test]
