@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from logdist.config import parse_distributor_config
-from logdist.distributor.wal_store import WalStore, make_store
+from logdist.distributor.wal_store import WalStore, decode_record, encode_parts, make_store
 from logdist.errors import WalFullError
 
 
-async def recovered(store: WalStore) -> list[tuple[int, bytes, int]]:
+async def recovered(store: WalStore) -> list[tuple[int, bytes, int, str]]:
     return [r async for r in store.recover()]
 
 
 async def test_parts_survive_until_fully_acked(Wal: Any, tmp_path: Path) -> None:
     store = WalStore(tmp_path, wal_cls=Wal, checkpoint_interval=0.01)
     assert await recovered(store) == []
-    t = await store.append([(b'{"id":"a"},{"id":"b"}', 2), (b'{"id":"c"}', 1)])
-    t += await store.append([(b'{"id":"d"}', 1)])
+    t = await store.append([(b'{"id":"a"},{"id":"b"}', 2, "a1"), (b'{"id":"c"}', 1, "a2")])
+    t += await store.append([(b'{"id":"d"}', 1)])  # no target (a dead-letter replay)
     assert t == [0, 1, 2]
     store.ack(t[0], 1)  # half of a re-split chunk: still undelivered
     store.ack(t[1], 1)
@@ -33,7 +34,8 @@ async def test_parts_survive_until_fully_acked(Wal: Any, tmp_path: Path) -> None
     store.wal = None  # a crash: no close()
 
     store = WalStore(tmp_path, wal_cls=Wal)
-    assert await recovered(store) == [(0, b'{"id":"a"},{"id":"b"}', 2), (2, b'{"id":"d"}', 1)]
+    # each part comes back with the analyzer it was routed to
+    assert await recovered(store) == [(0, b'{"id":"a"},{"id":"b"}', 2, "a1"), (2, b'{"id":"d"}', 1, "")]
     assert store.replayed_messages == 3
     store.ack(0, 2)
     store.ack(2, 1)
@@ -98,3 +100,17 @@ async def test_dedup_keys_survive_a_crash(Wal: Any, tmp_path: Path) -> None:
     await recovered(store)
     assert store.packet_keys() == [("em", "p3"), ("em", "p4"), ("em", "p5")]  # bounded by the window
     await store.close()
+
+
+@pytest.mark.parametrize("key", [None, ("em", "p-1")])
+@pytest.mark.parametrize("target", ["", "a1", "analyzer-\u00e9"])
+def test_records_round_trip_with_and_without_a_target(key: tuple[str, str] | None, target: str) -> None:
+    parts: list[Any] = [(b'{"id":"x"}', 7, target), (b'{"id":"y"}', 1)]
+    first, second = encode_parts(parts, key)
+    assert decode_record(first) == (7, key, b'{"id":"x"}', target)
+    assert decode_record(second) == (1, None, b'{"id":"y"}', "")
+
+
+def test_records_written_before_targets_were_kept_still_decode() -> None:
+    old = struct.pack("<IHH", 3, 2, 2) + b"emp1" + b'{"id":"z"}'  # count without the target bit
+    assert decode_record(old) == (3, ("em", "p1"), b'{"id":"z"}', "")

@@ -131,10 +131,15 @@ class Distributor:
         try:
             now = self.loop_time
             recovered = 0
-            async for token, part, count in self.store.recover():
+            async for token, part, count, target in self.store.recover():
                 self.held += count
                 recovered += count
-                self._resplit(Chunk(part, count, token, now))
+                # Back to where it was routed: a redelivery then meets that analyzer's dedup.
+                a = self.analyzers.get(target) if target else None
+                if a is not None and a.eligible:
+                    self._push(target, Chunk(part, count, token, now))
+                else:
+                    self._resplit(Chunk(part, count, token, now))
             if recovered:
                 log.info("recovered %d undelivered messages from the %s store", recovered, self.store.durability)
             if self._store_keys:
@@ -270,7 +275,7 @@ class Distributor:
                 self._storing[key] = done
             stored = False
             try:
-                parts = [(data, counts[t]) for t, data in batches.items()]
+                parts = [(data, counts[t], t) for t, data in batches.items()]
                 if self._store_keys:
                     tokens = await self.store.append(parts, packet_key=key)  # type: ignore[call-arg]
                 else:

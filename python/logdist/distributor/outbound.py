@@ -31,7 +31,12 @@ class Batch:
     def __init__(self, chunks: list[Chunk], analyzer: str) -> None:
         self.chunks = chunks
         self.count = sum(c.count for c in chunks)
-        self.body = b"[" + b",".join([c.data for c in chunks]) + b"]"
+        # One copy of the data: [ c1 , c2 , ... ] joined once (not join, then concatenate).
+        parts = [b","] * (2 * len(chunks) + 1)
+        parts[0] = b"["
+        parts[-1] = b"]"
+        parts[1::2] = [c.data for c in chunks]
+        self.body = b"".join(parts)
         self.born = min(c.born for c in chunks)
         self.analyzer = analyzer  # where it is being delivered now
         self.attempts = 0  # failed attempts on the current analyzer

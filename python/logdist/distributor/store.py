@@ -20,6 +20,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+#: (messages joined by b",", count) or (..., count, id of the analyzer they were routed to)
+Part = tuple[bytes, int] | tuple[bytes, int, str]
+
 
 class Store(Protocol):
     #: "memory" | "wal": reported by /health and /api/v1/metrics
@@ -27,9 +30,10 @@ class Store(Protocol):
     #: True when append/ack do nothing, so the hot path may skip the calls
     noop: bool
 
-    async def append(self, parts: Sequence[tuple[bytes, int]]) -> list[int]:
-        """Store the parts of one accepted packet (each: messages joined by b",", and their
-        count; b"[" + part + b"]" is a JSON array) and return one token per part. A chunk may
+    async def append(self, parts: Sequence[Part]) -> list[int]:
+        """Store the parts of one accepted packet (each: messages joined by b",", their count,
+        and optionally the id of the analyzer they were routed to; b"[" + part + b"]" is a JSON
+        array) and return one token per part. A chunk may
         later be re-split, so acks for a token may come in several pieces. Raises WalFullError
         (answer 429) or WalError (answer 503) when it cannot store them; nothing is then
         acknowledged to the client."""
@@ -39,8 +43,10 @@ class Store(Protocol):
         """`count` messages of record `token` are delivered (or dead-lettered on disk)."""
         ...
 
-    def recover(self) -> AsyncIterator[tuple[int, bytes, int]]:
-        """(token, part, count) of every part not fully acknowledged (re-queued at start)."""
+    def recover(self) -> AsyncIterator[tuple[int, bytes, int, str]]:
+        """(token, part, count, target) of every part not fully acknowledged (re-queued at
+        start; to `target`, the analyzer it was routed to, when that one can take it; target is
+        "" when unknown)."""
         ...
 
     async def close(self) -> None: ...
@@ -56,13 +62,13 @@ class MemoryStore:
     durability = "memory"
     noop = True
 
-    async def append(self, parts: Sequence[tuple[bytes, int]]) -> list[int]:
+    async def append(self, parts: Sequence[Part]) -> list[int]:
         return [0] * len(parts)
 
     def ack(self, token: int, count: int) -> None:
         return None
 
-    async def recover(self) -> AsyncIterator[tuple[int, bytes, int]]:
+    async def recover(self) -> AsyncIterator[tuple[int, bytes, int, str]]:
         return
         yield  # pragma: no cover - makes this an async generator
 

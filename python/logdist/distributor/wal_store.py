@@ -2,14 +2,18 @@
 
 One log record per stored part: `count: u32, elen: u16, plen: u16` (little-endian), then the
 packet's dedup key (emitter_id and packet_id, UTF-8, elen and plen bytes; elen = 0xFFFF when
-the record carries no key: only the first part of a packet with a packet_id has one), then the
-part (its messages joined by b","), so that recovery gives back (token, part, count) without
-parsing JSON. The token of a part is its lsn. Acks may come in pieces (a chunk can be
-re-split); the record is marked delivered in the log once all `count` messages of it are
-acknowledged. Progress is persisted lazily by a checkpoint task (at most every
-`checkpoint_interval` seconds while acks arrive), which also deletes fully delivered
-segments: after a crash, the parts acked since the last checkpoint are delivered again, and
-analyzers deduplicate them by message id.
+the record carries no key: only the first part of a packet with a packet_id has one), then,
+when bit 31 of `count` is set, `tlen: u16` and the id of the analyzer the part was routed to
+(UTF-8), then the part (its messages joined by b","), so that recovery gives back (token,
+part, count, target) without parsing JSON. Recovery sends a part back to the analyzer it was
+routed to, so a message delivered before the crash but not yet checkpointed is redelivered
+where it was processed, and that analyzer's dedup window counts it as a duplicate, not twice
+as unique. Records without the bit (written before targets were kept) recover with target "".
+The token of a part is its lsn. Acks may come in pieces (a chunk can be re-split); the record
+is marked delivered in the log once all `count` messages of it are acknowledged. Progress is
+persisted lazily by a checkpoint task (at most every `checkpoint_interval` seconds while acks
+arrive), which also deletes fully delivered segments: after a crash, the parts acked since the
+last checkpoint are delivered again, and analyzers deduplicate them by message id.
 
 Packet dedup across restarts: the last `dedup_window` keys appended are written to
 `dedup.keys` in the log directory (b"LDKEYS1\n", then per key `elen: u16, plen: u16`, the
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from logdist import core
+from logdist.distributor.store import Part
 from logdist.errors import WalFullError
 
 log = logging.getLogger("logdist.distributor.wal")
@@ -52,29 +57,48 @@ KEYS_FILE = "dedup.keys"
 Key = tuple[str, str]
 
 
-def encode_parts(parts: Sequence[tuple[bytes, int]], key: Key | None) -> list[bytes]:
+_HAS_TARGET = 0x8000_0000
+_TLEN = struct.Struct("<H")
+
+
+def encode_parts(parts: Sequence[Part], key: Key | None) -> list[bytes]:
     """The log records of one packet's parts; the first carries the dedup key."""
     out = []
-    for i, (part, count) in enumerate(parts):
+    for i, part in enumerate(parts):
+        data, count = part[0], part[1]
+        target = part[2].encode("utf-8", "surrogatepass") if len(part) > 2 else b""  # type: ignore[misc]
+        tail = data
+        if target and len(target) < 0xFFFF:
+            count |= _HAS_TARGET
+            tail = _TLEN.pack(len(target)) + target + data
         e = p = b""
         if i == 0 and key is not None:
             e, p = key[0].encode("utf-8", "surrogatepass"), key[1].encode("utf-8", "surrogatepass")
         if i == 0 and key is not None and len(e) < _NO_KEY and len(p) < _NO_KEY:
-            out.append(_HEAD.pack(count, len(e), len(p)) + e + p + part)
+            out.append(b"".join((_HEAD.pack(count, len(e), len(p)), e, p, tail)))
         else:
-            out.append(_HEAD.pack(count, _NO_KEY, 0) + part)
+            out.append(b"".join((_HEAD.pack(count, _NO_KEY, 0), tail)))
     return out
 
 
-def decode_record(payload: bytes) -> tuple[int, Key | None, bytes]:
-    """(count, dedup key or None, part) of one log record."""
+def decode_record(payload: bytes) -> tuple[int, Key | None, bytes, str]:
+    """(count, dedup key or None, part, target analyzer id or "") of one log record."""
     count, elen, plen = _HEAD.unpack_from(payload)
     pos = _HEAD.size
-    if elen == _NO_KEY:
-        return count, None, payload[pos:]
-    e = payload[pos : pos + elen].decode("utf-8", "surrogatepass")
-    p = payload[pos + elen : pos + elen + plen].decode("utf-8", "surrogatepass")
-    return count, (e, p), payload[pos + elen + plen :]
+    key: Key | None = None
+    if elen != _NO_KEY:
+        e = payload[pos : pos + elen].decode("utf-8", "surrogatepass")
+        p = payload[pos + elen : pos + elen + plen].decode("utf-8", "surrogatepass")
+        key = (e, p)
+        pos += elen + plen
+    target = ""
+    if count & _HAS_TARGET:
+        count &= ~_HAS_TARGET
+        (tlen,) = _TLEN.unpack_from(payload, pos)
+        pos += _TLEN.size
+        target = payload[pos : pos + tlen].decode("utf-8", "surrogatepass")
+        pos += tlen
+    return count, key, payload[pos:], target
 
 
 def wal_class() -> Any:
@@ -109,7 +133,7 @@ class WalStore:
         self._remaining: dict[int, int] = {}  # lsn -> messages of it not yet acknowledged
         self._acked_since_checkpoint = 0
         self._checkpointer: asyncio.Task[None] | None = None
-        self._queue: list[tuple[Sequence[tuple[bytes, int]], Key | None, asyncio.Future[list[int]]]] = []
+        self._queue: list[tuple[Sequence[Part], Key | None, asyncio.Future[list[int]]]] = []
         self._keys: OrderedDict[Key, None] = OrderedDict()  # recent dedup keys, oldest first
         self._unsaved: list[Key] = []  # appended since the keys file was last written
         self._saved = 0  # keys in the keys file
@@ -194,7 +218,7 @@ class WalStore:
         if rewrite:
             os.replace(target, dst)
 
-    async def recover(self) -> AsyncIterator[tuple[int, bytes, int]]:
+    async def recover(self) -> AsyncIterator[tuple[int, bytes, int, str]]:
         await asyncio.to_thread(self._open)
         await asyncio.to_thread(self._load_keys)
         notes = self.wal.recovery_notes
@@ -208,19 +232,19 @@ class WalStore:
         )  # fmt: skip
         parts = []
         for lsn, payload in records:
-            count, key, part = decode_record(payload)
+            count, key, part, target = decode_record(payload)
             if key is not None:
                 self._remember(*key)
                 self._unsaved.append(key)
-            parts.append((lsn, part, count))
+            parts.append((lsn, part, count, target))
         del records
-        for lsn, part, count in parts:
+        for lsn, part, count, target in parts:
             self._remaining[lsn] = count
             self.replayed_parts += 1
             self.replayed_messages += count
-            yield lsn, part, count
+            yield lsn, part, count, target
 
-    async def append(self, parts: Sequence[tuple[bytes, int]], packet_key: Key | None = None) -> list[int]:
+    async def append(self, parts: Sequence[Part], packet_key: Key | None = None) -> list[int]:
         """Store.append; `packet_key` is the packet's (emitter_id, packet_id), kept for packet_keys()."""
         if self.wal is None:  # used without recover(): open now
             await asyncio.to_thread(self._open)
@@ -238,7 +262,7 @@ class WalStore:
         t.add_done_callback(self._flushes.discard)
 
     async def _write(
-        self, batch: list[tuple[Sequence[tuple[bytes, int]], Key | None, asyncio.Future[list[int]]]]
+        self, batch: list[tuple[Sequence[Part], Key | None, asyncio.Future[list[int]]]]
     ) -> None:
         try:
             payloads = [rec for parts, key, _ in batch for rec in encode_parts(parts, key)]
@@ -271,15 +295,15 @@ class WalStore:
                 self._flush_queue()
 
     def _stored(
-        self, parts: Sequence[tuple[bytes, int]], key: Key | None, fut: asyncio.Future[list[int]], lsns: list[int]
+        self, parts: Sequence[Part], key: Key | None, fut: asyncio.Future[list[int]], lsns: list[int]
     ) -> None:
         if fut.cancelled():
             # Nobody will queue (or acknowledge to a client) these parts: do not let them
             # hold their segment forever. (A restart before the next checkpoint replays them.)
             self.wal.ack(lsns)
             return
-        for lsn, (_, count) in zip(lsns, parts, strict=True):
-            self._remaining[lsn] = count
+        for lsn, part in zip(lsns, parts, strict=True):
+            self._remaining[lsn] = part[1]
         if key is not None:
             self._remember(*key)
             self._unsaved.append(key)
