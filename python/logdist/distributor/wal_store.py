@@ -66,7 +66,7 @@ def encode_parts(parts: Sequence[Part], key: Key | None) -> list[bytes]:
     out = []
     for i, part in enumerate(parts):
         data, count = part[0], part[1]
-        target = part[2].encode("utf-8", "surrogatepass") if len(part) > 2 else b""  # type: ignore[misc]
+        target = part[2].encode("utf-8", "surrogatepass") if len(part) > 2 else b""
         tail = data
         if target and len(target) < 0xFFFF:
             count |= _HAS_TARGET
