@@ -21,6 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--durability", choices=("memory", "wal"), help="where accepted messages are kept (default memory)")
     p.add_argument("--state-dir", metavar="DIR", help="dead letters (and later the write-ahead log)")
     p.add_argument("--grace", type=float, metavar="S", help="seconds to deliver what is held on SIGTERM")
+    p.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind with SO_REUSEPORT, so that several independent distributors (each with its own "
+        "--state-dir, queues, metrics and packet-dedup window) can share one port",
+    )
     p.add_argument("--log-level", default="INFO")
 
 
@@ -44,5 +50,10 @@ def run(args: argparse.Namespace) -> int:
     daemon.setup_logging("distributor", args.log_level)
     app = build_app(cfg)
     return daemon.serve(
-        app, cfg.host, cfg.port, grace=cfg.shutdown_grace_s, on_reload=reloader(app, args.config, overrides)
+        app,
+        cfg.host,
+        cfg.port,
+        grace=cfg.shutdown_grace_s,
+        on_reload=reloader(app, args.config, overrides),
+        reuse_port=args.reuse_port,
     )

@@ -121,7 +121,7 @@ class WalStore:
         segment_bytes: int = 64 << 20,
         commit_delay_us: int = 0,
         checkpoint_interval: float = 0.5,
-        max_inflight: int = 4,
+        max_inflight: int = 1,
         dedup_window: int = 100_000,
         wal_cls: Any = None,
     ) -> None:
