@@ -454,6 +454,12 @@ def start_system(name: str, sinks: Sinks, workdir: Path, args: argparse.Namespac
                 for i, (w, ep) in enumerate(zip(WEIGHTS, sinks.endpoints, strict=True))
             ],
         }
+        for kv in args.logdist_config:
+            key, _, value = kv.partition("=")
+            try:
+                config[key] = json.loads(value)
+            except json.JSONDecodeError:
+                config[key] = value
         cfg_path = workdir / "distributor.json"
         cfg_path.write_text(json.dumps(config, indent=2))
         # "-2p": two independent distributors sharing the port with SO_REUSEPORT (the kernel

@@ -84,6 +84,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="extra argument for `logdist distributor` (repeatable), e.g. --logdist-arg=--queue-size=100000",
     )
     parser.add_argument(
+        "--logdist-config",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a distributor config key for the logdist systems (repeatable), e.g. "
+        "--logdist-config wal_checkpoint_ms=2000",
+    )
+    parser.add_argument(
         "--durability",
         choices=("memory", "wal"),
         default="memory",

@@ -56,7 +56,7 @@ async def test_full_log_raises_wal_full(Wal: Any, tmp_path: Path) -> None:
     with pytest.raises(WalFullError):
         await store.append([(b"y" * 100, 1)])
     store.ack(t, 1)
-    await asyncio.to_thread(store.wal.checkpoint)
+    await store.checkpoint()
     assert await store.append([(b"y" * 100, 1)]) == [1]
     await store.close()
 

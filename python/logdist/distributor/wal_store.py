@@ -132,6 +132,9 @@ class WalStore:
         self.wal: Any = None
         self._remaining: dict[int, int] = {}  # lsn -> messages of it not yet acknowledged
         self._acked_since_checkpoint = 0
+        # Delivered lsns not yet handed to the log: applied in the checkpoint's worker thread,
+        # so the event loop never waits for the log's lock (held during a write).
+        self._acked_lsns: list[int] = []
         self._checkpointer: asyncio.Task[None] | None = None
         self._queue: list[tuple[Sequence[Part], Key | None, asyncio.Future[list[int]]]] = []
         self._keys: OrderedDict[Key, None] = OrderedDict()  # recent dedup keys, oldest first
@@ -300,7 +303,7 @@ class WalStore:
         if fut.cancelled():
             # Nobody will queue (or acknowledge to a client) these parts: do not let them
             # hold their segment forever. (A restart before the next checkpoint replays them.)
-            self.wal.ack(lsns)
+            self._acked_lsns.extend(lsns)
             return
         for lsn, part in zip(lsns, parts, strict=True):
             self._remaining[lsn] = part[1]
@@ -318,7 +321,7 @@ class WalStore:
             self._remaining[token] = left
             return
         del self._remaining[token]
-        self.wal.ack((token,))
+        self._acked_lsns.append(token)
         self._acked_since_checkpoint += 1
         if self._closed:  # close() has persisted the final progress already
             return
@@ -331,14 +334,25 @@ class WalStore:
             await asyncio.sleep(self._interval)
             self._acked_since_checkpoint = 0
             try:
-                await self._persist_keys()  # first: the checkpoint may delete the records holding them
-                deleted = await asyncio.to_thread(self.wal.checkpoint)
+                deleted = await self.checkpoint()
             except OSError as exc:  # WalError: keep serving; progress is retried on the next ack
                 self.checkpoint_errors += 1
                 log.error("write-ahead log checkpoint failed: %s", exc)
                 return
             if deleted:
                 log.debug("write-ahead log: deleted %d delivered segments", deleted)
+
+    async def checkpoint(self) -> int:
+        """Hand the deliveries so far to the log, persist progress and delete delivered
+        segments (in a worker thread); returns the number of segments deleted."""
+        await self._persist_keys()  # first: the checkpoint may delete the records holding them
+        acked, self._acked_lsns = self._acked_lsns, []
+        return await asyncio.to_thread(self._ack_and_checkpoint, acked)
+
+    def _ack_and_checkpoint(self, acked: list[int]) -> int:
+        """Worker thread: record the deliveries, persist progress, drop delivered segments."""
+        self.wal.ack(acked)
+        return int(self.wal.checkpoint())
 
     async def close(self) -> None:
         self._closed = True
@@ -351,6 +365,8 @@ class WalStore:
         if self.wal is not None:
             try:
                 await self._persist_keys()
+                acked, self._acked_lsns = self._acked_lsns, []
+                await asyncio.to_thread(self.wal.ack, acked)
                 await asyncio.to_thread(self.wal.close)  # persists the final progress
             except OSError as exc:
                 log.error("write-ahead log close failed: %s", exc)
