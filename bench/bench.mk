@@ -14,3 +14,11 @@ bench-e2e-analyzer: build bench-deps ## end-to-end bench with four real `logdist
 
 bench-bounded: build bench-deps ## check logdist's RSS stays bounded (429s, not growth) when every sink is down
 	$(PY) bench/e2e.py --mode bounded $(BENCH_E2E_ARGS)
+
+# One analyzer, one wrk thread: the analyzer gets a core of its own on a 2-core machine.
+BENCH_ANALYZER_ARGS ?= --wrk-threads 1 --connections 8 --runs 3 --duration 8
+
+.PHONY: bench-analyzer
+bench-analyzer: build ## one `logdist analyzer` (Rust core, then pure Python) under wrk: messages/s and messages/s per CPU core
+	$(PY) bench/e2e.py --mode analyzer $(BENCH_ANALYZER_ARGS)
+	$(PY) bench/e2e.py --mode analyzer --pure $(BENCH_ANALYZER_ARGS)

@@ -8,6 +8,7 @@ A separate paced run at half of each system's measured maximum gives the p99 at 
 
     .venv/bin/python bench/e2e.py [--sinks nginx|analyzer] [--duration S] [--runs N] ...
     .venv/bin/python bench/e2e.py --mode bounded     # RSS stays bounded when every sink is down
+    .venv/bin/python bench/e2e.py --mode analyzer    # one `logdist analyzer`: messages/s per core
     logdist bench ...                                 # the same, from the CLI
 
 The flags are defined once, in logdist.bench.add_arguments. Results go to stdout (a table),
@@ -541,6 +542,7 @@ def run_wrk(
     rate: float | None = None,
     connections: int | None = None,
     count_status: bool = False,
+    path: str = "/logs",
 ) -> WrkResult:
     threads = args.wrk_threads
     conns = max(threads, connections or args.connections)
@@ -567,7 +569,7 @@ def run_wrk(
         "--latency",
         "-s",
         str(BENCH_DIR / "wrk" / "post.lua"),
-        f"http://127.0.0.1:{port}/logs",
+        f"http://127.0.0.1:{port}{path}",
     ]
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
@@ -1116,6 +1118,119 @@ def run_bounded(args: argparse.Namespace) -> int:
     return 0 if bounded else 1
 
 
+def make_array_template() -> tuple[str, int, int]:
+    """The analyzer's body: the packet's 250 messages as a bare JSON array (every id holds the
+    placeholder, so wrk makes them unique per request), message bytes, body bytes as sent."""
+    packet, msg_bytes, _ = make_packet_template()
+    body = "[" + packet.split('"messages":[', 1)[1][:-1]
+    sent = body.replace(PLACEHOLDER, "x" * TOKEN_WIDTH)
+    assert len(json.loads(sent)) == MESSAGES_PER_PACKET
+    return body, msg_bytes, len(sent)
+
+
+def run_analyzer(args: argparse.Namespace) -> int:
+    """One `logdist analyzer` (dedup on, default 1e6-id window) driven by wrk with POST /analyze
+    of 250-message JSON arrays whose ids are unique per request. Reports messages/s processed
+    (GET /processed, unique messages) and the analyzer's CPU seconds over each run, hence
+    messages/s per core = processed / CPU seconds."""
+    backend = "py" if args.pure else "rs"
+    with workspace(args) as root:
+        text, msg_bytes, body_bytes = make_array_template()
+        body_file = root / "array.json"
+        body_file.write_text(text)
+        port = free_port()
+        argv = [sys.executable, "-m", "logdist", "analyzer", "--id", "bench", "--port", str(port)]
+        argv += ["--log-level", "WARNING"]
+        proc = Proc("analyzer", argv, root / "analyzer.log", logdist_env(args)).start()
+        url = f"http://127.0.0.1:{port}"
+        runs: list[dict[str, Any]] = []
+        try:
+            wait_ready(proc, port, "/health")
+            log(
+                f"analyzer ({backend} core) on port {port}: {MESSAGES_PER_PACKET} x {msg_bytes} B messages per "
+                f"{body_bytes} B body; wrk -t{args.wrk_threads} -c{args.connections}; {args.runs} x "
+                f"{args.duration:g}s after {args.warmup:g}s warm-up"
+            )
+            if args.warmup > 0:
+                run_wrk(port, body_file, args, args.warmup, path="/analyze")
+            for k in range(args.runs):
+                before, cpu0 = get_json(url + "/processed"), cpu_times(proc.pids())
+                res = run_wrk(port, body_file, args, args.duration, path="/analyze")
+                after, cpu1 = get_json(url + "/processed"), cpu_times(proc.pids())
+                processed = after["processed_count"] - before["processed_count"]
+                cpu_s = (cpu1[0] - cpu0[0]) + (cpu1[1] - cpu0[1])
+                run = {
+                    "processed_msgs": processed,
+                    "duplicates": after["duplicates"] - before["duplicates"],
+                    "requests": res.requests,
+                    "status_errors": res.status_errors,
+                    "socket_errors": res.socket_errors,
+                    "duration_s": res.duration_s,
+                    "msgs_per_s": processed / res.duration_s,
+                    "cpu_s": cpu_s,
+                    "cpu_user_s": cpu1[0] - cpu0[0],
+                    "cpu_system_s": cpu1[1] - cpu0[1],
+                    "cpu_utilisation": cpu_s / res.duration_s,
+                    "msgs_per_cpu_s": processed / cpu_s if cpu_s else None,
+                    "p50_ms": res.p50_ms,
+                    "p99_ms": res.p99_ms,
+                }
+                runs.append(run)
+                log(
+                    f"  run {k + 1}: {run['msgs_per_s'] / 1e6:.3f} M msgs/s processed, {cpu_s:.2f} CPU s "
+                    f"({run['cpu_utilisation']:.0%} of a core) -> {(run['msgs_per_cpu_s'] or 0) / 1e6:.3f} M msgs/s "
+                    f"per core; p50 {res.p50_ms:.1f} ms, p99 {res.p99_ms:.1f} ms; errors {res.status_errors}"
+                )
+            peak = hwm_mb(proc.pids())
+            final = get_json(url + "/status")
+        finally:
+            proc.stop()
+    med = {k: statistics.median(r[k] for r in runs) for k in ("msgs_per_s", "cpu_utilisation", "p50_ms", "p99_ms")}
+    per_core = statistics.median(r["msgs_per_cpu_s"] or 0.0 for r in runs)
+    result = {
+        "mode": "analyzer",
+        "backend": backend,
+        "msgs_per_s": round(med["msgs_per_s"]),
+        "msgs_per_cpu_s": round(per_core),
+        "cpu_utilisation": round(med["cpu_utilisation"], 3),
+        "p50_ms": med["p50_ms"],
+        "p99_ms": med["p99_ms"],
+        "peak_rss_mb": round(peak, 1),
+        "dedup_window_ids": final.get("dedup_window"),
+        "target_msgs_per_cpu_s": 1_000_000,
+        "meets_target": per_core >= 1_000_000,
+        "runs": runs,
+        "setup": {
+            "system": f"one `logdist analyzer` (dedup on, 1e6-id window, {backend} core), {sys.executable}",
+            "body": f"JSON array of {MESSAGES_PER_PACKET} messages x {msg_bytes} B = {body_bytes} B, POST /analyze, "
+            "every id unique per request (bench/wrk/post.lua)",
+            "processed": "GET /processed processed_count (unique messages) before and after each run",
+            "cpu": "utime+stime of the analyzer process over each run, /proc/<pid>/stat",
+            "per_core": "processed messages / analyzer CPU seconds",
+            "load_generator": f"wrk -t{args.wrk_threads} -c{args.connections}",
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "runs": args.runs,
+            "statistic": "median of runs",
+            "machine": machine_info(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    }
+    print()
+    print(f"logdist analyzer ({backend} core), POST /analyze of {MESSAGES_PER_PACKET}-message arrays, unique ids:")
+    print(f"  processed:   {result['msgs_per_s']:>12,} msgs/s  (median of {args.runs} x {args.duration:g}s)")
+    print(f"  analyzer CPU: {result['cpu_utilisation']:>11.0%} of one core")
+    verdict = "meets" if result["meets_target"] else "MISSES"
+    print(f"  per core:    {result['msgs_per_cpu_s']:>12,} msgs/s per CPU second ({verdict} the 1,000,000 target)")
+    print(f"  latency:     p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; peak RSS {peak:.1f} MB")
+    name = f"analyzer-{backend}.json"
+    out = Path(args.out).with_name(name) if args.out == default_out() else Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
 def default_out() -> str:
     return str(BENCH_DIR / "results" / "latest.json")
 
@@ -1126,6 +1241,8 @@ def run(args: argparse.Namespace) -> int:
         subprocess.run(["bash", str(BENCH_DIR / "install-deps.sh")], check=True)
     if args.mode == "bounded":
         return run_bounded(args)
+    if args.mode == "analyzer":
+        return run_analyzer(args)
     return run_throughput(args)
 
 

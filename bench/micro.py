@@ -95,6 +95,15 @@ def main(argv: list[str]) -> int:
         ratio = route["rs"]["rate"] / route["py"]["rate"]
         verdict = "meets" if ratio >= 10 else "MISSES"
         print(f"\nroute_packet: Rust is {ratio:.1f}x the pure-Python twin ({verdict} the 10x target)")
+    analyze = rows.get("analyzer ingest (250 x ~240 B, fresh)", {})
+    for backend in ("rs", "py"):
+        if backend in analyze:
+            rate = analyze[backend]["rate"]
+            print(
+                f"analyzer ingest ({backend}): {rate / 1e6:.2f} M msgs/s on one core "
+                f"(median round {analyze[backend]['rate_median'] / 1e6:.2f} M/s); the daemon's target is 1 M msgs/s "
+                "per core end to end (make bench-analyzer)"
+            )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     summary = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

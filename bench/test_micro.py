@@ -115,3 +115,46 @@ def test_route_packet(benchmark: Any, be: tuple[str, ModuleType]) -> None:
     benchmark.extra_info.update(backend=name, items=250, unit="msgs", body_bytes=len(body))
     result = benchmark(mod.route_packet, body, router, fallback_prefix="bench/")
     assert result.count == 250
+
+
+ANALYZE_ROUNDS = {"rs": 400, "py": 150}
+ANALYZE_PREFILL = 3000  # batches ingested first: 750k ids, so the 1M window is in its steady state
+
+
+def make_array_template(count: int = 250, size: int = 240) -> bytes:
+    """A JSON array of `count` messages of `size` bytes, every id holding b"@@BATCH@@" (8 bytes
+    once replaced), so each batch gets unique ids."""
+    messages = []
+    for i in range(count):
+        msg: dict[str, Any] = {
+            "id": f"@@BATCH@@-{i:04d}",
+            "timestamp": f"2024-05-01T12:{i // 60 % 60:02d}:{i % 60:02d}.{i:03d}Z",
+            "level": ("INFO", "WARN", "ERROR", "DEBUG")[i % 4],
+            "source": f"service-{i % 7}",
+            "message": "",
+            "metadata": {"request_id": f"req-{i:08x}", "host": f"web-{i % 5}"},
+        }
+        base = len(json.dumps(msg, separators=(",", ":"))) - len("@@BATCH@@") + 8
+        msg["message"] = "x" * (size - base)
+        messages.append(msg)
+    body = json.dumps(messages, separators=(",", ":")).encode()
+    assert len(body.replace(b"@@BATCH@@", b"00000000")) == count * (size + 1) + 1
+    return body
+
+
+def test_analyzer_ingest(benchmark: Any, be: tuple[str, ModuleType]) -> None:
+    """BatchAnalyzer.ingest, the analyzer's per-batch work: 250 fresh ids per call."""
+    name, mod = be
+    template = make_array_template()
+    analyzer = mod.BatchAnalyzer(1_000_000, False)
+    batch = iter(range(1 << 30))
+
+    def fresh_body() -> tuple[tuple[bytes], dict[str, Any]]:
+        return (template.replace(b"@@BATCH@@", b"%08d" % next(batch)),), {}
+
+    for _ in range(ANALYZE_PREFILL):
+        analyzer.ingest(fresh_body()[0][0])
+    benchmark.group = "analyzer ingest (250 x ~240 B, fresh)"
+    benchmark.extra_info.update(backend=name, items=250, unit="msgs", body_bytes=len(fresh_body()[0][0]))
+    result = benchmark.pedantic(analyzer.ingest, setup=fresh_body, rounds=ANALYZE_ROUNDS[name], warmup_rounds=5)
+    assert result[:2] == (250, 0)

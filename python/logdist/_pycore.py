@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from importlib import metadata as _metadata
 
+from logdist._pyanalyze import BatchAnalyzer
 from logdist.errors import NoTargetError, PacketError, WeightError
 
 try:
@@ -26,6 +27,7 @@ except _metadata.PackageNotFoundError:  # a source tree without install
 
 __all__ = [
     "AliasTable",
+    "BatchAnalyzer",
     "RetryScheduler",
     "RingBuffer",
     "RoutedPacket",

@@ -258,6 +258,74 @@ def route_packet(
     eligible, raised before any message is routed.
     """
 
+# --- BatchAnalyzer: the analyzer's dedup and tallies -------------------------------------------
+
+@final
+class BatchAnalyzer:
+    """Deduplicates messages by id over a bounded window and tallies the unique ones by level
+    and source. One instance per analyzer process; the state is the dedup window.
+
+    Backends: this class (crates/wlb/src/analyze.rs, which reads the body with the GIL released
+    and builds no Python object per message) and logdist._pyanalyze.BatchAnalyzer (orjson).
+    Thread-safe (the Rust backend locks around each call).
+
+    dedup_capacity >= 2 (ValueError otherwise). The window has two generations: a fresh id goes
+    into `current`; right after an insert that makes `current` hold dedup_capacity // 2 ids,
+    `current` becomes `previous` and the old `previous` is forgotten whole. So it remembers
+    every id until the first rollover, then between capacity // 2 and capacity of them.
+    """
+
+    def __new__(cls, dedup_capacity: int = 1_000_000, record_ids: bool = False) -> Self: ...
+    @property
+    def capacity(self) -> int:
+        """dedup_capacity as given."""
+    @property
+    def record_ids(self) -> bool: ...
+    def __len__(self) -> int:
+        """Ids remembered now."""
+    def __contains__(self, id: object, /) -> bool:
+        """Whether an id (str, int or float, compared as below) is remembered; False for any
+        other object (bool included)."""
+    def ingest(
+        self, body: bytes
+    ) -> tuple[int, int, list[tuple[str | None, int]], list[tuple[str | None, int]], list[str | int | float] | None]:
+        """Analyse one request body; returns (unique, duplicates, levels, sources, fresh_ids).
+
+        Body (TypeError if not bytes): read as orjson.loads reads it (RFC 8259; UTF-8 without
+        BOM; no unpaired surrogate escape; no number that overflows a double; nesting at most
+        1024 deep). A JSON array: its elements are the messages. An object with a non-null
+        "log_messages", else a non-null "messages": that member must be an array (bad_schema
+        "packet field 'messages'/'log_messages' must be an array") and holds the messages.
+        Any other object: one message. Any other value: bad_schema "body must be a JSON array
+        or object, not <Python type name>". Repeated keys: the last one counts (as in a dict).
+        If the body is not one JSON document: when b"\n" is inside body.strip(), it is read
+        as lines (bytes.splitlines(); lines that are blank after strip() are skipped), each
+        line one document as above, the messages concatenated in order; else bad_json. The
+        first failing line (bad_json "line <n> is not JSON: ...", or a bad_schema above) wins.
+
+        Messages, checked in this order over the whole list (message i = index in it):
+          every message is an object:        bad_schema "message <i> is not a JSON object"
+          every "id" is absent, null, a string or a number (true/false are rejected, although
+          Python would hash True as 1):      bad_schema "message <i>: 'id' must be a string or number"
+          every "level" and "source" is absent, null or a string (level checked before source):
+                                             bad_schema "message <i>: 'level' must be a string or null"
+        Errors raise PacketError(code, detail) and change nothing. The bad_json detail text is
+        informative only (it differs between backends); codes and bad_schema details are equal.
+
+        Ids compare as Python dict keys: a string by its decoded text ("\u0041" == "A"); a
+        number by its value as orjson reads it (an integer literal in [-2**63, 2**64) is an
+        exact int, any other number the nearest double), so 1, 1.0 and 1e0 are one id and "1"
+        another. Messages are taken in order: a message without an id (absent or null) is
+        always unique; a message whose id is remembered is a duplicate; otherwise the id is
+        fresh, the message is unique, and the id is remembered at once (with the rollover rule
+        above), so a repeat later in the same batch is a duplicate.
+
+        levels / sources: (value, count) over the unique messages, None for absent or null, in
+        order of first occurrence. fresh_ids (None unless record_ids): the fresh ids in message
+        order, each as its message gave it (str, int, or float for a non-int literal).
+        An empty list of messages returns (0, 0, [], [], [] or None).
+        """
+
 # --- Wal: the write-ahead log ------------------------------------------------------------------
 
 import os  # noqa: E402

@@ -37,10 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench_dir = find_bench_dir()
     parser.add_argument(
         "--mode",
-        choices=("throughput", "bounded"),
+        choices=("throughput", "bounded", "analyzer"),
         default="throughput",
         help="throughput: the side-by-side table (default); bounded: check that RSS stays "
-        "bounded (429s, not growth) when every sink is down",
+        "bounded (429s, not growth) when every sink is down; analyzer: one `logdist analyzer` "
+        "alone, messages/s and messages/s per CPU core",
     )
     parser.add_argument(
         "--systems",

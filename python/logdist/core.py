@@ -30,6 +30,7 @@ else:
     from logdist._wlb import Wal  # type: ignore[assignment]
 
 AliasTable = _backend.AliasTable
+BatchAnalyzer = _backend.BatchAnalyzer
 SmoothWeighted = _backend.SmoothWeighted
 Router = _backend.Router
 RingBuffer = _backend.RingBuffer
@@ -41,6 +42,7 @@ SplitMix64 = _backend.SplitMix64
 __all__ = [
     "BACKEND",
     "AliasTable",
+    "BatchAnalyzer",
     "RetryScheduler",
     "RingBuffer",
     "RoutedPacket",

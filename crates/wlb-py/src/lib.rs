@@ -4,6 +4,7 @@
 //! to the exception classes of `logdist/errors.py`.
 use pyo3::prelude::*;
 
+mod analyze;
 mod convert;
 mod errors;
 mod packet;
@@ -13,6 +14,8 @@ mod wal;
 
 #[pymodule]
 mod _wlb {
+    #[pymodule_export]
+    use super::analyze::BatchAnalyzerPy;
     #[pymodule_export]
     use super::packet::route_packet;
     #[pymodule_export]

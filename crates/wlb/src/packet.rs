@@ -188,8 +188,9 @@ pub fn decode_json_string(raw: &[u8]) -> Decoded {
 
 // ---------------------------------------------------------------------------------- scanner
 
+/// The kind of a scanned JSON value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Str,
     Int,
     Num,
@@ -200,15 +201,15 @@ enum Kind {
 
 /// A syntax violation: code (bad_json or too_deep), byte offset, and what was expected.
 #[derive(Debug)]
-struct JsonError {
-    code: ErrorCode,
-    offset: usize,
-    what: &'static str,
+pub(crate) struct JsonError {
+    pub(crate) code: ErrorCode,
+    pub(crate) offset: usize,
+    pub(crate) what: &'static str,
 }
 
-type Scan<T> = Result<T, JsonError>;
+pub(crate) type Scan<T> = Result<T, JsonError>;
 
-fn bad(offset: usize, what: &'static str) -> JsonError {
+pub(crate) fn bad(offset: usize, what: &'static str) -> JsonError {
     JsonError {
         code: ErrorCode::BadJson,
         offset,
@@ -224,7 +225,7 @@ fn too_deep(offset: usize) -> JsonError {
     }
 }
 
-const EOF: &str = "unexpected end of input";
+pub(crate) const EOF: &str = "unexpected end of input";
 
 /// One message: its span in the body and whether it has an "id" member.
 #[derive(Debug, Clone, Copy)]
@@ -343,15 +344,20 @@ fn special_bytes(w: u64) -> u64 {
 }
 
 #[inline(always)]
-fn is_ws(c: u8) -> bool {
+pub(crate) fn is_ws(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-struct Scanner<'a> {
-    buf: &'a [u8],
+/// The validating scanner. `route_packet` uses it in its own (lenient) mode; the analyzer
+/// (`crate::analyze`) drives its low-level methods in strict mode.
+pub(crate) struct Scanner<'a> {
+    pub(crate) buf: &'a [u8],
     /// End of the region being scanned (the body, or the current NDJSON line).
-    lim: usize,
+    pub(crate) lim: usize,
     max_depth: i64,
+    /// Strict mode rejects what orjson rejects beyond RFC 8259's grammar: unpaired surrogate
+    /// escapes and numbers that overflow a double. route_packet never sets it.
+    strict: bool,
     stack: Vec<u8>,
     found: Found,
 }
@@ -362,13 +368,22 @@ impl<'a> Scanner<'a> {
             buf,
             lim: buf.len(),
             max_depth,
+            strict: false,
             stack: Vec::new(),
             found: Found::default(),
         }
     }
 
+    /// A scanner in strict mode (see `strict`).
+    pub(crate) fn new_strict(buf: &'a [u8], max_depth: i64) -> Self {
+        Self {
+            strict: true,
+            ..Self::new(buf, max_depth)
+        }
+    }
+
     #[inline(always)]
-    fn ws(&self, mut pos: usize) -> usize {
+    pub(crate) fn ws(&self, mut pos: usize) -> usize {
         while pos < self.lim && is_ws(self.buf[pos]) {
             pos += 1;
         }
@@ -377,7 +392,7 @@ impl<'a> Scanner<'a> {
 
     /// A string opening at `pos`; returns (end after the closing quote, had escapes).
     #[inline]
-    fn string(&self, mut pos: usize) -> Scan<(usize, bool)> {
+    pub(crate) fn string(&self, mut pos: usize) -> Scan<(usize, bool)> {
         let buf = self.buf;
         let lim = self.lim;
         let start = pos;
@@ -397,7 +412,12 @@ impl<'a> Scanner<'a> {
                 return Err(bad(start, "unterminated string"));
             }
             match buf[pos] {
-                b'"' => return Ok((pos + 1, escaped)),
+                b'"' => {
+                    if escaped && self.strict {
+                        check_surrogates(buf, start + 1, pos)?;
+                    }
+                    return Ok((pos + 1, escaped));
+                }
                 b'\\' => {
                     escaped = true;
                     match buf.get(pos + 1).filter(|_| pos + 1 < lim) {
@@ -429,7 +449,7 @@ impl<'a> Scanner<'a> {
 
     /// A non-container value at `pos` (< lim); returns (end, kind).
     #[inline]
-    fn scalar(&self, pos: usize) -> Scan<(usize, Kind)> {
+    pub(crate) fn scalar(&self, pos: usize) -> Scan<(usize, Kind)> {
         let buf = self.buf;
         let lim = self.lim;
         let c = buf[pos];
@@ -464,6 +484,16 @@ impl<'a> Scanner<'a> {
                     kind = Kind::Num;
                 }
             }
+            // Only an exponent or a very long number can overflow a double.
+            if self.strict
+                && (p - pos > 300
+                    || (kind == Kind::Num && buf[pos..p].iter().any(|&c| c | 0x20 == b'e')))
+            {
+                let text = std::str::from_utf8(&buf[pos..p]).expect("ASCII digits");
+                if text.parse::<f64>().map_or(true, f64::is_infinite) {
+                    return Err(bad(pos, "number is infinity when parsed as a double"));
+                }
+            }
             return Ok((p, kind));
         }
         for lit in [&b"true"[..], b"false", b"null"] {
@@ -476,7 +506,7 @@ impl<'a> Scanner<'a> {
 
     /// `"key" :` with whitespace around; returns (key start, key end, escaped, value position).
     #[inline]
-    fn member_key(&self, pos: usize) -> Scan<(usize, usize, bool, usize)> {
+    pub(crate) fn member_key(&self, pos: usize) -> Scan<(usize, usize, bool, usize)> {
         let pos = self.ws(pos);
         if pos >= self.lim {
             return Err(bad(pos, EOF));
@@ -496,7 +526,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The decoded name of a key, compared against the names that carry meaning.
-    fn key_is(&self, (start, end, escaped): (usize, usize, bool), name: &[u8]) -> bool {
+    pub(crate) fn key_is(&self, (start, end, escaped): (usize, usize, bool), name: &[u8]) -> bool {
         let raw = &self.buf[start..end];
         if !escaped {
             return raw == name;
@@ -520,7 +550,7 @@ impl<'a> Scanner<'a> {
 
     /// After a member or element: (position after the separator, true if it was `closer`).
     #[inline]
-    fn after_value(&self, pos: usize, closer: u8) -> Scan<(usize, bool)> {
+    pub(crate) fn after_value(&self, pos: usize, closer: u8) -> Scan<(usize, bool)> {
         let pos = self.ws(pos);
         if pos >= self.lim {
             return Err(bad(pos, EOF));
@@ -533,7 +563,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Any value at `pos` (whitespace already skipped), a container being at `depth`.
-    fn value(&mut self, pos: usize, depth: i64) -> Scan<(usize, Kind)> {
+    pub(crate) fn value(&mut self, pos: usize, depth: i64) -> Scan<(usize, Kind)> {
         if pos >= self.lim {
             return Err(bad(pos, EOF));
         }
@@ -884,6 +914,43 @@ impl<'a> Scanner<'a> {
         }
         Ok(false)
     }
+}
+
+/// Strict mode: every `\uD800`-`\uDBFF` escape in `buf[start..end]` (a validated string's
+/// contents) must be followed at once by a `\uDC00`-`\uDFFF` escape, and a low one must not
+/// stand alone (orjson's rule; the error names the string's opening quote).
+fn check_surrogates(buf: &[u8], start: usize, end: usize) -> Scan<()> {
+    let hex = |i: usize| -> u16 {
+        let text = std::str::from_utf8(&buf[i..i + 4]).expect("validated hex digits");
+        u16::from_str_radix(text, 16).expect("validated hex digits")
+    };
+    let mut i = start;
+    while i < end {
+        if buf[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if buf[i + 1] != b'u' {
+            i += 2;
+            continue;
+        }
+        let unit = hex(i + 2);
+        i += 6;
+        if (0xDC00..0xE000).contains(&unit) {
+            return Err(bad(start - 1, "lone low surrogate in string"));
+        }
+        if (0xD800..0xDC00).contains(&unit) {
+            let paired = i + 6 <= end
+                && buf[i] == b'\\'
+                && buf[i + 1] == b'u'
+                && (0xDC00..0xE000).contains(&hex(i + 2));
+            if !paired {
+                return Err(bad(start - 1, "high surrogate without a low one in string"));
+            }
+            i += 6;
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------- routing

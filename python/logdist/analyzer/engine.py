@@ -1,29 +1,30 @@
-"""The analysis itself: body parsing, deduplication by message id, and the counters.
+"""The analysis itself: deduplication by message id and the counters, behind a bytes-in API
+(`Analysis.ingest(body)`). The HTTP layer (`logdist.analyzer.app`) only moves bytes and answers.
 
-Everything an analyzer does per message lives here, in one class with a bytes-in API
-(`Analysis.ingest(body)`), so that it can move to Rust behind the same interface. The HTTP
-layer (`logdist.analyzer.app`) only moves bytes and answers.
-
-Per-batch work is kept to C-level operations: one `orjson.loads`, one list of ids, a few set
-operations for deduplication, and `Counter.update` over `map(...)` for levels and sources.
-A Python-level loop runs only for a batch that actually contains duplicates or id-less
-messages.
+The per-message work (reading the body, the dedup window, tallying levels and sources) is the
+core primitive `BatchAnalyzer` (`logdist.core`: Rust with the GIL released, or its pure-Python
+twin); it hands back a few objects per batch. What stays here is per batch: the totals, the
+Counters and the sliding window of per-second buckets behind /stats.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from operator import methodcaller
 from typing import Any
 
 import orjson
 
-ERROR_LEVELS = frozenset({"error", "fatal", "critical", "crit", "emerg", "emergency", "alert", "panic"})
+from logdist import core
 
-_get_id = methodcaller("get", "id")
-_get_level = methodcaller("get", "level")
-_get_source = methodcaller("get", "source")
+# The twin's helpers, re-exported for in-process tools and tests: the window the pure-Python
+# backend uses and the body reader whose semantics both backends implement.
+from logdist._pyanalyze import DedupWindow, parse_messages
+from logdist.errors import PacketError
+
+__all__ = ["ERROR_LEVELS", "Analysis", "BadBody", "DedupWindow", "parse_messages"]
+
+ERROR_LEVELS = frozenset({"error", "fatal", "critical", "crit", "emerg", "emergency", "alert", "panic"})
 
 
 class BadBody(ValueError):
@@ -36,91 +37,6 @@ class BadBody(ValueError):
 
     def to_json(self) -> dict[str, str]:
         return {"error": self.code, "detail": self.detail}
-
-
-class DedupWindow:
-    """Remembers the last ~`capacity` message ids in two generations of sets.
-
-    New ids go into `current`; when it holds capacity/2 ids it becomes `previous` and the
-    oldest generation is dropped whole. So between capacity/2 and capacity ids are remembered,
-    memory is bounded, and every operation is O(1) per id with no per-id eviction work.
-    """
-
-    __slots__ = ("_half", "current", "previous")
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 2:
-            raise ValueError("dedup window must hold at least 2 ids")
-        self._half = capacity // 2
-        self.current: set[Any] = set()
-        self.previous: set[Any] = set()
-
-    def __len__(self) -> int:
-        return len(self.current) + len(self.previous)
-
-    def __contains__(self, item: object) -> bool:
-        return item in self.current or item in self.previous
-
-    def fresh(self, ids: list[Any]) -> set[Any]:
-        """The ids of `ids` not seen before (a set, so in-batch repeats collapse)."""
-        new = set(ids)
-        new -= self.current
-        if self.previous:
-            new -= self.previous
-        return new
-
-    def add_all(self, ids: set[Any]) -> None:
-        cur = self.current
-        if len(cur) + len(ids) <= self._half:
-            cur |= ids
-            return
-        for i in ids:  # rare: crossing a generation boundary
-            cur.add(i)
-            if len(cur) >= self._half:
-                self.previous = cur
-                cur = self.current = set()
-
-    def add(self, item: Any) -> None:
-        cur = self.current
-        cur.add(item)
-        if len(cur) >= self._half:
-            self.previous = cur
-            self.current = set()
-
-
-def parse_messages(body: bytes) -> list[Any]:
-    """The messages of a body: a JSON array, one message object, a packet (seed 000 "messages"
-    or seed 003 "log_messages"), or NDJSON of any of these."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        if b"\n" not in body.strip():
-            raise BadBody("bad_json", f"body is not JSON: {exc}") from None
-        out: list[Any] = []
-        for n, line in enumerate(body.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                out.extend(_messages_of(orjson.loads(line)))
-            except orjson.JSONDecodeError as exc2:
-                raise BadBody("bad_json", f"line {n} is not JSON: {exc2}") from None
-        return out
-    return _messages_of(doc)
-
-
-def _messages_of(doc: Any) -> list[Any]:
-    if type(doc) is list:
-        return doc
-    if type(doc) is dict:
-        msgs = doc.get("log_messages")
-        if msgs is None:
-            msgs = doc.get("messages")
-        if msgs is None:
-            return [doc]  # one message (seed 000's distributor posts them one by one)
-        if type(msgs) is not list:
-            raise BadBody("bad_schema", "packet field 'messages'/'log_messages' must be an array")
-        return msgs
-    raise BadBody("bad_schema", f"body must be a JSON array or object, not {type(doc).__name__}")
 
 
 class _Bucket:
@@ -137,83 +53,42 @@ class Analysis:
     """Counts unique messages by level and source, overall and over a sliding window."""
 
     def __init__(self, dedup_window: int = 1_000_000, stats_window_s: int = 60, record_ids: bool = False) -> None:
-        self.dedup = DedupWindow(dedup_window)
+        #: the dedup window (len() = ids remembered, `id in dedup`) and the per-batch analysis
+        self.dedup = core.BatchAnalyzer(dedup_window, record_ids)
         self.stats_window_s = max(1, int(stats_window_s))
         self.received = 0  # every message seen, duplicates included
         self.processed = 0  # unique messages
         self.duplicates = 0
-        self.batches = 0
-        self.levels: Counter[Any] = Counter()
-        self.sources: Counter[Any] = Counter()
+        self.batches = 0  # batches with at least one unique message
+        self.levels: Counter[str | None] = Counter()
+        self.sources: Counter[str | None] = Counter()
         self._buckets: deque[_Bucket] = deque()
         self.recorded: list[Any] | None = [] if record_ids else None
         self.started = time.time()
         self.last_message_at: float | None = None
 
     def ingest(self, body: bytes) -> tuple[int, int]:
-        """Analyse one request body. Returns (unique accepted, duplicates). Raises BadBody."""
-        return self.ingest_messages(parse_messages(body))
+        """Analyse one request body. Returns (unique accepted, duplicates). Raises BadBody, and
+        then nothing was counted or remembered."""
+        try:
+            unique, dups, levels, sources, fresh = self.dedup.ingest(body)
+        except PacketError as exc:
+            raise BadBody(exc.code, exc.detail) from None
+        if fresh is not None and self.recorded is not None:
+            self.recorded.extend(fresh)
+        self.received += unique + dups
+        self.duplicates += dups
+        if unique:
+            self._apply(unique, levels, sources)
+        return unique, dups
 
     def ingest_messages(self, msgs: list[Any]) -> tuple[int, int]:
-        n = len(msgs)
-        if n == 0:
-            return 0, 0
-        try:
-            ids = list(map(_get_id, msgs))
-            fresh = self.dedup.fresh(ids)
-        except AttributeError:
-            bad = next(i for i, m in enumerate(msgs) if type(m) is not dict)
-            raise BadBody("bad_schema", f"message {bad} is not a JSON object") from None
-        except TypeError:
-            bad = next(i for i, m in enumerate(ids) if not isinstance(m, str | int | float | type(None)))
-            raise BadBody("bad_schema", f"message {bad}: 'id' must be a string or number") from None
-        if None in fresh:  # id-less messages cannot be deduplicated; count each of them
-            fresh.discard(None)
-            if len(fresh) + ids.count(None) != n:
-                return self._ingest_slow(msgs, ids, fresh)
-        elif not fresh:  # a whole batch redelivered (its ack was lost): nothing new
-            self.received += n
-            self.duplicates += n
-            return 0, n
-        elif len(fresh) != n:
-            return self._ingest_slow(msgs, ids, fresh)
-        # fast path: every message is new
-        tally = _tally(msgs)
-        self.dedup.add_all(fresh)
-        if self.recorded is not None:
-            self.recorded.extend(fresh)
-        self._apply(n, tally)
-        return n, 0
+        """ingest() of already-decoded messages (in-process callers and tests)."""
+        return self.ingest(orjson.dumps(msgs))
 
-    def _ingest_slow(self, msgs: list[Any], ids: list[Any], fresh: set[Any]) -> tuple[int, int]:
-        keep = []
-        keep_ids = []
-        for m, i in zip(msgs, ids, strict=True):
-            if i is None:
-                keep.append(m)
-            elif i in fresh:
-                fresh.discard(i)  # a repeat later in the same batch is a duplicate
-                keep_ids.append(i)
-                keep.append(m)
-        tally = _tally(keep) if keep else None
-        for i in keep_ids:
-            self.dedup.add(i)
-        if self.recorded is not None:
-            self.recorded.extend(keep_ids)
-        dups = len(msgs) - len(keep)
-        self.received += dups
-        self.duplicates += dups
-        if tally is not None:
-            self._apply(len(keep), tally)
-        return len(keep), dups
-
-    def _apply(self, n: int, tally: tuple[Counter[Any], Counter[Any]]) -> None:
-        levels, sources = tally
-        self.received += n
+    def _apply(self, n: int, levels: list[tuple[str | None, int]], sources: list[tuple[str | None, int]]) -> None:
         self.processed += n
         self.batches += 1
-        self.levels.update(levels)
-        self.sources.update(sources)
         now = time.monotonic()
         self.last_message_at = time.time()
         sec = int(now)
@@ -223,8 +98,14 @@ class Analysis:
             self._buckets.append(b)
             self._expire(sec)
         b.messages += n
-        b.levels.update(levels)
-        b.sources.update(sources)
+        total, window = self.levels, b.levels
+        for key, count in levels:
+            total[key] += count
+            window[key] += count
+        total, window = self.sources, b.sources
+        for key, count in sources:
+            total[key] += count
+            window[key] += count
 
     def _expire(self, now_sec: int) -> None:
         horizon = now_sec - self.stats_window_s
@@ -271,13 +152,6 @@ class Analysis:
             },
             "last_message_at": self.last_message_at,
         }
-
-
-def _tally(msgs: list[Any]) -> tuple[Counter[Any], Counter[Any]]:
-    try:
-        return Counter(map(_get_level, msgs)), Counter(map(_get_source, msgs))
-    except TypeError:
-        raise BadBody("bad_schema", "'level' and 'source' must be strings") from None
 
 
 def _name(key: Any) -> str:

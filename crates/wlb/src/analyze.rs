@@ -1,0 +1,1203 @@
+//! The analyzer's per-batch work: read a request body, deduplicate its messages by id against
+//! a bounded window, and tally the unique ones by level and source, in one pass over the raw
+//! bytes and without building a value per message.
+//!
+//! The semantics are those of the pure-Python twin (`logdist/_pyanalyze.py`, which reads the
+//! body with orjson) and are written down in `python/logdist/_wlb.pyi` (`BatchAnalyzer`).
+//! The syntax pass is `packet`'s validating scanner in strict mode, which also rejects what
+//! orjson rejects (unpaired surrogate escapes, numbers that overflow a double, nesting deeper
+//! than 1024). For each message only `id`, `level` and `source` are located (the last one wins
+//! when a key repeats, as in a dict); everything else is skipped.
+//!
+//! Ids are compared by their canonical value, as Python compares dict keys: a string by its
+//! decoded text; a number by its mathematical value, so `1`, `1.0` and `1e0` are one id while
+//! `"1"` is another (an integer literal in [-2^63, 2^64) is exact, any other number is the
+//! nearest double, as orjson reads it).
+
+use crate::packet::{decode_json_string, is_ws, Decoded, ErrorCode, Kind, PacketError, Scanner};
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::ops::Range;
+
+/// Deepest nesting accepted (the top-level value is depth 1), as orjson.
+pub const MAX_DEPTH: i64 = 1024;
+
+// ------------------------------------------------------------------------------ dedup window
+
+/// 64-bit hash of a key, seeded (so that colliding ids cannot be chosen without the seed).
+#[inline]
+fn hash_key(seed: u64, key: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = seed ^ (key.len() as u64).wrapping_mul(K);
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut buf = [0u8; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(buf))
+            .wrapping_mul(K)
+            .rotate_left(29);
+    }
+    // SplitMix64's finaliser: every input bit reaches every output bit.
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ (h >> 31)
+}
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// The key's hash with the top bit set; 0 marks an empty slot.
+    hash: u64,
+    /// Where the key sits in the arena: a LEB128 length, then the bytes.
+    off: u64,
+}
+
+const OCCUPIED: u64 = 1 << 63;
+
+/// One generation: an open-addressing (linear probing, load <= 1/2) set of 16-byte slots whose
+/// keys live in one arena, so it costs no allocation per id and is forgotten (cleared) whole.
+/// A key's bytes are read only when its full 64-bit hash matches.
+#[derive(Default)]
+struct Generation {
+    slots: Vec<Slot>,
+    len: usize,
+    arena: Vec<u8>,
+}
+
+impl Generation {
+    fn key_at(&self, off: u64) -> &[u8] {
+        let mut at = off as usize;
+        let mut len = 0usize;
+        let mut shift = 0;
+        loop {
+            let b = self.arena[at];
+            at += 1;
+            len |= usize::from(b & 0x7F) << shift;
+            if b < 0x80 {
+                break;
+            }
+            shift += 7;
+        }
+        &self.arena[at..at + len]
+    }
+
+    fn contains(&self, hash: u64, key: &[u8]) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        let mask = self.slots.len() - 1;
+        let tag = hash | OCCUPIED;
+        let mut i = hash as usize & mask;
+        loop {
+            let s = self.slots[i];
+            if s.hash == 0 {
+                return false;
+            }
+            if s.hash == tag && self.key_at(s.off) == key {
+                return true;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Reads the home slot of `hash` (see `DedupWindow::touch`).
+    #[inline]
+    fn touch(&self, hash: u64) -> u64 {
+        match self.slots.len() {
+            0 => 0,
+            n => self.slots[hash as usize & (n - 1)].hash,
+        }
+    }
+
+    /// Inserts a key known to be absent.
+    fn insert(&mut self, hash: u64, key: &[u8]) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let off = self.arena.len() as u64;
+        let mut len = key.len();
+        while len >= 0x80 {
+            self.arena.push((len as u8 & 0x7F) | 0x80);
+            len >>= 7;
+        }
+        self.arena.push(len as u8);
+        self.arena.extend_from_slice(key);
+        self.place(Slot {
+            hash: hash | OCCUPIED,
+            off,
+        });
+        self.len += 1;
+    }
+
+    fn place(&mut self, slot: Slot) {
+        let mask = self.slots.len() - 1;
+        let mut i = slot.hash as usize & mask;
+        while self.slots[i].hash != 0 {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = slot;
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(64);
+        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); size]);
+        for s in old.into_iter().filter(|s| s.hash != 0) {
+            self.place(s);
+        }
+    }
+
+    /// Forgets every key, keeping the allocations for the next use.
+    fn clear(&mut self) {
+        self.slots.fill(Slot::default());
+        self.arena.clear();
+        self.len = 0;
+    }
+}
+
+/// The last ~capacity ids, in two generations. A fresh id goes into `current`; when `current`
+/// holds capacity/2 ids it becomes `previous` and the old `previous` is forgotten whole. So
+/// between capacity/2 and capacity ids are remembered (all of them until the first rollover),
+/// memory is bounded, and there is no per-id eviction work.
+pub struct DedupWindow {
+    half: usize,
+    seed: u64,
+    current: Generation,
+    previous: Generation,
+}
+
+impl DedupWindow {
+    /// `capacity` >= 2.
+    pub fn new(capacity: usize) -> Result<Self, String> {
+        if capacity < 2 {
+            return Err("dedup window must hold at least 2 ids".into());
+        }
+        Ok(Self {
+            half: capacity / 2,
+            seed: RandomState::new().hash_one(0x5EED_u64),
+            current: Generation::default(),
+            previous: Generation::default(),
+        })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.half * 2
+    }
+
+    /// Ids remembered now.
+    pub fn len(&self) -> usize {
+        self.current.len + self.previous.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The hash the window files `key` under.
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        hash_key(self.seed, key)
+    }
+
+    /// Reads the slots `hash` would probe first, and returns a value that depends on them.
+    /// A batch touches all its hashes before inserting: the reads are independent, so their
+    /// cache misses overlap instead of costing one full memory latency per id.
+    pub fn touch(&self, hash: u64) -> u64 {
+        self.current.touch(hash) ^ self.previous.touch(hash)
+    }
+
+    /// True when the canonical key (see [`IdKey`]) is remembered.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let h = self.hash(key);
+        self.current.contains(h, key) || self.previous.contains(h, key)
+    }
+
+    /// Remembers `key` and returns true if it is fresh; false (and no change) if remembered.
+    pub fn insert(&mut self, key: &[u8]) -> bool {
+        let h = self.hash(key);
+        self.insert_hashed(h, key)
+    }
+
+    /// `insert` with `hash == self.hash(key)` computed already.
+    pub fn insert_hashed(&mut self, hash: u64, key: &[u8]) -> bool {
+        if self.current.contains(hash, key) || self.previous.contains(hash, key) {
+            return false;
+        }
+        self.current.insert(hash, key);
+        if self.current.len >= self.half {
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.current.clear();
+        }
+        true
+    }
+}
+
+// ------------------------------------------------------------------------------ ids and keys
+
+/// An id as the message gave it (the first occurrence's value, for `record_ids`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdValue {
+    Str(String),
+    /// An integer literal in [-2^63, 2^64).
+    Int(i128),
+    /// Any other number (orjson reads it as a double).
+    Float(f64),
+}
+
+const TAG_STR: u8 = b'S';
+const TAG_INT: u8 = b'I';
+const TAG_FLOAT: u8 = b'F';
+const INT_MIN: i128 = -(1 << 63);
+const INT_END: i128 = 1 << 64;
+
+/// Canonical key bytes of ids: equal keys exactly when Python's `==` says the ids are equal.
+pub struct IdKey;
+
+impl IdKey {
+    pub fn of_str(s: &str, out: &mut Vec<u8>) {
+        out.clear();
+        out.push(TAG_STR);
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    pub fn of_int(v: i128, out: &mut Vec<u8>) {
+        out.clear();
+        out.push(TAG_INT);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// An integral double in the exact-int range is that int (so 1.0 == 1, -0.0 == 0).
+    pub fn of_float(f: f64, out: &mut Vec<u8>) {
+        if f.fract() == 0.0 && f >= INT_MIN as f64 && f < INT_END as f64 {
+            Self::of_int(f as i128, out);
+        } else {
+            out.clear();
+            out.push(TAG_FLOAT);
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+    }
+
+    pub fn of_value(v: &IdValue, out: &mut Vec<u8>) {
+        match v {
+            IdValue::Str(s) => Self::of_str(s, out),
+            IdValue::Int(i) => Self::of_int(*i, out),
+            IdValue::Float(f) => Self::of_float(*f, out),
+        }
+    }
+}
+
+/// The value of a number literal as orjson reads it: an int when it has no fraction or
+/// exponent and lies in [-2^63, 2^64), else the nearest double.
+fn number_value(text: &[u8], integer: bool) -> IdValue {
+    let text = std::str::from_utf8(text).expect("ASCII number");
+    if integer && text.len() <= 21 {
+        if let Ok(v) = text.parse::<i128>() {
+            if (INT_MIN..INT_END).contains(&v) {
+                return IdValue::Int(v);
+            }
+        }
+    }
+    // The scanner (strict mode) already rejected numbers that overflow.
+    IdValue::Float(text.parse::<f64>().expect("a validated JSON number"))
+}
+
+// ------------------------------------------------------------------------------ the scan
+
+/// What a field's value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Val {
+    #[default]
+    Absent,
+    Null,
+    Bool,
+    /// A string; the span is its contents (between the quotes).
+    Str {
+        escaped: bool,
+    },
+    Int,
+    Float,
+    Object,
+    Array,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Field {
+    val: Val,
+    start: usize,
+    end: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Msg {
+    object: bool,
+    id: Field,
+    level: Field,
+    source: Field,
+}
+
+/// What a top-level "messages"/"log_messages" member held (the last one, if repeated).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Member {
+    Absent,
+    Null,
+    Array(usize, usize),
+    Other,
+}
+
+/// A document's verdict beyond syntax: its messages (a range of `msgs`) or a shape error.
+enum Doc {
+    Messages(Range<usize>),
+    Shape(String),
+}
+
+/// Python's name of the type orjson gives a value, for shape errors.
+fn type_name(val: Val) -> &'static str {
+    match val {
+        Val::Null | Val::Absent => "NoneType",
+        Val::Bool => "bool",
+        Val::Str { .. } => "str",
+        Val::Int => "int",
+        Val::Float => "float",
+        Val::Object => "dict",
+        Val::Array => "list",
+    }
+}
+
+struct Walker<'s, 'a> {
+    sc: Scanner<'a>,
+    msgs: &'s mut Vec<Msg>,
+}
+
+type Scan<T> = crate::packet::Scan<T>;
+
+impl Walker<'_, '_> {
+    /// Any value at `pos` (whitespace skipped), classified; returns (end, field).
+    fn field(&mut self, pos: usize, depth: i64) -> Scan<(usize, Field)> {
+        let buf = self.sc.buf;
+        if pos < self.sc.lim && buf[pos] == b'"' {
+            let (end, escaped) = self.sc.string(pos)?;
+            let f = Field {
+                val: Val::Str { escaped },
+                start: pos + 1,
+                end: end - 1,
+            };
+            return Ok((end, f));
+        }
+        let (end, kind) = self.sc.value(pos, depth)?;
+        let val = match kind {
+            Kind::Obj => Val::Object,
+            Kind::Arr => Val::Array,
+            Kind::Int => Val::Int,
+            Kind::Num => Val::Float,
+            Kind::Str => Val::Str { escaped: true },
+            Kind::Lit if buf[pos] == b'n' => Val::Null,
+            Kind::Lit => Val::Bool,
+        };
+        let mut f = Field {
+            val,
+            start: pos,
+            end,
+        };
+        // An integer literal outside orjson's int range is a float.
+        if val == Val::Int && matches!(number_value(&buf[pos..end], true), IdValue::Float(_)) {
+            f.val = Val::Float;
+        }
+        Ok((end, f))
+    }
+
+    /// Which of the meaningful keys a member key is (decoded when it has escapes).
+    fn key(&self, (start, end, escaped): (usize, usize, bool)) -> u8 {
+        const NAMES: [&[u8]; 5] = [b"id", b"level", b"source", b"messages", b"log_messages"];
+        let raw = &self.sc.buf[start..end];
+        let decoded;
+        let name: &[u8] = if escaped {
+            decoded = match decode_json_string(raw) {
+                Decoded::Utf8(s) => s,
+                Decoded::Utf16(_) => return 0,
+            };
+            decoded.as_bytes()
+        } else {
+            raw
+        };
+        NAMES
+            .iter()
+            .position(|&n| n == name)
+            .map_or(0, |i| i as u8 + 1)
+    }
+
+    /// An object at `pos` (at `depth`) read as a message. With `top`, also the packet members;
+    /// returns (end, message, log_messages, messages).
+    fn object(
+        &mut self,
+        mut pos: usize,
+        depth: i64,
+        top: bool,
+    ) -> Scan<(usize, Msg, Member, Member)> {
+        if depth > MAX_DEPTH {
+            return Err(crate::packet::JsonError {
+                code: ErrorCode::TooDeep,
+                offset: pos,
+                what: "nesting too deep",
+            });
+        }
+        let mut msg = Msg {
+            object: true,
+            ..Msg::default()
+        };
+        let (mut log_messages, mut messages) = (Member::Absent, Member::Absent);
+        pos += 1;
+        let p = self.sc.ws(pos);
+        if p < self.sc.lim && self.sc.buf[p] == b'}' {
+            return Ok((p + 1, msg, log_messages, messages));
+        }
+        loop {
+            let (ks, ke, esc, vpos) = self.sc.member_key(pos)?;
+            if vpos >= self.sc.lim {
+                return Err(crate::packet::bad(vpos, crate::packet::EOF));
+            }
+            let which = self.key((ks, ke, esc));
+            if top && which >= 4 {
+                let member = if self.sc.buf[vpos] == b'[' {
+                    let first = self.msgs.len();
+                    pos = self.array(vpos, depth + 1)?;
+                    Member::Array(first, self.msgs.len())
+                } else {
+                    let (end, f) = self.field(vpos, depth + 1)?;
+                    pos = end;
+                    if f.val == Val::Null {
+                        Member::Null
+                    } else {
+                        Member::Other
+                    }
+                };
+                if which == 5 {
+                    log_messages = member;
+                } else {
+                    messages = member;
+                }
+            } else if (1..=3).contains(&which) {
+                let (end, f) = self.field(vpos, depth + 1)?;
+                pos = end;
+                match which {
+                    1 => msg.id = f,
+                    2 => msg.level = f,
+                    _ => msg.source = f,
+                }
+            } else {
+                pos = self.sc.value(vpos, depth + 1)?.0;
+            }
+            let (next, closed) = self.sc.after_value(pos, b'}')?;
+            pos = next;
+            if closed {
+                return Ok((pos, msg, log_messages, messages));
+            }
+        }
+    }
+
+    /// An array of messages at `pos` (at `depth`); appends one `Msg` per element.
+    fn array(&mut self, mut pos: usize, depth: i64) -> Scan<usize> {
+        if depth > MAX_DEPTH {
+            return Err(crate::packet::JsonError {
+                code: ErrorCode::TooDeep,
+                offset: pos,
+                what: "nesting too deep",
+            });
+        }
+        pos += 1;
+        let p = self.sc.ws(pos);
+        if p < self.sc.lim && self.sc.buf[p] == b']' {
+            return Ok(p + 1);
+        }
+        loop {
+            pos = self.sc.ws(pos);
+            if pos >= self.sc.lim {
+                return Err(crate::packet::bad(pos, crate::packet::EOF));
+            }
+            if self.sc.buf[pos] == b'{' {
+                let (end, msg, _, _) = self.object(pos, depth + 1, false)?;
+                pos = end;
+                self.msgs.push(msg);
+            } else {
+                pos = self.sc.value(pos, depth + 1)?.0;
+                self.msgs.push(Msg::default());
+            }
+            let (next, closed) = self.sc.after_value(pos, b']')?;
+            pos = next;
+            if closed {
+                return Ok(pos);
+            }
+        }
+    }
+
+    /// One JSON document filling `[pos, lim)` (whitespace around it allowed). Its messages are
+    /// left at the end of `msgs` (anything else it appended is dropped).
+    fn document(&mut self, pos: usize) -> Scan<Doc> {
+        let base = self.msgs.len();
+        let lim = self.sc.lim;
+        let pos = self.sc.ws(pos);
+        if pos >= lim {
+            return Err(crate::packet::bad(
+                pos,
+                if lim == 0 {
+                    "empty body"
+                } else {
+                    "expected a JSON value, found only whitespace"
+                },
+            ));
+        }
+        let (end, doc) = match self.sc.buf[pos] {
+            b'[' => (self.array(pos, 1)?, Doc::Messages(base..usize::MAX)),
+            b'{' => {
+                let (end, msg, log_messages, messages) = self.object(pos, 1, true)?;
+                let chosen = match log_messages {
+                    Member::Absent | Member::Null => messages,
+                    m => m,
+                };
+                let doc = match chosen {
+                    Member::Absent | Member::Null => {
+                        self.msgs.push(msg);
+                        let n = self.msgs.len();
+                        Doc::Messages(n - 1..n)
+                    }
+                    Member::Array(a, b) => Doc::Messages(a..b),
+                    Member::Other => {
+                        Doc::Shape("packet field 'messages'/'log_messages' must be an array".into())
+                    }
+                };
+                (end, doc)
+            }
+            _ => {
+                let (end, f) = self.field(pos, 1)?;
+                let detail = format!(
+                    "body must be a JSON array or object, not {}",
+                    type_name(f.val)
+                );
+                (end, Doc::Shape(detail))
+            }
+        };
+        let rest = self.sc.ws(end);
+        if rest < lim {
+            return Err(crate::packet::bad(
+                rest,
+                "unexpected data after the JSON value",
+            ));
+        }
+        Ok(match doc {
+            Doc::Messages(r) => {
+                let end = r.end.min(self.msgs.len());
+                self.msgs.copy_within(r.start..end, base);
+                self.msgs.truncate(base + (end - r.start));
+                Doc::Messages(base..self.msgs.len())
+            }
+            shape => {
+                self.msgs.truncate(base);
+                shape
+            }
+        })
+    }
+}
+
+fn bad_json(detail: String) -> PacketError {
+    PacketError {
+        code: ErrorCode::BadJson,
+        detail,
+    }
+}
+
+fn bad_schema(detail: String) -> PacketError {
+    PacketError {
+        code: ErrorCode::BadSchema,
+        detail,
+    }
+}
+
+fn syntax_detail(e: &crate::packet::JsonError) -> String {
+    format!("invalid JSON at byte {}: {}", e.offset, e.what)
+}
+
+/// Python's `bytes.strip()` / `bytes.isspace()` whitespace.
+#[inline]
+fn py_space(c: u8) -> bool {
+    is_ws(c) || c == 0x0B || c == 0x0C
+}
+
+/// Fills `msgs` with the body's messages (in order), or returns the verdict.
+fn read_messages(body: &[u8], msgs: &mut Vec<Msg>) -> Result<(), PacketError> {
+    msgs.clear();
+    let detail = match std::str::from_utf8(body) {
+        Err(e) => format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        Ok(_) => {
+            let mut w = Walker {
+                sc: Scanner::new_strict(body, MAX_DEPTH),
+                msgs,
+            };
+            match w.document(0) {
+                Ok(Doc::Messages(_)) => return Ok(()),
+                Ok(Doc::Shape(detail)) => return Err(bad_schema(detail)),
+                Err(e) => syntax_detail(&e),
+            }
+        }
+    };
+    // Not one JSON document: NDJSON when a newline is inside the stripped body.
+    let start = body
+        .iter()
+        .position(|&c| !py_space(c))
+        .unwrap_or(body.len());
+    let end = body
+        .iter()
+        .rposition(|&c| !py_space(c))
+        .map_or(start, |e| e + 1);
+    if memchr::memchr(b'\n', &body[start..end]).is_none() {
+        return Err(bad_json(format!("body is not JSON: {detail}")));
+    }
+    msgs.clear();
+    let mut line_no = 0usize;
+    let mut i = 0usize;
+    while i < body.len() {
+        // bytes.splitlines(): lines end at \n, \r or \r\n.
+        let j = memchr::memchr2(b'\n', b'\r', &body[i..]).map_or(body.len(), |k| i + k);
+        let next = if j + 1 < body.len() && body[j] == b'\r' && body[j + 1] == b'\n' {
+            j + 2
+        } else {
+            j + 1
+        };
+        line_no += 1;
+        let line = &body[i..j];
+        if !line.iter().all(|&c| py_space(c)) {
+            if let Err(e) = std::str::from_utf8(line) {
+                return Err(bad_json(format!(
+                    "line {line_no} is not JSON: invalid UTF-8 at byte {}",
+                    i + e.valid_up_to()
+                )));
+            }
+            let mut sc = Scanner::new_strict(body, MAX_DEPTH);
+            sc.lim = j;
+            let mut w = Walker { sc, msgs };
+            match w.document(i) {
+                Ok(Doc::Messages(_)) => {}
+                Ok(Doc::Shape(detail)) => return Err(bad_schema(detail)),
+                Err(e) => {
+                    return Err(bad_json(format!(
+                        "line {line_no} is not JSON: {}",
+                        syntax_detail(&e)
+                    )))
+                }
+            }
+        }
+        i = next;
+    }
+    Ok(())
+}
+
+/// The message-level checks, in the twin's order: every message is an object, then every id
+/// is a string, a number or null, then every level and source is a string or null.
+fn check_messages(msgs: &[Msg]) -> Result<(), PacketError> {
+    if let Some(i) = msgs.iter().position(|m| !m.object) {
+        return Err(bad_schema(format!("message {i} is not a JSON object")));
+    }
+    let id_ok = |v: Val| {
+        matches!(
+            v,
+            Val::Absent | Val::Null | Val::Str { .. } | Val::Int | Val::Float
+        )
+    };
+    if let Some(i) = msgs.iter().position(|m| !id_ok(m.id.val)) {
+        return Err(bad_schema(format!(
+            "message {i}: 'id' must be a string or number"
+        )));
+    }
+    let tally_ok = |v: Val| matches!(v, Val::Absent | Val::Null | Val::Str { .. });
+    for (i, m) in msgs.iter().enumerate() {
+        for (name, f) in [("level", m.level), ("source", m.source)] {
+            if !tally_ok(f.val) {
+                return Err(bad_schema(format!(
+                    "message {i}: '{name}' must be a string or null"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------ tallies
+
+/// FxHash-style hasher with a final mix, for the small per-batch tally maps.
+#[derive(Default)]
+struct TallyHasher(u64);
+
+impl Hasher for TallyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = hash_key(self.0, bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A tally key: None (absent or null) or the decoded text.
+type TallyKey<'a> = Option<std::borrow::Cow<'a, [u8]>>;
+
+/// Counts per value, in order of first occurrence.
+#[derive(Default)]
+struct Tally<'a> {
+    index: HashMap<TallyKey<'a>, usize, BuildHasherDefault<TallyHasher>>,
+    counts: Vec<(TallyKey<'a>, u64)>,
+    last: Option<(Field, usize)>,
+}
+
+impl<'a> Tally<'a> {
+    fn add(&mut self, body: &'a [u8], f: Field) {
+        // Runs of one value are common: compare the raw text with the previous one first.
+        if let Some((prev, slot)) = self.last {
+            if prev.val == f.val && body[prev.start..prev.end] == body[f.start..f.end] {
+                self.counts[slot].1 += 1;
+                return;
+            }
+        }
+        let key: TallyKey<'a> = match f.val {
+            Val::Str { escaped: false } => Some(std::borrow::Cow::Borrowed(&body[f.start..f.end])),
+            Val::Str { escaped: true } => match decode_json_string(&body[f.start..f.end]) {
+                Decoded::Utf8(s) => Some(std::borrow::Cow::Owned(s.into_bytes())),
+                Decoded::Utf16(_) => unreachable!("strict mode rejects lone surrogates"),
+            },
+            _ => None,
+        };
+        let slot = match self.index.get(&key) {
+            Some(&slot) => slot,
+            None => {
+                let slot = self.counts.len();
+                self.index.insert(key.clone(), slot);
+                self.counts.push((key, 0));
+                slot
+            }
+        };
+        self.counts[slot].1 += 1;
+        self.last = Some((f, slot));
+    }
+
+    fn into_vec(self) -> Vec<(Option<String>, u64)> {
+        self.counts
+            .into_iter()
+            .map(|(k, c)| {
+                let k = k.map(|b| String::from_utf8(b.into_owned()).expect("validated UTF-8"));
+                (k, c)
+            })
+            .collect()
+    }
+}
+
+// ------------------------------------------------------------------------------ the analyzer
+
+/// What one batch did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BatchReport {
+    /// Messages counted: fresh ids (first occurrence in the batch) and id-less messages.
+    pub unique: usize,
+    /// Messages whose id was remembered (from earlier batches or earlier in this one).
+    pub duplicates: usize,
+    /// (level, count) over the unique messages, in order of first occurrence; None = absent/null.
+    pub levels: Vec<(Option<String>, u64)>,
+    /// (source, count), likewise.
+    pub sources: Vec<(Option<String>, u64)>,
+    /// The fresh ids in message order, each as its first occurrence gave it (`record_ids` only).
+    pub fresh_ids: Option<Vec<IdValue>>,
+}
+
+/// Deduplicates and tallies batches of messages; see the module doc and `_wlb.pyi`.
+pub struct BatchAnalyzer {
+    window: DedupWindow,
+    record_ids: bool,
+    msgs: Vec<Msg>,
+    /// Per batch: the canonical keys of the ids, one after another ...
+    key: Vec<u8>,
+    /// ... and per message (hash, start, end) of its key in `key`, None without an id.
+    ids: Vec<Option<(u64, usize, usize)>>,
+}
+
+impl BatchAnalyzer {
+    /// `capacity` >= 2 ids remembered at most.
+    pub fn new(capacity: usize, record_ids: bool) -> Result<Self, String> {
+        Ok(Self {
+            window: DedupWindow::new(capacity)?,
+            record_ids,
+            msgs: Vec::new(),
+            key: Vec::new(),
+            ids: Vec::new(),
+        })
+    }
+
+    pub fn window(&self) -> &DedupWindow {
+        &self.window
+    }
+
+    pub fn record_ids(&self) -> bool {
+        self.record_ids
+    }
+
+    /// True when the id is remembered.
+    pub fn contains(&mut self, id: &IdValue) -> bool {
+        IdKey::of_value(id, &mut self.key);
+        self.window.contains(&self.key)
+    }
+
+    /// Analyses one body. On an error nothing is remembered or counted.
+    pub fn ingest(&mut self, body: &[u8]) -> Result<BatchReport, PacketError> {
+        let mut msgs = std::mem::take(&mut self.msgs);
+        let result = read_messages(body, &mut msgs)
+            .and_then(|()| check_messages(&msgs))
+            .map(|()| self.count(body, &msgs));
+        self.msgs = msgs;
+        result
+    }
+
+    /// Dedup and tallies over checked messages; cannot fail.
+    fn count(&mut self, body: &[u8], msgs: &[Msg]) -> BatchReport {
+        // Pass 1: every id's canonical key (into one buffer) and hash.
+        self.key.clear();
+        self.ids.clear();
+        let mut scratch = Vec::new();
+        for m in msgs {
+            let id = m.id;
+            let raw = &body[id.start..id.end];
+            let start = self.key.len();
+            match id.val {
+                Val::Absent | Val::Null => {
+                    self.ids.push(None);
+                    continue;
+                }
+                Val::Str { escaped: false } => {
+                    self.key.push(TAG_STR);
+                    self.key.extend_from_slice(raw);
+                }
+                Val::Str { escaped: true } => match decode_json_string(raw) {
+                    Decoded::Utf8(s) => {
+                        IdKey::of_str(&s, &mut scratch);
+                        self.key.extend_from_slice(&scratch);
+                    }
+                    Decoded::Utf16(_) => unreachable!("strict mode rejects lone surrogates"),
+                },
+                Val::Int | Val::Float => {
+                    IdKey::of_value(&number_value(raw, id.val == Val::Int), &mut scratch);
+                    self.key.extend_from_slice(&scratch);
+                }
+                _ => unreachable!("checked by check_messages"),
+            }
+            let hash = self.window.hash(&self.key[start..]);
+            self.ids.push(Some((hash, start, self.key.len())));
+        }
+        // Pass 2: touch the window's slots for all of them, so the cache misses overlap.
+        let mut sink = 0u64;
+        for &(hash, _, _) in self.ids.iter().flatten() {
+            sink ^= self.window.touch(hash);
+        }
+        std::hint::black_box(sink);
+        // Pass 3: the contract's rule, message by message.
+        let mut levels = Tally::default();
+        let mut sources = Tally::default();
+        let mut fresh = self.record_ids.then(Vec::new);
+        let mut unique = 0;
+        for (m, id) in msgs.iter().zip(&self.ids) {
+            if let Some((hash, start, end)) = *id {
+                if !self.window.insert_hashed(hash, &self.key[start..end]) {
+                    continue;
+                }
+                if let Some(out) = fresh.as_mut() {
+                    out.push(id_value(body, m.id));
+                }
+            }
+            unique += 1;
+            levels.add(body, m.level);
+            sources.add(body, m.source);
+        }
+        BatchReport {
+            unique,
+            duplicates: msgs.len() - unique,
+            levels: levels.into_vec(),
+            sources: sources.into_vec(),
+            fresh_ids: fresh,
+        }
+    }
+}
+
+/// An id's value as its message gave it.
+fn id_value(body: &[u8], id: Field) -> IdValue {
+    let raw = &body[id.start..id.end];
+    match id.val {
+        Val::Str { escaped: false } => {
+            IdValue::Str(String::from_utf8(raw.to_vec()).expect("validated UTF-8"))
+        }
+        Val::Str { escaped: true } => match decode_json_string(raw) {
+            Decoded::Utf8(s) => IdValue::Str(s),
+            Decoded::Utf16(_) => unreachable!("strict mode rejects lone surrogates"),
+        },
+        _ => number_value(raw, id.val == Val::Int),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingest(a: &mut BatchAnalyzer, body: &str) -> BatchReport {
+        a.ingest(body.as_bytes()).unwrap()
+    }
+
+    fn err(body: &[u8]) -> (ErrorCode, String) {
+        let mut a = BatchAnalyzer::new(100, false).unwrap();
+        let e = a.ingest(body).unwrap_err();
+        (e.code, e.detail)
+    }
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_owned())
+    }
+
+    #[test]
+    fn counts_dedups_and_tallies() {
+        let mut a = BatchAnalyzer::new(1000, true).unwrap();
+        let r = ingest(
+            &mut a,
+            r#"[{"id":1,"level":"INFO","source":"a"},{"id":2,"level":"ERROR","source":"b"},
+                {"id":1,"level":"X","source":"x"},{"level":"INFO"},{"id":null,"level":"INFO"}]"#,
+        );
+        assert_eq!((r.unique, r.duplicates), (4, 1));
+        assert_eq!(r.levels, vec![(s("INFO"), 3), (s("ERROR"), 1)]);
+        assert_eq!(r.sources, vec![(s("a"), 1), (s("b"), 1), (None, 2)]);
+        assert_eq!(r.fresh_ids, Some(vec![IdValue::Int(1), IdValue::Int(2)]));
+        let r = ingest(
+            &mut a,
+            r#"[{"id":1.0},{"id":1e0},{"id":"1"},{"id":0.5},{"id":-0.0},{"id":0}]"#,
+        );
+        assert_eq!((r.unique, r.duplicates), (3, 3));
+        assert_eq!(
+            r.fresh_ids,
+            Some(vec![
+                IdValue::Str("1".into()),
+                IdValue::Float(0.5),
+                IdValue::Float(-0.0)
+            ])
+        );
+    }
+
+    #[test]
+    fn escaped_and_unescaped_strings_are_one_id() {
+        let mut a = BatchAnalyzer::new(1000, true).unwrap();
+        let r = ingest(
+            &mut a,
+            r#"[{"id":"Ab\u00e9"},{"id":"\u0041bé"},{"\u0069d":"Abé","level":"\u0049NFO"},{"id":"x","level":"INFO"}]"#,
+        );
+        assert_eq!((r.unique, r.duplicates), (2, 2));
+        assert_eq!(r.fresh_ids.unwrap()[0], IdValue::Str("Abé".into()));
+        assert_eq!(r.levels, vec![(None, 1), (s("INFO"), 1)]);
+    }
+
+    #[test]
+    fn big_numbers_follow_orjson() {
+        let mut a = BatchAnalyzer::new(1000, true).unwrap();
+        // 2^64 is past the int range: a double, equal to 1.8446744073709552e19.
+        let r = ingest(
+            &mut a,
+            r#"[{"id":18446744073709551615},{"id":18446744073709551616},{"id":1.8446744073709552e19},{"id":-9223372036854775809}]"#,
+        );
+        assert_eq!((r.unique, r.duplicates), (3, 1));
+        assert_eq!(
+            r.fresh_ids.unwrap(),
+            vec![
+                IdValue::Int(18_446_744_073_709_551_615),
+                IdValue::Float(18_446_744_073_709_551_616.0),
+                IdValue::Float(-9_223_372_036_854_775_808.0),
+            ]
+        );
+        assert_eq!(err(br#"[{"id":1e400}]"#).0, ErrorCode::BadJson);
+        assert_eq!(err(br#"[{"x":[1e999]}]"#).0, ErrorCode::BadJson);
+        assert_eq!(err(br#"[{"x":"\ud800"}]"#).0, ErrorCode::BadJson);
+        assert_eq!(err(br#"[{"x":"\udc00\ud800"}]"#).0, ErrorCode::BadJson);
+        let mut a = BatchAnalyzer::new(10, false).unwrap();
+        assert_eq!(
+            ingest(&mut a, r#"[{"x":"\ud83d\ude00","id":1e-400}]"#).unique,
+            1
+        );
+        assert!(a.contains(&IdValue::Int(0)));
+    }
+
+    #[test]
+    fn body_shapes() {
+        let mut a = BatchAnalyzer::new(1000, false).unwrap();
+        let n = |a: &mut BatchAnalyzer, b: &str| {
+            let r = ingest(a, b);
+            r.unique + r.duplicates
+        };
+        assert_eq!(n(&mut a, "[]"), 0);
+        assert_eq!(n(&mut a, r#"{"id":"one"}"#), 1);
+        assert_eq!(
+            n(
+                &mut a,
+                r#"{"messages":[{"id":"m1"},{"id":"m2"}],"packet_id":"p"}"#
+            ),
+            2
+        );
+        // log_messages wins over messages; a null one falls back to messages
+        assert_eq!(
+            n(&mut a, r#"{"messages":[{}],"log_messages":[{},{},{}]}"#),
+            3
+        );
+        assert_eq!(n(&mut a, r#"{"log_messages":null,"messages":[{},{}]}"#), 2);
+        assert_eq!(n(&mut a, r#"{"messages":null,"id":"solo"}"#), 1);
+        // the last of repeated keys wins
+        assert_eq!(n(&mut a, r#"{"messages":"x","messages":[{},{}]}"#), 2);
+        assert_eq!(
+            n(
+                &mut a,
+                "{\"id\":\"n1\"}\n\n[{\"id\":\"n2\"},{}]\r\n{\"messages\":[{}]}\r{}\n"
+            ),
+            5
+        );
+        assert_eq!(n(&mut a, "\n\n[{}]\n"), 1);
+    }
+
+    #[test]
+    fn error_verdicts() {
+        let code = |b: &[u8]| err(b).0;
+        for b in [
+            &b"not json"[..],
+            b"",
+            b"  ",
+            b"{\"a\": ",
+            b"[1] [2]",
+            b"[1]\n[",
+            b"\xff[]",
+            b"[1,]",
+        ] {
+            assert_eq!(
+                code(b),
+                ErrorCode::BadJson,
+                "{:?}",
+                String::from_utf8_lossy(b)
+            );
+        }
+        assert_eq!(
+            err(b"42"),
+            (
+                ErrorCode::BadSchema,
+                "body must be a JSON array or object, not int".into()
+            )
+        );
+        assert_eq!(
+            err(b"\"t\"").1,
+            "body must be a JSON array or object, not str"
+        );
+        assert_eq!(
+            err(b"1e300").1,
+            "body must be a JSON array or object, not float"
+        );
+        assert_eq!(
+            err(b"true").1,
+            "body must be a JSON array or object, not bool"
+        );
+        assert_eq!(
+            err(b"null").1,
+            "body must be a JSON array or object, not NoneType"
+        );
+        assert_eq!(
+            err(br#"{"messages":"nope"}"#).1,
+            "packet field 'messages'/'log_messages' must be an array"
+        );
+        assert_eq!(
+            err(br#"[{"id":true}, 3]"#).1,
+            "message 1 is not a JSON object"
+        );
+        assert_eq!(
+            err(br#"[{"id":"a"}, {"id":[1]}, {"level":1}]"#).1,
+            "message 1: 'id' must be a string or number"
+        );
+        assert_eq!(
+            err(br#"[{"id":"a"}, {"id":false}]"#).1,
+            "message 1: 'id' must be a string or number"
+        );
+        assert_eq!(
+            err(br#"[{"id":"a"}, {"source":{"a":1}, "level": 2}]"#).1,
+            "message 1: 'level' must be a string or null"
+        );
+        assert_eq!(err(b"{\"id\":1}\n42\n[").0, ErrorCode::BadSchema);
+        assert!(err(b"{\"id\":1}\n[\n42")
+            .1
+            .starts_with("line 2 is not JSON"));
+    }
+
+    #[test]
+    fn depth_limit_is_orjsons() {
+        let nest = |d: usize| format!("{}{}", "[".repeat(d), "]".repeat(d));
+        let mut a = BatchAnalyzer::new(10, false).unwrap();
+        assert!(a.ingest(nest(1024).as_bytes()).is_err()); // elements are not objects
+        assert_eq!(err(nest(1024).as_bytes()).0, ErrorCode::BadSchema);
+        assert_eq!(err(nest(1025).as_bytes()).0, ErrorCode::BadJson);
+        let obj = |d: usize| format!("[{}1{}]", "{\"a\":".repeat(d - 1), "}".repeat(d - 1));
+        assert!(a.ingest(obj(1024).as_bytes()).is_ok());
+        assert_eq!(err(obj(1025).as_bytes()).0, ErrorCode::BadJson);
+    }
+
+    #[test]
+    fn rejected_body_changes_nothing() {
+        let mut a = BatchAnalyzer::new(100, false).unwrap();
+        assert!(a.ingest(br#"[{"id":"a"},{"id":"b","level":{}}]"#).is_err());
+        assert!(a.window().is_empty());
+        assert_eq!(ingest(&mut a, r#"[{"id":"a"}]"#).unique, 1);
+    }
+
+    #[test]
+    fn window_rolls_over_at_half_capacity() {
+        let mut w = DedupWindow::new(10).unwrap();
+        let key = |i: i128| {
+            let mut k = Vec::new();
+            IdKey::of_int(i, &mut k);
+            k
+        };
+        for i in 0..5 {
+            assert!(w.insert(&key(i)));
+        }
+        assert_eq!(w.len(), 5); // current became previous at 5
+        for i in 5..9 {
+            assert!(w.insert(&key(i)));
+        }
+        assert_eq!(w.len(), 9);
+        assert!(!w.insert(&key(0)));
+        assert!(w.insert(&key(9))); // second rollover: 0..5 forgotten
+        assert_eq!(w.len(), 5);
+        assert!(!w.contains(&key(4)));
+        assert!(w.contains(&key(5)));
+        for i in 0..100_000 {
+            w.insert(&key(i));
+            assert!(w.len() < 10);
+        }
+        assert!(DedupWindow::new(1).is_err());
+    }
+
+    #[test]
+    fn generation_tables_grow_and_find_everything() {
+        let mut w = DedupWindow::new(1_000_000).unwrap();
+        let mut k = Vec::new();
+        for i in 0..20_000 {
+            IdKey::of_str(&format!("id-{i}"), &mut k);
+            assert!(w.insert(&k));
+        }
+        for i in 0..20_000 {
+            IdKey::of_str(&format!("id-{i}"), &mut k);
+            assert!(w.contains(&k));
+            assert!(!w.insert(&k));
+        }
+        IdKey::of_str("id-20000", &mut k);
+        assert!(!w.contains(&k));
+        // keys longer than one LEB128 length byte
+        for len in [127, 128, 300, 20_000] {
+            IdKey::of_str(&"x".repeat(len), &mut k);
+            assert!(w.insert(&k));
+            assert!(w.contains(&k));
+            k.push(b'z');
+            assert!(!w.contains(&k));
+        }
+    }
+}
