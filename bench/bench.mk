@@ -19,6 +19,6 @@ bench-bounded: build bench-deps ## check logdist's RSS stays bounded (429s, not 
 BENCH_ANALYZER_ARGS ?= --wrk-threads 1 --connections 8 --runs 3 --duration 8
 
 .PHONY: bench-analyzer
-bench-analyzer: build ## one `logdist analyzer` (Rust core, then pure Python) under wrk: messages/s and messages/s per CPU core
+bench-analyzer: build bench-deps ## one `logdist analyzer` (Rust core, then pure Python) under wrk: messages/s and messages/s per CPU core
 	$(PY) bench/e2e.py --mode analyzer $(BENCH_ANALYZER_ARGS)
 	$(PY) bench/e2e.py --mode analyzer --pure $(BENCH_ANALYZER_ARGS)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from logdist.analyzer.engine import Analysis, BadBody, DedupWindow, parse_messages
+from logdist._pyanalyze import DedupWindow, parse_messages  # the twin's own helpers
+from logdist.analyzer.engine import Analysis, BadBody
 
 
 def m(i: object, level: object = "INFO", source: object = "s") -> dict[str, object]:

@@ -16,13 +16,9 @@ from typing import Any
 import orjson
 
 from logdist import core
-
-# The twin's helpers, re-exported for in-process tools and tests: the window the pure-Python
-# backend uses and the body reader whose semantics both backends implement.
-from logdist._pyanalyze import DedupWindow, parse_messages
 from logdist.errors import PacketError
 
-__all__ = ["ERROR_LEVELS", "Analysis", "BadBody", "DedupWindow", "parse_messages"]
+__all__ = ["ERROR_LEVELS", "Analysis", "BadBody"]
 
 ERROR_LEVELS = frozenset({"error", "fatal", "critical", "crit", "emerg", "emergency", "alert", "panic"})
 
