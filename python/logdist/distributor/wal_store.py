@@ -303,7 +303,7 @@ class WalStore:
         if fut.cancelled():
             # Nobody will queue (or acknowledge to a client) these parts: do not let them
             # hold their segment forever. (A restart before the next checkpoint replays them.)
-            self._acked_lsns.extend(lsns)
+            self._delivered(lsns)
             return
         for lsn, part in zip(lsns, parts, strict=True):
             self._remaining[lsn] = part[1]
@@ -321,9 +321,13 @@ class WalStore:
             self._remaining[token] = left
             return
         del self._remaining[token]
-        self._acked_lsns.append(token)
-        self._acked_since_checkpoint += 1
-        if self._closed:  # close() has persisted the final progress already
+        self._delivered((token,))
+
+    def _delivered(self, lsns: Sequence[int]) -> None:
+        """Records that need no more delivery: handed to the log by the next checkpoint."""
+        self._acked_lsns.extend(lsns)
+        self._acked_since_checkpoint += len(lsns)
+        if self._closed:  # close() hands over what is left and persists the final progress
             return
         if self._checkpointer is None or self._checkpointer.done():
             self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_soon(), name="wal-checkpoint")
