@@ -53,6 +53,8 @@ def test_rejected_body_changes_nothing() -> None:
         a.ingest_messages([m("a"), "not an object"])
     with pytest.raises(BadBody):
         a.ingest_messages([m("a"), m(["list id"])])
+    with pytest.raises(BadBody, match="not JSON"):
+        a.ingest_messages([m("a"), m(object())])
     assert a.counts()["received"] == 0
     assert "a" not in a.dedup  # not remembered: a later good delivery of "a" counts
     assert a.ingest_messages([m("a")]) == (1, 0)

@@ -97,6 +97,20 @@ def test_arguments(impl: ModuleType) -> None:
     assert impl.BatchAnalyzer().capacity == 1_000_000
     with pytest.raises(TypeError):
         a.ingest("[]")
+    with pytest.raises(TypeError):  # bytes only: a bytearray could change under the reader
+        a.ingest(bytearray(b"[]"))
+
+
+def test_membership_takes_exact_json_types(impl: ModuleType) -> None:
+    class Text(str):
+        pass
+
+    a = impl.BatchAnalyzer(100)
+    a.ingest(b'[{"id":"x"},{"id":7},{"id":1.5}]')
+    assert "x" in a and 7 in a and 7.0 in a and 1.5 in a
+    assert Text("x") not in a  # a subclass may compare differently: never an id
+    assert True not in a and None not in a and b"x" not in a
+    assert "\ud800" not in a  # a lone surrogate is no JSON string
 
 
 def test_generation_rollover(impl: ModuleType) -> None:

@@ -114,3 +114,68 @@ def test_records_round_trip_with_and_without_a_target(key: tuple[str, str] | Non
 def test_records_written_before_targets_were_kept_still_decode() -> None:
     old = struct.pack("<IHH", 3, 2, 2) + b"emp1" + b'{"id":"z"}'  # count without the target bit
     assert decode_record(old) == (3, ("em", "p1"), b'{"id":"z"}', "")
+
+
+class FailingCheckpoints:
+    """A real Wal whose first `fail` checkpoints raise OSError (a disk error at the worst time)."""
+
+    def __init__(self, Wal: Any, fail: int) -> None:
+        self._Wal, self.fail, self.calls = Wal, fail, 0
+
+    def __call__(self, *args: Any, **kw: Any) -> Any:
+        self.wal = self._Wal(*args, **kw)
+        return self
+
+    def checkpoint(self) -> int:
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise OSError(28, "No space left on device (injected)")
+        return int(self.wal.checkpoint())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wal, name)
+
+
+async def test_full_log_frees_itself_after_a_failed_checkpoint_with_no_more_traffic(Wal: Any, tmp_path: Path) -> None:
+    flaky = FailingCheckpoints(Wal, fail=2)
+    store = WalStore(tmp_path, wal_cls=flaky, max_bytes=200, segment_bytes=120, checkpoint_interval=0.01)
+    await recovered(store)
+    (t,) = await store.append([(b"x" * 100, 1)])
+    with pytest.raises(WalFullError):
+        await store.append([(b"y" * 100, 1)])
+    store.ack(t, 1)  # the only delivery there will be: every retry must come from the store itself
+    for _ in range(500):
+        if flaky.calls > flaky.fail and store._checkpointer is not None and store._checkpointer.done():
+            break
+        await asyncio.sleep(0.01)
+    assert store.checkpoint_errors == flaky.fail
+    assert flaky.calls == flaky.fail + 1
+    assert await store.append([(b"y" * 100, 1)]) == [1]  # room again
+    await store.close()
+
+
+async def test_records_that_are_not_logdist_records_are_skipped_on_recovery(Wal: Any, tmp_path: Path) -> None:
+    wal = Wal(tmp_path)
+    good = encode_parts([(b'{"id":"a"}', 1, "a1")], ("em", "p1"))[0]
+    wal.append_many([b"\x01", struct.pack("<IHH", 1, 50, 50) + b"short", good])
+    wal.close()
+    store = WalStore(tmp_path, wal_cls=Wal)
+    assert await recovered(store) == [(2, b'{"id":"a"}', 1, "a1")]
+    assert store.stats()["wal_undecodable_records"] == 2
+    await store.close()
+    store = WalStore(tmp_path, wal_cls=Wal)
+    assert await recovered(store) == [(2, b'{"id":"a"}', 1, "a1")]  # the skipped ones do not come back
+    await store.close()
+
+
+async def test_close_lets_a_running_checkpoint_finish(Wal: Any, tmp_path: Path) -> None:
+    store = WalStore(tmp_path, wal_cls=Wal, checkpoint_interval=0.0)
+    await recovered(store)
+    t = await store.append([(b'{"id":"a"}', 1), (b'{"id":"b"}', 1)])
+    store.ack(t[0], 1)
+    store.ack(t[1], 1)
+    await asyncio.sleep(0)  # the checkpointer has started its checkpoint (interval 0)
+    await store.close()
+    store = WalStore(tmp_path, wal_cls=Wal)
+    assert await recovered(store) == []
+    await store.close()

@@ -4,9 +4,10 @@
 
 use crate::convert::{lock, Int};
 use crate::errors;
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 use std::sync::Mutex;
 use wlb::analyze::{BatchAnalyzer, IdValue};
 
@@ -28,13 +29,15 @@ fn id_object<'py>(py: Python<'py>, id: IdValue) -> PyResult<Bound<'py, PyAny>> {
 
 /// The id a Python object stands for, or None when no JSON id can equal it.
 fn id_value(obj: &Bound<'_, PyAny>) -> PyResult<Option<IdValue>> {
+    // Exact types only, as the twin: a subclass may compare differently.
     if obj.is_instance_of::<PyBool>() {
         return Ok(None);
     }
-    if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Some(IdValue::Str(s.to_str()?.to_owned())));
+    if let Ok(s) = obj.cast_exact::<PyString>() {
+        // A str with a lone surrogate is no JSON id (strict parsing rejects those).
+        return Ok(s.to_str().ok().map(|t| IdValue::Str(t.to_owned())));
     }
-    if obj.is_instance_of::<PyInt>() {
+    if obj.is_exact_instance_of::<PyInt>() {
         if let Ok(i) = obj.extract::<i128>() {
             if (-(1i128 << 63)..(1i128 << 64)).contains(&i) {
                 return Ok(Some(IdValue::Int(i)));
@@ -48,7 +51,7 @@ fn id_value(obj: &Bound<'_, PyAny>) -> PyResult<Option<IdValue>> {
             _ => None,
         });
     }
-    if let Ok(f) = obj.cast::<PyFloat>() {
+    if let Ok(f) = obj.cast_exact::<PyFloat>() {
         return Ok(Some(IdValue::Float(f.value())));
     }
     Ok(None)
@@ -97,7 +100,19 @@ impl BatchAnalyzerPy {
     }
 
     /// (unique, duplicates, levels, sources, fresh_ids); see _wlb.pyi.
-    fn ingest<'py>(&self, py: Python<'py>, body: PyBackedBytes) -> PyResult<Bound<'py, PyTuple>> {
+    fn ingest<'py>(
+        &self,
+        py: Python<'py>,
+        body: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        // bytes only, as the twin (a bytearray could change while the GIL is released)
+        if !body.is_instance_of::<PyBytes>() {
+            return Err(PyTypeError::new_err(format!(
+                "body must be bytes, not {}",
+                body.get_type().name()?
+            )));
+        }
+        let body: PyBackedBytes = body.extract()?;
         let report = py
             .detach(|| lock(&self.inner).ingest(&body))
             .map_err(errors::packet)?;

@@ -96,7 +96,7 @@ impl WalPy {
             .map_err(|e| to_pyerr(py, e))
     }
 
-    fn ack(&self, lsns: &Bound<'_, PyAny>) -> PyResult<u64> {
+    fn ack(&self, py: Python<'_>, lsns: &Bound<'_, PyAny>) -> PyResult<u64> {
         let mut v = Vec::new();
         for item in lsns.try_iter()? {
             let item = item?;
@@ -108,7 +108,8 @@ impl WalPy {
                 v.push(lsn);
             }
         }
-        Ok(self.inner.ack(&v))
+        // The log's lock may be held by a write in another thread: wait for it without the GIL.
+        Ok(py.detach(|| self.inner.ack(&v)))
     }
 
     fn checkpoint(&self, py: Python<'_>) -> PyResult<u64> {
@@ -132,7 +133,7 @@ impl WalPy {
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.inner.stats();
+        let s = py.detach(|| self.inner.stats());
         let d = PyDict::new(py);
         d.set_item("bytes", s.bytes)?;
         d.set_item("segments", s.segments)?;

@@ -851,7 +851,33 @@ impl BatchAnalyzer {
             .and_then(|()| check_messages(&msgs))
             .map(|()| self.count(body, &msgs));
         self.msgs = msgs;
+        self.shrink();
         result
+    }
+
+    /// Gives back what one huge batch made the scratch buffers grow to, so the analyzer's
+    /// memory follows its usual batches, not its largest one.
+    fn shrink(&mut self) {
+        const KEEP: usize = 1 << 16;
+        if self.msgs.capacity() > KEEP {
+            self.msgs.clear();
+            self.msgs.shrink_to(KEEP);
+        }
+        if self.ids.capacity() > KEEP {
+            self.ids.clear();
+            self.ids.shrink_to(KEEP);
+        }
+        if self.key.capacity() > 16 * KEEP {
+            self.key.clear();
+            self.key.shrink_to(16 * KEEP);
+        }
+    }
+
+    /// Bytes held by the per-batch scratch buffers (their capacity).
+    pub fn scratch_bytes(&self) -> usize {
+        self.msgs.capacity() * std::mem::size_of::<Msg>()
+            + self.ids.capacity() * std::mem::size_of::<Option<(u64, usize, usize)>>()
+            + self.key.capacity()
     }
 
     /// Dedup and tallies over checked messages; cannot fail.
@@ -1199,5 +1225,28 @@ mod tests {
             k.push(b'z');
             assert!(!w.contains(&k));
         }
+    }
+
+    #[test]
+    fn scratch_buffers_shrink_after_a_huge_batch() {
+        let mut a = BatchAnalyzer::new(1 << 20, false).unwrap();
+        let mut body = b"[".to_vec();
+        for i in 0..200_000 {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(format!("{{\"id\":\"m-{i}\"}}").as_bytes());
+        }
+        body.push(b']');
+        let big = a.ingest(&body).unwrap();
+        assert_eq!(big.unique, 200_000);
+        let after = a.scratch_bytes();
+        let small = a.ingest(br#"[{"id":"x"}]"#).unwrap();
+        assert_eq!(small.unique, 1);
+        assert!(
+            after <= (1 << 16) * 128 + 16 * (1 << 16),
+            "{after} bytes kept"
+        );
+        assert_eq!(a.ingest(&body).unwrap().duplicates, 200_000); // still remembered
     }
 }

@@ -80,7 +80,11 @@ class Analysis:
 
     def ingest_messages(self, msgs: list[Any]) -> tuple[int, int]:
         """ingest() of already-decoded messages (in-process callers and tests)."""
-        return self.ingest(orjson.dumps(msgs))
+        try:
+            body = orjson.dumps(msgs)
+        except TypeError as exc:  # orjson.JSONEncodeError: not representable as JSON
+            raise BadBody("bad_json", f"messages are not JSON: {exc}") from None
+        return self.ingest(body)
 
     def _apply(self, n: int, levels: list[tuple[str | None, int]], sources: list[tuple[str | None, int]]) -> None:
         self.processed += n

@@ -82,11 +82,14 @@ def encode_parts(parts: Sequence[Part], key: Key | None) -> list[bytes]:
 
 
 def decode_record(payload: bytes) -> tuple[int, Key | None, bytes, str]:
-    """(count, dedup key or None, part, target analyzer id or "") of one log record."""
+    """(count, dedup key or None, part, target analyzer id or "") of one log record.
+    Raises struct.error or ValueError when `payload` is not one."""
     count, elen, plen = _HEAD.unpack_from(payload)
     pos = _HEAD.size
     key: Key | None = None
     if elen != _NO_KEY:
+        if pos + elen + plen > len(payload):
+            raise ValueError("dedup key runs past the end of the record")
         e = payload[pos : pos + elen].decode("utf-8", "surrogatepass")
         p = payload[pos + elen : pos + elen + plen].decode("utf-8", "surrogatepass")
         key = (e, p)
@@ -96,6 +99,8 @@ def decode_record(payload: bytes) -> tuple[int, Key | None, bytes, str]:
         count &= ~_HAS_TARGET
         (tlen,) = _TLEN.unpack_from(payload, pos)
         pos += _TLEN.size
+        if pos + tlen > len(payload):
+            raise ValueError("analyzer id runs past the end of the record")
         target = payload[pos : pos + tlen].decode("utf-8", "surrogatepass")
         pos += tlen
     return count, key, payload[pos:], target
@@ -136,6 +141,7 @@ class WalStore:
         # so the event loop never waits for the log's lock (held during a write).
         self._acked_lsns: list[int] = []
         self._checkpointer: asyncio.Task[None] | None = None
+        self._sleeping = False  # the checkpointer waits between checkpoints (safe to cancel)
         self._queue: list[tuple[Sequence[Part], Key | None, asyncio.Future[list[int]]]] = []
         self._keys: OrderedDict[Key, None] = OrderedDict()  # recent dedup keys, oldest first
         self._unsaved: list[Key] = []  # appended since the keys file was last written
@@ -148,6 +154,7 @@ class WalStore:
         self.replayed_messages = 0
         self.replayed_parts = 0
         self.checkpoint_errors = 0
+        self.undecodable_records = 0
 
     def _open(self) -> None:
         if self.wal is None:
@@ -234,13 +241,24 @@ class WalStore:
             self.path, len(records), st["bytes"], st["segments"], st["skipped_bytes"], st["skipped_records"],
         )  # fmt: skip
         parts = []
+        bad: list[int] = []
         for lsn, payload in records:
-            count, key, part, target = decode_record(payload)
+            try:
+                count, key, part, target = decode_record(payload)
+            except (struct.error, ValueError) as exc:  # checksummed, so not torn: not ours
+                log.error(
+                    "write-ahead log: record %d (%d bytes) is not a logdist record, skipped: %s", lsn, len(payload), exc
+                )
+                bad.append(lsn)
+                continue
             if key is not None:
                 self._remember(*key)
                 self._unsaved.append(key)
             parts.append((lsn, part, count, target))
         del records
+        self.undecodable_records += len(bad)
+        if bad:
+            self._delivered(bad)  # nothing can deliver them: do not let them pin their segment
         for lsn, part, count, target in parts:
             self._remaining[lsn] = count
             self.replayed_parts += 1
@@ -272,6 +290,11 @@ class WalStore:
             try:
                 lsns: list[int] = await asyncio.to_thread(self.wal.append_many, payloads)
             except WalFullError:
+                if self._acked_lsns and (self._checkpointer is None or self._checkpointer.done()) and not self._closed:
+                    self._acked_since_checkpoint += 1  # the full log waits on delivered records
+                    self._checkpointer = asyncio.get_running_loop().create_task(
+                        self._checkpoint_soon(), name="wal-checkpoint"
+                    )
                 if len(batch) == 1:
                     raise
                 # Together they do not fit; alone some may: give each request its own answer.
@@ -288,10 +311,15 @@ class WalStore:
             for parts, key, fut in batch:
                 self._stored(parts, key, fut, lsns[i : i + len(parts)])
                 i += len(parts)
-        except Exception as exc:
+        except BaseException as exc:
             for _, _, fut in batch:
                 if not fut.done():
-                    fut.set_exception(exc)
+                    if isinstance(exc, Exception):
+                        fut.set_exception(exc)
+                    else:  # cancelled (shutdown): the requests get no answer either
+                        fut.cancel()
+            if not isinstance(exc, Exception):
+                raise
         finally:
             self._inflight -= 1
             if self._queue:
@@ -333,16 +361,26 @@ class WalStore:
             self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_soon(), name="wal-checkpoint")
 
     async def _checkpoint_soon(self) -> None:
-        """Persist progress and drop delivered segments, at most once per interval."""
+        """Persist progress and drop delivered segments, at most once per interval. A failed
+        checkpoint is retried (backing off to 5 s) even if no more deliveries come: a full log
+        waiting on it must not stay full."""
+        delay = self._interval
         while self._acked_since_checkpoint:
-            await asyncio.sleep(self._interval)
+            self._sleeping = True
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._sleeping = False
             self._acked_since_checkpoint = 0
             try:
                 deleted = await self.checkpoint()
-            except OSError as exc:  # WalError: keep serving; progress is retried on the next ack
+            except OSError as exc:  # WalError: keep serving, and try again
                 self.checkpoint_errors += 1
-                log.error("write-ahead log checkpoint failed: %s", exc)
-                return
+                self._acked_since_checkpoint += 1
+                delay = min(max(delay * 2, 0.05), 5.0)
+                log.error("write-ahead log checkpoint failed (retrying in %.2f s): %s", delay, exc)
+                continue
+            delay = self._interval
             if deleted:
                 log.debug("write-ahead log: deleted %d delivered segments", deleted)
 
@@ -355,25 +393,38 @@ class WalStore:
 
     def _ack_and_checkpoint(self, acked: list[int]) -> int:
         """Worker thread: record the deliveries, persist progress, drop delivered segments."""
-        self.wal.ack(acked)
+        try:
+            self.wal.ack(acked)
+        except BaseException:
+            self._acked_lsns[:0] = acked  # handed over by the next try
+            raise
         return int(self.wal.checkpoint())
 
     async def close(self) -> None:
         self._closed = True
-        if self._flushes:
+        while self._flushes:  # a finishing write may start the next one
             await asyncio.gather(*self._flushes, return_exceptions=True)
-        if self._checkpointer is not None:
-            self._checkpointer.cancel()
+        cp = self._checkpointer
+        if cp is not None and not cp.done():
+            if self._sleeping:  # between checkpoints: the final one below covers it
+                cp.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpointer
-        if self.wal is not None:
-            try:
-                await self._persist_keys()
-                acked, self._acked_lsns = self._acked_lsns, []
-                await asyncio.to_thread(self.wal.ack, acked)
-                await asyncio.to_thread(self.wal.close)  # persists the final progress
-            except OSError as exc:
-                log.error("write-ahead log close failed: %s", exc)
+                await cp  # a checkpoint under way finishes (or fails) first
+        if self.wal is None:
+            return
+        try:
+            await self._persist_keys()
+        except OSError as exc:
+            log.error("write-ahead log: saving dedup keys on close failed: %s", exc)
+        try:
+            acked, self._acked_lsns = self._acked_lsns, []
+            await asyncio.to_thread(self.wal.ack, acked)
+        except OSError as exc:
+            log.error("write-ahead log: recording deliveries on close failed: %s", exc)
+        try:
+            await asyncio.to_thread(self.wal.close)  # persists the final progress
+        except OSError as exc:
+            log.error("write-ahead log close failed: %s", exc)
 
     def stats(self) -> dict[str, object]:
         if self.wal is None:
@@ -393,6 +444,7 @@ class WalStore:
             "wal_recovery_notes": self.wal.recovery_notes,
             "wal_replayed_messages": self.replayed_messages,
             "wal_checkpoint_errors": self.checkpoint_errors,
+            "wal_undecodable_records": self.undecodable_records,
         }
 
 
