@@ -9,6 +9,11 @@ format, all integers little-endian:
 * ``progress.ckpt``: ``b"LDWALCK1"``, ``crc: u32`` (crc32c of the rest), ``next_lsn: u64``,
   ``n: u64``, then n half-open ranges ``(start: u64, end: u64)`` of delivered lsns. Replaced
   atomically (tmp file, fsync, rename, fsync dir) and always before any segment is deleted.
+* spares ``spare-0``, ``spare-1``: delivered segment files kept for reuse instead of deleted (at
+  most MAX_SPARES, each at most 2 x segment_bytes). A new segment renames one and overwrites it
+  from the start with the header ``b"LDWALSR1"`` + ``first_lsn`` (recycled): its stale frames
+  after the last record have lsns below first_lsn, so a scan stops there without a note.
+  (Freeing blocks on a ``discard`` mount stalls concurrent fsyncs for 10-25 ms; see wal.rs.)
 
 Group commit uses a lock and a condition: appenders write under the lock, and the first
 waiter that finds no sync running leads one (waits commit_delay_us, fsyncs every dirty file
@@ -33,6 +38,9 @@ from typing import Any
 from logdist.errors import WalError, WalFullError
 
 SEGMENT_MAGIC = b"LDWALSG1"
+RECYCLED_MAGIC = b"LDWALSR1"
+MAX_SPARES = 2
+_SPARE_PREFIX = "spare-"
 CHECKPOINT_MAGIC = b"LDWALCK1"
 SEGMENT_HEADER_LEN = 16
 RECORD_HEADER_LEN = 16
@@ -261,6 +269,7 @@ class Wal:
         self._synced = threading.Condition(self._lock)
         self._checkpointing = threading.Lock()
         self._closed = False
+        self._spares: list[Path] = []  # spare files ready for reuse
         self._segments: dict[int, _Segment] = {}
         self._firsts: list[int] = []  # sorted keys of _segments
         self._active: tuple[int, _File] | None = None
@@ -314,6 +323,8 @@ class Wal:
                 first = _parse_segment_name(entry.name)
                 if first is not None:
                     found.append((first, Path(entry.path)))
+                elif entry.name in {f"{_SPARE_PREFIX}{i}" for i in range(MAX_SPARES)}:
+                    self._spares.append(Path(entry.path))
         except OSError as exc:
             raise _io_error("list directory", d, exc) from exc
         found.sort()
@@ -326,17 +337,18 @@ class Wal:
                 data = path.read_bytes()
             except OSError as exc:
                 raise _io_error("read", path, exc) from exc
-            header_ok = (
-                len(data) >= SEGMENT_HEADER_LEN
-                and data[:8] == SEGMENT_MAGIC
-                and _U64.unpack_from(data, 8)[0] == first
-                and first >= prev_end
-            )
+            ours = len(data) >= SEGMENT_HEADER_LEN and data[:8] in (SEGMENT_MAGIC, RECYCLED_MAGIC)
+            recycled = ours and data[:8] == RECYCLED_MAGIC
+            header_ok = ours and _U64.unpack_from(data, 8)[0] == first and first >= prev_end
             if header_ok:
                 scan = _scan_segment(data, first)
+            elif ours and _U64.unpack_from(data, 8)[0] < first and not _scan_segment(data, first).records:
+                scan = _Scan([], 0, None)  # a spare renamed for reuse whose new header never reached the disk
             else:
                 frames = _count_frames(data, 16) if len(data) >= SEGMENT_HEADER_LEN else 0
                 scan = _Scan([], 0, ("bad segment header", frames))
+            if recycled:
+                scan.bad = None  # the stale frames of the file's previous use
             if scan.bad is not None:
                 why, frames = scan.bad
                 skipped = len(data) - scan.valid_len
@@ -487,11 +499,23 @@ class Wal:
         if old is not None:  # a leftover without records (after a failed write): replace it
             self._total -= old.bytes
             self._firsts.remove(first)
-        try:
-            f = _File(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
-            f.write(memoryview(SEGMENT_MAGIC + _U64.pack(first)))
-        except OSError as exc:
-            raise _io_error("create segment", path, exc) from exc
+        f: _File | None = None
+        while f is None and self._spares:
+            spare = self._spares.pop()
+            try:  # overwrite a spare from the start: no blocks to allocate, none freed
+                os.rename(spare, path)
+                f = _File(os.open(path, os.O_WRONLY))
+                f.write(memoryview(RECYCLED_MAGIC + _U64.pack(first)))
+            except OSError:
+                f = None
+                for gone in (spare, path):
+                    gone.unlink(missing_ok=True)
+        if f is None:
+            try:
+                f = _File(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+                f.write(memoryview(SEGMENT_MAGIC + _U64.pack(first)))
+            except OSError as exc:
+                raise _io_error("create segment", path, exc) from exc
         try:
             _sync_dir(self._dir)
         except WalError:
@@ -582,7 +606,8 @@ class Wal:
             self._write_checkpoint(body)
             deleted = 0
             for first, path in doomed:
-                _remove(path)
+                if not self._keep_as_spare(path):
+                    _remove(path)
                 with self._lock:
                     gone = self._segments.pop(first, None)
                     if gone is not None:
@@ -592,6 +617,25 @@ class Wal:
             if deleted:
                 _sync_dir(self._dir)
             return deleted
+
+    def _keep_as_spare(self, path: Path) -> bool:
+        """Rename a delivered segment file to a free spare name (see the module doc)."""
+        with self._lock:
+            slot = next(
+                (p for p in (self._dir / f"{_SPARE_PREFIX}{i}" for i in range(MAX_SPARES)) if p not in self._spares),
+                None,
+            )
+        if slot is None:
+            return False
+        try:
+            if path.stat().st_size > 2 * self._segment_bytes:
+                return False
+            os.rename(path, slot)
+        except OSError:
+            return False
+        with self._lock:
+            self._spares.append(slot)
+        return True
 
     def _write_checkpoint(self, body: bytes) -> None:
         tmp = self._dir / _CHECKPOINT_TMP
@@ -617,14 +661,16 @@ class Wal:
                 raise WalError("write-ahead log is closed")
             want = {lsn for lsn in self._undelivered if lsn < self._replay_end}
             files = [
-                (first, s.path)
+                (first, s.path, s.bytes)
                 for first, s in sorted(self._segments.items())
                 if first < self._replay_end and s.undelivered > 0
             ]
         out: list[tuple[int, bytes]] = []
-        for first, path in files:
+        for first, path, size in files:
             try:
                 data = path.read_bytes()
+                if len(data) > size:  # a recycled segment's stale frames
+                    data = data[:size]
             except FileNotFoundError:  # deleted meanwhile: all its records were delivered
                 continue
             except OSError as exc:

@@ -352,6 +352,15 @@ class Wal:
         then records. Each open starts a new segment for its appends (created lazily by the
         first append); a batch goes whole into one segment; a new segment starts when the next
         batch would take the active one (if it holds any record) past segment_bytes.
+      spare "spare-0", "spare-1": a fully delivered segment file kept for reuse instead of
+        deleted (at most 2, each at most 2 x segment_bytes; not counted in bytes/segments).
+        A new segment renames a spare and overwrites it from the start, with the header
+        b"LDWALSR1" + first_lsn (recycled): after its records come the old file's stale frames,
+        whose lsns are below first_lsn, so its scan stops there with no note, no count and no
+        cut. (Deleting a file frees its blocks; on a filesystem mounted with `discard` that
+        journal commit stalls every concurrent fsync for 10-25 ms.) A segment whose header
+        still names an older first_lsn and that holds no record of its own (a spare renamed just
+        before a crash) is deleted without a note.
       record: len: u32, crc: u32, lsn: u64, payload (len bytes), where
         crc = crc32c(len_le ++ lsn_le ++ payload) (Castagnoli, as in iSCSI/ext4).
         In a segment the lsns are first_lsn, first_lsn + 1, ...; lsns never repeat across
@@ -402,9 +411,9 @@ class Wal:
         already delivered lsns are ignored). In memory only: the next checkpoint() or close()
         persists it, so after a crash the records acked since are given back again."""
     def checkpoint(self) -> int:
-        """Persist progress (progress.ckpt), then delete every segment whose records are all
-        delivered (the active one too: the next append starts a new segment). Returns the number
-        of segments deleted. Call it periodically, off the event loop."""
+        """Persist progress (progress.ckpt), then delete (or keep as a spare) every segment whose
+        records are all delivered (the active one too: the next append starts a new segment).
+        Returns the number of segments removed. Call it periodically, off the event loop."""
     def replay(self) -> list[tuple[int, bytes]]:
         """(lsn, payload) of every record that recovery found undelivered and that is still
         undelivered, in lsn order, read back from disk (records appended since open are not

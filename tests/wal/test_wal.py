@@ -316,6 +316,87 @@ def test_both_backends_write_identical_bytes(writer_reader: tuple[Any, Any], tmp
         assert (dirs["a"] / n).read_bytes() == (dirs["b"] / n).read_bytes(), n
 
 
+# -- recycled segments ----------------------------------------------------------------------
+
+
+def spares(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name.startswith("spare-"))
+
+
+def test_delivered_segments_are_recycled_and_their_stale_tails_ignored(Wal: Any, tmp_path: Path) -> None:
+    rec = b"r" * 100
+    size = HDR + 4 * (HDR + 100)
+    wal = Wal(tmp_path, segment_bytes=size)
+    wal.append_many([rec] * 4)
+    wal.append_many([rec] * 4)
+    wal.append_many([rec] * 4)
+    assert segments(tmp_path) == [seg(0), seg(4), seg(8)]
+    wal.ack(range(12))
+    assert wal.checkpoint() == 3
+    # kept for reuse instead of deleted (deleting frees blocks: slow on a discard mount), two at most
+    assert (segments(tmp_path), spares(tmp_path)) == ([], ["spare-0", "spare-1"])
+    assert wal.append_many([b"new-a", b"new-b"]) == [12, 13]  # written over a spare
+    assert spares(tmp_path) == ["spare-0"]
+    raw = (tmp_path / seg(12)).read_bytes()
+    assert raw[:8] == b"LDWALSR1" and int.from_bytes(raw[8:16], "little") == 12
+    assert len(raw) == size  # the old file's frames are still there after the new records
+    assert wal.stats()["bytes"] == HDR + 2 * (HDR + 5)  # the log counts only its own bytes
+    crash(wal)
+
+    wal = Wal(tmp_path, segment_bytes=size)
+    assert wal.recovery_notes == []  # the stale frames are not damage
+    assert wal.replay() == [(12, b"new-a"), (13, b"new-b")]
+    assert wal.stats()["skipped_records"] == 0
+    assert wal.append(b"next") == 14
+    wal.close()
+
+
+def test_each_backend_reads_the_others_recycled_segments(writer_reader: tuple[Any, Any], tmp_path: Path) -> None:
+    W, R = writer_reader
+    wal = W(tmp_path, segment_bytes=300)
+    data = payloads(30, "s")
+    for i in range(0, 30, 3):
+        wal.append_many(data[i : i + 3])
+    wal.ack(range(30))
+    wal.checkpoint()
+    assert spares(tmp_path)
+    wal.append_many([b"over-1", b"over-2", b"over-3"])
+    wal.ack([31])
+    wal.checkpoint()
+    crash(wal)
+    wal = R(tmp_path, segment_bytes=300)
+    assert wal.recovery_notes == []
+    assert wal.replay() == [(30, b"over-1"), (32, b"over-3")]
+    wal.close()
+
+
+def test_a_spare_renamed_before_its_new_header_reached_the_disk_is_dropped_quietly(
+    Wal: Any, tmp_path: Path
+) -> None:
+    wal = Wal(tmp_path, segment_bytes=HDR + 2 * (HDR + 10))
+    wal.append_many([b"x" * 10, b"y" * 10])
+    wal.append(b"keep")
+    wal.ack([0, 1])
+    wal.checkpoint()
+    crash(wal)
+    assert spares(tmp_path) == ["spare-0"]
+    os.rename(tmp_path / "spare-0", tmp_path / seg(3))  # the rename landed, the header write did not
+    wal = Wal(tmp_path)
+    assert wal.recovery_notes == []
+    assert wal.replay() == [(2, b"keep")]
+    assert segments(tmp_path) == [seg(2)]
+    wal.close()
+
+
+def test_oversized_delivered_files_are_deleted_not_kept(Wal: Any, tmp_path: Path) -> None:
+    wal = Wal(tmp_path, segment_bytes=100)
+    wal.append(b"b" * 500)  # one record larger than twice segment_bytes: a segment of its own
+    wal.ack([0])
+    wal.checkpoint()
+    assert (segments(tmp_path), spares(tmp_path)) == ([], [])
+    wal.close()
+
+
 # -- a real crash --------------------------------------------------------------------------
 
 CHILD = """

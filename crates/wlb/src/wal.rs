@@ -18,6 +18,16 @@
 //!   before any segment is deleted. New lsns start at or above its `next_lsn`, so a range can
 //!   never cover a record appended later.
 //!
+//! * Spare `spare-0`, `spare-1`: a fully delivered segment file kept for reuse instead of
+//!   being deleted (at most [`MAX_SPARES`], each at most twice `segment_bytes`). The next
+//!   segment is made by renaming a spare and overwriting it from the start, with the header
+//!   `b"LDWALSR1"` then `first_lsn`: a recycled segment. Past its last record it holds the old
+//!   file's stale frames, whose lsns are all below `first_lsn`, so a scan stops there
+//!   silently. Why: deleting a file frees its blocks, and on a filesystem mounted with
+//!   `discard` the journal commit that frees them stalls every concurrent fsync for 10-25 ms;
+//!   overwriting blocks that are already allocated also keeps the file size (metadata) out of
+//!   most group commits.
+//!
 //! Group commit: an appender writes its frames under the state lock, then waits until a
 //! sync covers its write. The first waiter that finds no sync running becomes the leader:
 //! it waits `commit_delay` (so that more appenders join), takes the set of dirty files,
@@ -35,6 +45,11 @@ use std::time::{Duration, Instant};
 
 /// First 8 bytes of every segment file.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"LDWALSG1";
+/// First 8 bytes of a segment written over a spare (recycled) file: stale frames follow its records.
+pub const RECYCLED_MAGIC: &[u8; 8] = b"LDWALSR1";
+/// Fully delivered segment files kept for reuse.
+pub const MAX_SPARES: usize = 2;
+const SPARE_PREFIX: &str = "spare-";
 /// First 8 bytes of the progress file.
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"LDWALCK1";
 /// Segment header: magic + first lsn.
@@ -183,6 +198,8 @@ struct Failure {
 
 struct State {
     closed: bool,
+    /// Spare files ready for reuse.
+    spares: Vec<PathBuf>,
     segments: BTreeMap<u64, Segment>,
     active: Option<Active>,
     /// Files written since the last sync snapshot (the active one at most once).
@@ -438,10 +455,17 @@ impl Wal {
         };
 
         let mut found = Vec::new();
+        let mut spares = Vec::new();
         for entry in fs::read_dir(&dir).map_err(|e| WalError::io("list directory", &dir, &e))? {
             let entry = entry.map_err(|e| WalError::io("list directory", &dir, &e))?;
-            if let Some(first) = entry.file_name().to_str().and_then(parse_segment_name) {
+            let name = entry.file_name();
+            let name = name.to_str().unwrap_or("");
+            if let Some(first) = parse_segment_name(name) {
                 found.push((first, entry.path()));
+            } else if let Some(k) = name.strip_prefix(SPARE_PREFIX) {
+                if (0..MAX_SPARES).any(|i| k == i.to_string()) {
+                    spares.push(entry.path());
+                }
             }
         }
         found.sort();
@@ -454,12 +478,22 @@ impl Wal {
         for (first, path) in found {
             let name = segment_name(first);
             let data = fs::read(&path).map_err(|e| WalError::io("read", &path, &e))?;
-            let header_ok = data.len() >= SEGMENT_HEADER_LEN as usize
-                && &data[..8] == SEGMENT_MAGIC
-                && u64_at(&data, 8) == first
-                && first >= prev_end;
-            let scan = if header_ok {
+            let ours = data.len() >= SEGMENT_HEADER_LEN as usize
+                && (&data[..8] == SEGMENT_MAGIC || &data[..8] == RECYCLED_MAGIC);
+            let recycled = ours && &data[..8] == RECYCLED_MAGIC;
+            let header_ok = ours && u64_at(&data, 8) == first && first >= prev_end;
+            let mut scan = if header_ok {
                 scan_segment(&data, first)
+            } else if ours
+                && u64_at(&data, 8) < first
+                && scan_segment(&data, first).records.is_empty()
+            {
+                // A spare renamed for reuse whose new header never reached the disk: no records.
+                Scan {
+                    records: Vec::new(),
+                    valid_len: 0,
+                    bad: None,
+                }
             } else {
                 let frames = if data.len() >= SEGMENT_HEADER_LEN as usize {
                     count_frames(&data, 16)
@@ -472,6 +506,9 @@ impl Wal {
                     bad: Some(("bad segment header", frames)),
                 }
             };
+            if recycled {
+                scan.bad = None; // the stale frames of the file's previous use
+            }
             if let Some((why, frames)) = scan.bad {
                 let skipped = (data.len() - scan.valid_len) as u64;
                 recovery.notes.push(format!(
@@ -518,6 +555,7 @@ impl Wal {
             opts,
             state: Mutex::new(State {
                 closed: false,
+                spares,
                 segments,
                 active: None,
                 dirty: Vec::new(),
@@ -716,16 +754,42 @@ impl Wal {
             // A leftover without records (only possible after a failed write): replace it.
             st.total_bytes -= old.bytes;
         }
-        let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN as usize);
-        header.extend_from_slice(SEGMENT_MAGIC);
-        header.extend_from_slice(&first.to_le_bytes());
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(&header).map(|()| f))
-            .map_err(|e| WalError::io("create segment", &path, &e))?;
+        let header = |magic: &[u8; 8]| {
+            let mut h = Vec::with_capacity(SEGMENT_HEADER_LEN as usize);
+            h.extend_from_slice(magic);
+            h.extend_from_slice(&first.to_le_bytes());
+            h
+        };
+        let mut reused = None;
+        while let Some(spare) = st.spares.pop() {
+            // Overwrite a spare from the start: no blocks to allocate, none freed.
+            let opened = fs::rename(&spare, &path).and_then(|()| {
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(&header(RECYCLED_MAGIC)).map(|()| f))
+            });
+            match opened {
+                Ok(f) => {
+                    reused = Some(f);
+                    break;
+                }
+                Err(_) => {
+                    let _ = fs::remove_file(&spare);
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        let file = match reused {
+            Some(f) => f,
+            None => OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(&header(SEGMENT_MAGIC)).map(|()| f))
+                .map_err(|e| WalError::io("create segment", &path, &e))?,
+        };
         if let Err(e) = sync_dir(&self.dir) {
             let _ = fs::remove_file(&path);
             return Err(e);
@@ -830,9 +894,11 @@ impl Wal {
         let mut deleted = 0;
         let mut result = Ok(());
         for (first, path) in &doomed {
-            if let Err(e) = remove_file(path) {
-                result = Err(e);
-                break;
+            if !self.keep_as_spare(path) {
+                if let Err(e) = remove_file(path) {
+                    result = Err(e);
+                    break;
+                }
             }
             let mut st = lock(&self.state);
             if let Some(seg) = st.segments.remove(first) {
@@ -844,6 +910,24 @@ impl Wal {
             sync_dir(&self.dir)?;
         }
         result.map(|()| deleted)
+    }
+
+    /// Renames a delivered segment file to a free spare name (see the module doc); false when
+    /// there is no free one, the file is too large to keep, or the rename fails.
+    fn keep_as_spare(&self, path: &Path) -> bool {
+        let slot = {
+            let st = lock(&self.state);
+            (0..MAX_SPARES)
+                .map(|i| self.dir.join(format!("{SPARE_PREFIX}{i}")))
+                .find(|p| !st.spares.contains(p))
+        };
+        let Some(slot) = slot else { return false };
+        let small = fs::metadata(path).is_ok_and(|m| m.len() <= 2 * self.opts.segment_bytes);
+        if !small || fs::rename(path, &slot).is_err() {
+            return false;
+        }
+        lock(&self.state).spares.push(slot);
+        true
     }
 
     fn write_checkpoint(&self, body: &[u8]) -> Result<()> {
@@ -862,7 +946,7 @@ impl Wal {
     /// Every record that recovery found undelivered and that is still undelivered now, as
     /// (lsn, payload) in lsn order, read back from disk.
     pub fn replay(&self) -> Result<Vec<(u64, Vec<u8>)>> {
-        let (want, files): (BTreeSet<u64>, Vec<(u64, PathBuf)>) = {
+        let (want, files): (BTreeSet<u64>, Vec<(u64, PathBuf, u64)>) = {
             let st = lock(&self.state);
             if st.closed {
                 return Err(WalError::Closed);
@@ -872,14 +956,18 @@ impl Wal {
                 .segments
                 .iter()
                 .filter(|(first, s)| **first < self.replay_end && s.undelivered > 0)
-                .map(|(first, s)| (*first, s.path.clone()))
+                .map(|(first, s)| (*first, s.path.clone(), s.bytes))
                 .collect();
             (want, files)
         };
         let mut out = Vec::with_capacity(want.len());
-        for (first, path) in files {
+        for (first, path, size) in files {
             let data = match fs::read(&path) {
-                Ok(data) => data,
+                // a recycled segment's stale frames follow its `size` bytes
+                Ok(mut data) => {
+                    data.truncate(size as usize);
+                    data
+                }
                 // deleted meanwhile: then all its records were delivered
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(WalError::io("read", &path, &e)),
