@@ -25,7 +25,6 @@ import platform
 import re
 import resource
 import secrets
-import shlex
 import shutil
 import signal
 import socket
@@ -51,7 +50,7 @@ TOKEN_WIDTH = 20  # nonce (8) + thread (2) + counter (10), see bench/wrk/post.lu
 PLACEHOLDER = "@@ID@@"
 SYSTEMS = ("logdist-memory", "logdist-wal", "nginx", "haproxy")
 # also accepted by --systems: the same on the pure-Python core (for the Rust-vs-Python ratio)
-EXTRA_SYSTEMS = ("logdist-memory-py", "logdist-wal-py", "logdist-memory-2p", "logdist-wal-2p")
+EXTRA_SYSTEMS = ("logdist-memory-py", "logdist-wal-py", "logdist-memory-1w", "logdist-wal-1w")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -463,24 +462,16 @@ def start_system(name: str, sinks: Sinks, workdir: Path, args: argparse.Namespac
                 config[key] = value
         cfg_path = workdir / "distributor.json"
         cfg_path.write_text(json.dumps(config, indent=2))
-        # "-2p": two independent distributors sharing the port with SO_REUSEPORT (the kernel
-        # spreads the connections), each with its own state dir; measured as one system.
-        procs = 2 if name.endswith("-2p") else 1
-        cmds = []
-        for i in range(procs):
-            state = workdir / ("state" if procs == 1 else f"state-{i}")
-            state.mkdir(exist_ok=True)
-            cmds.append([
-                sys.executable, "-m", "logdist", "distributor", "--config", str(cfg_path),
-                "--port", str(port), "--durability", durability, "--state-dir", str(state),
-                *(["--reuse-port"] if procs > 1 else []), *args.logdist_arg,
-            ])  # fmt: skip
-        if procs == 1:
-            argv = cmds[0]
-        else:  # a shell parent: SIGTERM to it stops both (Proc.stop signals the parent only)
-            starts = " ".join(f"{shlex.join(c)} & p{i}=$!;" for i, c in enumerate(cmds))
-            kills = " ".join(f"$p{i}" for i in range(procs))
-            argv = ["/bin/sh", "-c", f"trap 'kill -TERM {kills}; wait' TERM INT; {starts} wait"]
+        # `--workers N`: N distributor processes on the port (SO_REUSEPORT) under one
+        # supervisor; /queue and /api/v1/metrics answer for all of them. "-1w": one process.
+        workers = 1 if name.endswith("-1w") else args.logdist_workers
+        state = workdir / "state"
+        state.mkdir(exist_ok=True)
+        argv = [
+            sys.executable, "-m", "logdist", "distributor", "--config", str(cfg_path),
+            "--port", str(port), "--durability", durability, "--state-dir", str(state),
+            *(["--workers", str(workers)] if workers > 1 else []), *args.logdist_arg,
+        ]  # fmt: skip
         proc = Proc(name, argv, workdir / f"{name}.log", env=logdist_env(args, pure))
         base = f"http://127.0.0.1:{port}"
         sysm = System(
@@ -488,10 +479,9 @@ def start_system(name: str, sinks: Sinks, workdir: Path, args: argparse.Namespac
             port,
             proc.start(),
             "/health",
-            # with several processes, /queue and /api/v1/metrics answer for one of them only
-            queue_url=base + "/queue" if procs == 1 else None,
-            metrics_url=base + "/api/v1/metrics" if procs == 1 else None,
-            info={"argv": cmds[0][1:], "processes": procs},
+            queue_url=base + "/queue",
+            metrics_url=base + "/api/v1/metrics",
+            info={"argv": argv[1:], "workers": workers},
         )
     try:
         wait_ready(sysm.proc, port, sysm.health_path)

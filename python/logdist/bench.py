@@ -75,6 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "packet id; static: one fixed body",
     )
     parser.add_argument("--proxy-workers", type=int, default=2, help="nginx workers / HAProxy threads (2)")
+    parser.add_argument(
+        "--logdist-workers",
+        type=int,
+        default=2,
+        help="`logdist distributor --workers N` for logdist-memory/-wal (2: one per core here, as nginx's "
+        "workers); the -1w systems run one process",
+    )
     parser.add_argument("--sink-workers", type=int, default=1, help="worker processes of the nginx sinks (1)")
     parser.add_argument("--pure", action="store_true", help="run logdist on the pure-Python backend (LOGDIST_PURE=1)")
     parser.add_argument(

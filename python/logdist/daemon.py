@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import uvloop
@@ -55,6 +55,7 @@ async def _serve(
     grace: float,
     on_reload: Callable[[], Coroutine[Any, Any, None]] | None,
     reuse_port: bool,
+    also_listen: Sequence[tuple[str, int]] = (),
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -86,6 +87,8 @@ async def _serve(
     sock = bind_socket(host, port, reuse_port)
     site = web.SockSite(runner, sock)
     await site.start()
+    for h, p in also_listen:  # e.g. a worker's private control port
+        await web.SockSite(runner, bind_socket(h, p)).start()
     log.info("listening on http://%s:%d", host, port)
     try:
         await stop.wait()
@@ -104,8 +107,9 @@ def serve(
     grace: float = 10.0,
     on_reload: Callable[[], Coroutine[Any, Any, None]] | None = None,
     reuse_port: bool = False,
+    also_listen: Sequence[tuple[str, int]] = (),
 ) -> int:
     """Run `app` until a stop signal; returns the process exit code."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(app, host, port, grace, on_reload, reuse_port))
+        runner.run(_serve(app, host, port, grace, on_reload, reuse_port, also_listen))
     return 0

@@ -27,12 +27,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="bind with SO_REUSEPORT, so that several independent distributors (each with its own "
         "--state-dir, queues, metrics and packet-dedup window) can share one port",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run N distributor processes on the port (SO_REUSEPORT), one per core: each keeps its own "
+        "queues and <state-dir>/worker-<i>; admin changes reach all, figures are gathered from all",
+    )
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # "i/n": started by --workers
+    p.add_argument("--control-ports", help=argparse.SUPPRESS)  # every worker's private loopback port
     p.add_argument("--log-level", default="INFO")
 
 
 def run(args: argparse.Namespace) -> int:
     from logdist import daemon
     from logdist.config import DistributorConfig, load_distributor_config
+    from logdist.distributor import workers
     from logdist.distributor.app import build_app, reloader
 
     cfg = load_distributor_config(args.config) if args.config else DistributorConfig()
@@ -47,8 +57,24 @@ def run(args: argparse.Namespace) -> int:
         "shutdown_grace_s": args.grace,
     }
     cfg = cfg.with_overrides(**overrides)
-    daemon.setup_logging("distributor", args.log_level)
+    if args.workers is not None and args.workers < 1:
+        raise SystemExit("logdist distributor: --workers must be >= 1")
+    if args.workers and args.workers > 1 and not args.worker:
+        daemon.setup_logging("distributor", args.log_level)
+        return workers.supervise(args, args.workers, cfg.state_dir, cfg.port, cfg.shutdown_grace_s)
+    also_listen: list[tuple[str, int]] = []
+    if args.worker:
+        index, n = workers.parse_worker(args.worker)
+        ports = tuple(int(p) for p in args.control_ports.split(","))
+        if len(ports) != n:
+            raise SystemExit(f"logdist distributor: --worker {args.worker} needs {n} --control-ports")
+        daemon.setup_logging(f"distributor-{index}", args.log_level)
+        also_listen.append(("127.0.0.1", ports[index]))
+    else:
+        daemon.setup_logging("distributor", args.log_level)
     app = build_app(cfg)
+    if args.worker:
+        workers.install(app, workers.Peers(index, ports))
     return daemon.serve(
         app,
         cfg.host,
@@ -56,4 +82,5 @@ def run(args: argparse.Namespace) -> int:
         grace=cfg.shutdown_grace_s,
         on_reload=reloader(app, args.config, overrides),
         reuse_port=args.reuse_port,
+        also_listen=also_listen,
     )

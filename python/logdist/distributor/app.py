@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -16,6 +17,7 @@ from logdist.distributor.dashboard import PAGE
 from logdist.distributor.engine import Distributor
 from logdist.distributor.ingest import DIST, error, ingest, json_response
 from logdist.distributor.wal_store import make_store
+from logdist.distributor.workers import PEERS
 from logdist.errors import WeightError
 
 log = logging.getLogger("logdist.distributor")
@@ -58,7 +60,11 @@ async def _json_body(request: web.Request) -> Any:
 
 async def health(request: web.Request) -> web.Response:
     d = request.app[DIST]
-    return json_response(metrics.health(d), 200 if d.accepting else 503)
+    h = metrics.health(d)
+    if PEERS in request.app:  # one of --workers N
+        h["worker"] = request.app[PEERS].index
+        h["pid"] = os.getpid()
+    return json_response(h, 200 if d.accepting else 503)
 
 
 async def queue(request: web.Request) -> web.Response:
@@ -66,7 +72,10 @@ async def queue(request: web.Request) -> web.Response:
 
 
 async def api_metrics(request: web.Request) -> web.Response:
-    return json_response(metrics.snapshot(request.app[DIST]))
+    snap = metrics.snapshot(request.app[DIST])
+    if PEERS in request.app:
+        snap["worker"] = request.app[PEERS].index
+    return json_response(snap)
 
 
 async def prometheus(request: web.Request) -> web.Response:

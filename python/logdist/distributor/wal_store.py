@@ -282,9 +282,7 @@ class WalStore:
         self._flushes.add(t)
         t.add_done_callback(self._flushes.discard)
 
-    async def _write(
-        self, batch: list[tuple[Sequence[Part], Key | None, asyncio.Future[list[int]]]]
-    ) -> None:
+    async def _write(self, batch: list[tuple[Sequence[Part], Key | None, asyncio.Future[list[int]]]]) -> None:
         try:
             payloads = [rec for parts, key, _ in batch for rec in encode_parts(parts, key)]
             try:
@@ -325,9 +323,7 @@ class WalStore:
             if self._queue:
                 self._flush_queue()
 
-    def _stored(
-        self, parts: Sequence[Part], key: Key | None, fut: asyncio.Future[list[int]], lsns: list[int]
-    ) -> None:
+    def _stored(self, parts: Sequence[Part], key: Key | None, fut: asyncio.Future[list[int]], lsns: list[int]) -> None:
         if fut.cancelled():
             # Nobody will queue (or acknowledge to a client) these parts: do not let them
             # hold their segment forever. (A restart before the next checkpoint replays them.)

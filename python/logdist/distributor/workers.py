@@ -1,0 +1,410 @@
+"""`logdist distributor --workers N`: N distributor processes share one port (SO_REUSEPORT).
+
+One Python process routes about a million messages a second on one core; the kernel spreads
+connections over N processes, so N cores can work. Each worker is a whole distributor (queues,
+router, retries, its own write-ahead log and dead letters in <state_dir>/worker-<i>), so every
+guarantee holds per worker. What the workers must agree on is kept in step here:
+
+* the supervisor (the process started by the user) starts the workers, forwards SIGTERM, SIGINT
+  and SIGHUP (a config reload reaches every worker), and restarts a worker that dies (it then
+  replays its own write-ahead log, as after any crash);
+* every worker also listens on a private loopback control port. A change made through the admin
+  API on one worker (register, patch, delete an analyzer; replay dead letters) is applied there
+  and then sent to the others; a read of /health, /queue, /api/v1/metrics, /metrics or
+  /api/v1/dead-letters gathers every worker's figures into one answer.
+
+Each worker keeps its own (emitter_id, packet_id) dedup window: a retried packet that arrives
+on another connection may reach another worker and be delivered again; the analyzers'
+message-id dedup counts it once (as after any redelivery).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+log = logging.getLogger("logdist.workers")
+
+PEER_HEADER = "X-Logdist-Peer"
+_MUTATING = ("POST", "PATCH", "DELETE")
+
+
+@dataclass(frozen=True)
+class Peers:
+    """This worker's index and every worker's control port (this one's included)."""
+
+    index: int
+    ports: tuple[int, ...]
+
+    @property
+    def others(self) -> list[tuple[int, int]]:
+        return [(i, p) for i, p in enumerate(self.ports) if i != self.index]
+
+
+PEERS = web.AppKey("peers", Peers)
+SESSION = web.AppKey("peer_session", aiohttp.ClientSession)
+
+
+def parse_worker(spec: str) -> tuple[int, int]:
+    i, _, n = spec.partition("/")
+    index, count = int(i), int(n)
+    if not 0 <= index < count:
+        raise ValueError(f"bad --worker {spec!r}")
+    return index, count
+
+
+# --- the workers' side: fan-out of admin changes, gathering of figures --------------------------
+
+
+async def _ask(app: web.Application, method: str, path_qs: str, body: bytes, ctype: str | None) -> list[Any]:
+    """The request on every other worker: [(index, status, JSON or None, error text)]."""
+    peers = app[PEERS]
+    session = app[SESSION]
+    headers = {PEER_HEADER: str(peers.index)}
+    if ctype:
+        headers["Content-Type"] = ctype
+
+    async def one(i: int, port: int) -> tuple[int, int, Any, str]:
+        try:
+            async with session.request(method, f"http://127.0.0.1:{port}{path_qs}", data=body or None,
+                                       headers=headers) as r:  # fmt: skip
+                raw = await r.read()
+                try:
+                    return i, r.status, orjson.loads(raw) if "json" in r.content_type else raw.decode(), ""
+                except orjson.JSONDecodeError:
+                    return i, r.status, None, raw[:200].decode(errors="replace")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return i, 0, None, f"{type(exc).__name__}: {exc}"
+
+    return list(await asyncio.gather(*(one(i, p) for i, p in peers.others)))
+
+
+def _sum(values: Sequence[Any]) -> Any:
+    nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return sum(nums) if nums else (values[0] if values else None)
+
+
+def merge_health(mine: dict[str, Any], others: list[dict[str, Any]], index: int) -> dict[str, Any]:
+    every = [mine, *others]
+    out = dict(mine)
+    bad = [h["status"] for h in every if h.get("status") != "ok"]
+    out["status"] = bad[0] if bad else "ok"
+    out["held"] = sum(h.get("held", 0) for h in every)
+    out["eligible"] = min(h.get("eligible", 0) for h in every)  # eligible on every worker
+    out.pop("worker", None)
+    out.pop("pid", None)
+    out["workers"] = sorted(
+        ({"worker": h.get("worker", index), **{k: h.get(k) for k in ("status", "held", "pid")}} for h in every),
+        key=lambda w: w["worker"],
+    )
+    return out
+
+
+def merge_queue(mine: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:
+    every = [mine, *others]
+    out: dict[str, Any] = {k: _sum([q.get(k) for q in every]) for k in mine}
+    ages = [q["oldest_age_s"] for q in every if q.get("oldest_age_s") is not None]
+    out["oldest_age_s"] = max(ages) if ages else None
+    out["workers"] = len(every)
+    return out
+
+
+_ROW_MAX = ("consecutive_failures",)
+_ROW_KEEP = ("id", "url", "endpoint", "weight", "state", "eligible", "last_error", "expected_share", "saturated")
+
+
+def merge_snapshot(mine: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:
+    every = [mine, *others]
+    out = dict(mine)
+    out["totals"] = {k: _sum([s["totals"].get(k) for s in every]) for k in mine["totals"]}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for s in every:
+        for r in s["analyzers"]:
+            rows.setdefault(r["id"], []).append(r)
+    merged = []
+    for rs in rows.values():
+        first = rs[0]
+        row: dict[str, Any] = {}
+        for k, v in first.items():
+            if k in _ROW_KEEP:
+                row[k] = v
+            elif k in _ROW_MAX:
+                row[k] = max(r.get(k) or 0 for r in rs)
+            elif k == "latency_ms":
+                row[k] = {q: max((r[k][q] for r in rs if r[k].get(q) is not None), default=None) for q in v}
+            else:
+                row[k] = _sum([r.get(k) for r in rs])
+        row["saturated"] = any(r.get("saturated") for r in rs)
+        row["eligible"] = any(r.get("eligible") for r in rs)
+        merged.append(row)
+    acked = sum(r["acked"] for r in merged)
+    for r in merged:
+        r["share"] = round(r["acked"] / acked, 6) if acked else 0.0
+    out["analyzers"] = merged
+    out["queue_size"] = _sum([s.get("queue_size") for s in every])
+    out["store"] = [s.get("store") for s in every]
+    out["workers"] = len(every)
+    out["per_worker"] = sorted(
+        (
+            {
+                "worker": s.get("worker"),
+                "accepted": s["totals"]["accepted"],
+                "acked": s["totals"]["acked"],
+                "held": s["totals"]["held"],
+                "analyzers": {
+                    r["id"]: {"weight": r["weight"], "state": r["state"], "routed": r["routed"]} for r in s["analyzers"]
+                },
+            }
+            for s in every
+        ),
+        key=lambda w: (w["worker"] is None, w["worker"]),
+    )
+    out.pop("worker", None)
+    return out
+
+
+def merge_prometheus(texts: list[tuple[int, str]]) -> str:
+    """Every worker's exposition, each sample labelled worker="<i>", grouped by family."""
+    order: list[str] = []
+    head: dict[str, list[str]] = {}
+    samples: dict[str, list[str]] = {}
+    for index, text in texts:
+        family = ""
+        for line in text.splitlines():
+            if line.startswith("# "):
+                parts = line.split(" ", 3)
+                family = parts[2] if len(parts) > 2 else family
+                if family not in head:
+                    order.append(family)
+                    head[family] = []
+                    samples[family] = []
+                if line not in head[family]:
+                    head[family].append(line)
+                continue
+            if not line.strip():
+                continue
+            name, _, value = line.rpartition(" ")
+            label = f'worker="{index}"'
+            if name.endswith("{}"):
+                name = f"{name[:-2]}{{{label}}}"
+            elif name.endswith("}"):
+                name = f"{name[:-1]},{label}}}"
+            else:
+                name = f"{name}{{{label}}}"
+            samples.setdefault(family, []).append(f"{name} {value}")
+            if family not in head:
+                order.append(family)
+                head[family] = []
+    out: list[str] = []
+    for f in order:
+        out.extend(head[f])
+        out.extend(samples.get(f, []))
+    return "\n".join(out) + "\n"
+
+
+def merge_dead_letters(mine: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:
+    every = [mine, *others]
+    letters = sorted((m for d in every for m in d["dead_letters"]), key=lambda m: (m["time"], m["id"]))
+    return {"dead_letters": letters, "count": len(letters), "messages": sum(d["messages"] for d in every)}
+
+
+def merge_replay(mine: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:
+    every = [mine, *others]
+    missing = set(mine["missing"])
+    for d in others:
+        missing &= set(d["missing"])  # missing only if no worker had it
+    return {
+        "replayed": sum(d["replayed"] for d in every),
+        "messages": sum(d["messages"] for d in every),
+        "missing": [m for m in mine["missing"] if m in missing],
+    }
+
+
+_GATHER: dict[str, Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, Any]]] = {
+    "/queue": merge_queue,
+    "/api/v1/metrics": merge_snapshot,
+    "/api/v1/dead-letters": merge_dead_letters,
+}
+
+
+def _fans_out(method: str, path: str) -> bool:
+    return method in _MUTATING and (path.startswith("/api/v1/analyzers") or path == "/api/v1/dead-letters/replay")
+
+
+@web.middleware
+async def fanout(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+    """Installed on workers only: keeps admin changes and figures whole across the workers."""
+    if PEER_HEADER in request.headers:
+        return await handler(request)
+    method, path, app = request.method, request.path, request.app
+    if _fans_out(method, path):
+        body = await request.read()  # kept by aiohttp: the handler reads it again
+        resp = await handler(request)
+        if resp.status >= 300 and not (method == "DELETE" and resp.status == 404):
+            return resp
+        answers = await _ask(app, method, request.path_qs, body, request.headers.get("Content-Type"))
+        failed = [f"worker {i}: {status or ''} {err or data}".strip() for i, status, data, err in answers
+                  if not 200 <= status < 300 and not (method == "DELETE" and status == 404)]  # fmt: skip
+        if failed:
+            log.error("%s %s not applied on every worker: %s", method, path, "; ".join(failed))
+        if not isinstance(resp, web.Response) or resp.body is None:
+            return resp
+        mine = orjson.loads(resp.body)  # type: ignore[arg-type]
+        if path == "/api/v1/dead-letters/replay":
+            mine = merge_replay(mine, [data for _, status, data, _ in answers if status == 200])
+        elif method == "DELETE" and resp.status == 404:
+            if all(status == 404 for _, status, _, _ in answers):
+                return resp
+            mine = {"removed": request.match_info.get("id"), "rerouted": 0}
+        if failed:
+            mine["worker_errors"] = failed
+        return web.Response(body=orjson.dumps(mine), status=200 if resp.status == 404 else resp.status,
+                            content_type="application/json")  # fmt: skip
+    if method != "GET" or (path not in _GATHER and path not in ("/health", "/metrics")):
+        return await handler(request)
+    resp = await handler(request)
+    if not isinstance(resp, web.Response) or resp.body is None:
+        return resp
+    answers = await _ask(app, "GET", request.path_qs, b"", None)
+    index = app[PEERS].index
+    if path == "/metrics":
+        texts = [(index, resp.text or "")] + [(i, d) for i, s, d, _ in answers if s == 200 and isinstance(d, str)]
+        return web.Response(text=merge_prometheus(sorted(texts)), content_type="text/plain", charset="utf-8")
+    mine = orjson.loads(resp.body)  # type: ignore[arg-type]
+    others = [d for _, s, d, _ in answers if isinstance(d, dict) and s in (200, 503)]
+    lost = [i for i, s, d, _ in answers if not (isinstance(d, dict) and s in (200, 503))]
+    if path == "/health":
+        merged = merge_health(mine, others, index)
+        for i in lost:
+            merged["workers"].append({"worker": i, "status": "unreachable", "held": None, "pid": None})
+        if lost:
+            merged["status"] = merged["status"] if merged["status"] != "ok" else "degraded"
+        ok = merged["status"] == "ok"
+        return web.Response(body=orjson.dumps(merged), status=200 if ok else 503, content_type="application/json")
+    merged = _GATHER[path](mine, others)
+    if lost:
+        merged["unreachable_workers"] = lost
+    return web.Response(body=orjson.dumps(merged), status=resp.status, content_type="application/json")
+
+
+def install(app: web.Application, peers: Peers) -> None:
+    """Make `app` a worker: the fan-out middleware, and a client session for the peers."""
+    app[PEERS] = peers
+    app.middlewares.append(fanout)
+
+    async def session(app: web.Application) -> Any:
+        app[SESSION] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        yield
+        await app[SESSION].close()
+
+    app.cleanup_ctx.append(session)
+
+
+# --- the supervisor --------------------------------------------------------------------------
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def worker_argv(args: argparse.Namespace, index: int, n: int, state_dir: str, ports: list[int]) -> list[str]:
+    argv = [sys.executable, "-m", "logdist", "distributor", "--reuse-port",
+            "--worker", f"{index}/{n}", "--control-ports", ",".join(map(str, ports)),
+            "--state-dir", str(Path(state_dir) / f"worker-{index}"), "--log-level", args.log_level]  # fmt: skip
+    for flag, value in (("--config", args.config), ("--host", args.host), ("--port", args.port),
+                        ("--queue-size", args.queue_size), ("--strategy", args.strategy),
+                        ("--durability", args.durability), ("--grace", args.grace)):  # fmt: skip
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.seed is not None:
+        argv += ["--seed", str(args.seed + index)]  # independent draws per worker
+    return argv
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def supervise(args: argparse.Namespace, n: int, state_dir: str, port: int, grace: float) -> int:
+    """Run n workers until SIGTERM/SIGINT; restart any that dies. Returns the exit code."""
+    if port == 0:
+        log.error("--workers needs a fixed --port (the workers share it)")
+        return 2
+    ports = free_ports(n)
+    procs: list[subprocess.Popen[bytes] | None] = [None] * n
+    started = [0.0] * n
+    quick_deaths = [0] * n
+    stop_at: float | None = None
+
+    def start(i: int) -> None:
+        # Own process group: a Ctrl-C reaches the supervisor only, which forwards it once.
+        # PR_SET_PDEATHSIG: if the supervisor is killed, its workers get SIGTERM (no orphans).
+        p = subprocess.Popen(worker_argv(args, i, n, state_dir, ports), process_group=0, preexec_fn=_die_with_parent)
+        procs[i], started[i] = p, time.monotonic()
+        log.info("worker %d started (pid %d)", i, p.pid)
+
+    def send(sig: int) -> None:
+        for p in procs:
+            if p is not None and p.poll() is None:
+                p.send_signal(sig)
+
+    def on_signal(sig: int, _frame: Any) -> None:
+        nonlocal stop_at
+        if sig == signal.SIGHUP:
+            send(sig)  # every worker reloads the config file
+            return
+        if stop_at is not None:  # a second stop signal forces, as with a single distributor
+            send(signal.SIGKILL)
+            return
+        stop_at = time.monotonic()
+        send(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    for i in range(n):
+        start(i)
+    log.info("%d workers share port %d (SO_REUSEPORT); state in %s/worker-<i>", n, port, state_dir)
+    while True:
+        for i, p in enumerate(procs):
+            if p is None or (code := p.poll()) is None:
+                continue
+            if stop_at is not None:
+                procs[i] = None
+                continue
+            quick_deaths[i] = quick_deaths[i] + 1 if time.monotonic() - started[i] < 5 else 0
+            delay = min(0.2 * 2 ** quick_deaths[i], 5.0)
+            log.error("worker %d (pid %d) exited with %s; restarting it in %.1fs", i, p.pid, code, delay)
+            time.sleep(delay)
+            if stop_at is None:
+                start(i)
+        if stop_at is not None:
+            if all(p is None or p.poll() is not None for p in procs):
+                return 0
+            if time.monotonic() - stop_at > grace + 15:
+                send(signal.SIGKILL)
+        time.sleep(0.1)

@@ -1,0 +1,161 @@
+"""`logdist distributor --workers 2`: two real worker processes share the port under a real
+supervisor. Traffic reaches both, the API answers for both, admin changes reach both, a kill -9
+of a worker is repaired without losing an accepted message, and SIGTERM stops everything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from logdist.distributor.workers import merge_prometheus
+
+from .conftest import Cluster, assert_zero_loss, call, get, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def workers_of(cluster: Cluster) -> list[dict[str, Any]]:
+    """Every worker's status; /health answers 503 while one is down (then "unreachable")."""
+    status, doc, _ = call("GET", cluster.url + "/health")
+    assert status in (200, 503), (status, doc)
+    return doc["workers"]  # type: ignore[no-any-return]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def many_connections(cluster: Cluster, tag: str, n: int, per: int) -> list[Any]:
+    """n loads (one connection each, so the kernel spreads them over the workers)."""
+    return [cluster.load(f"{tag}{i}", packet_size=50, total=per).start() for i in range(n)]
+
+
+def both_took_traffic(cluster: Cluster, aid: str | None = None) -> bool:
+    rows = cluster.metrics()["per_worker"]
+    if aid is None:
+        return len(rows) == 2 and all(w["accepted"] > 0 for w in rows)
+    return len(rows) == 2 and all(w["analyzers"].get(aid, {}).get("routed", 0) > 0 for w in rows)
+
+
+def test_two_workers_share_the_port_and_answer_as_one(cluster: Cluster) -> None:
+    for aid in ("a1", "a2", "a3"):
+        cluster.analyzer(aid)
+    cluster.distributor({"a1": 0.75, "a2": 0.25}, "--workers", "2", durability="wal")
+    ws = workers_of(cluster)
+    assert [w["worker"] for w in ws] == [0, 1] and all(w["status"] == "ok" for w in ws)
+    assert len({w["pid"] for w in ws}) == 2
+
+    loads = many_connections(cluster, "w", 8, 2000)
+    for ld in loads:
+        ld.wait()
+    cluster.drained()
+    accepted = [i for ld in loads for i in ld.accepted]
+    assert len(accepted) == 16000
+    m = cluster.metrics()
+    assert m["workers"] == 2 and both_took_traffic(cluster)
+    assert m["totals"]["accepted"] == m["totals"]["acked"] == 16000  # the sum over both workers
+    assert sum(w["accepted"] for w in m["per_worker"]) == 16000
+    assert {r["id"]: r["acked"] for r in m["analyzers"]}.keys() == {"a1", "a2"}
+    share = next(r for r in m["analyzers"] if r["id"] == "a1")["share"]
+    assert abs(share - 0.75) < 0.03, share
+    assert_zero_loss(accepted, {a: cluster.ids(a) for a in ("a1", "a2")})
+    assert get(cluster.url + "/queue")["workers"] == 2
+
+    prom = call("GET", cluster.url + "/metrics")[1]
+    assert 'logdist_accepted_messages_total{worker="0"}' in prom
+    assert 'logdist_accepted_messages_total{worker="1"}' in prom
+    assert prom.count("# TYPE logdist_accepted_messages_total counter") == 1
+
+    # an admin change made through one worker reaches the other
+    st, doc, _ = call("POST", cluster.url + "/api/v1/analyzers",
+                      {"id": "a3", "url": cluster.analyzers["a3"].url, "weight": 1.0})  # fmt: skip
+    assert st == 201 and "worker_errors" not in doc, doc
+    assert all(w["analyzers"]["a3"]["weight"] == 1.0 for w in cluster.metrics()["per_worker"])
+    st, doc, _ = call("PATCH", cluster.url + "/api/v1/analyzers/a2", {"enabled": False})
+    assert st == 200 and "worker_errors" not in doc, doc
+    assert all(w["analyzers"]["a2"]["state"] == "disabled" for w in cluster.metrics()["per_worker"])
+    loads = many_connections(cluster, "x", 8, 1000)
+    wait_until(lambda: both_took_traffic(cluster, "a3"), 60, "a3 traffic from both workers")
+    for ld in loads:
+        ld.wait()
+    st, doc, _ = call("DELETE", cluster.url + "/api/v1/analyzers/a3")
+    assert st == 200 and doc["removed"] == "a3"
+    assert all("a3" not in w["analyzers"] for w in cluster.metrics()["per_worker"])
+    assert call("DELETE", cluster.url + "/api/v1/analyzers/a3")[0] == 404
+    cluster.drained()
+    accepted += [i for ld in loads for i in ld.accepted]
+    assert_zero_loss(accepted, {a: cluster.ids(a) for a in ("a1", "a2", "a3")})
+
+
+def test_a_killed_worker_is_restarted_and_replays_its_log(cluster: Cluster) -> None:
+    cluster.analyzer("a1")
+    cluster.analyzer("a2", "--latency-ms", "300")  # so that the log holds undelivered parts
+    cluster.distributor({"a1": 0.5, "a2": 0.5}, "--workers", "2", durability="wal")
+    loads = many_connections(cluster, "k", 6, 3000)
+    wait_until(lambda: sum(ld.count for ld in loads) >= 4000, 60, "some traffic")
+    victim = workers_of(cluster)[0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(
+        lambda: [w["status"] for w in workers_of(cluster)] == ["ok", "ok"] and victim not in
+        [w["pid"] for w in workers_of(cluster)],
+        60,
+        "the supervisor to restart the worker",
+    )  # fmt: skip
+    # the new worker replayed what its predecessor had accepted and not yet delivered
+    assert sum(st["wal_replayed_messages"] for st in cluster.metrics()["store"]) > 0
+    for ld in loads:
+        ld.wait()
+    call("POST", cluster.analyzers["a2"].url + "/fault", {"latency_ms": 0})
+    cluster.drained(90)
+    accepted = [i for ld in loads for i in ld.accepted]
+    assert len(accepted) == 18000
+    assert_zero_loss(accepted, {a: cluster.ids(a) for a in ("a1", "a2")}, allow_dupes=True)
+
+
+def test_sigterm_stops_the_supervisor_and_every_worker(cluster: Cluster) -> None:
+    cluster.analyzer("a1")
+    d = cluster.distributor({"a1": 1.0}, "--workers", "2")
+    pids = [w["pid"] for w in workers_of(cluster)]
+    assert all(alive(p) for p in pids)
+    assert d.stop() == 0
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids)
+
+
+def test_workers_need_a_fixed_port(spawn: Any, tmp_path: Any) -> None:
+    d = spawn("distributor", "--port", "0", "--workers", "2", "--state-dir", str(tmp_path), wait=False)
+    assert d.proc.wait(20) == 2
+    assert "--workers needs a fixed --port" in d.log.read_text()
+
+
+def test_prometheus_samples_get_a_worker_label_and_stay_grouped_by_family() -> None:
+    def page(x: int, y: int) -> str:
+        return (f'# HELP x_total X.\n# TYPE x_total counter\nx_total {x}\n'
+                f'# HELP y Y.\n# TYPE y gauge\ny{{analyzer="a1"}} {y}\n')  # fmt: skip
+
+    out = merge_prometheus([(0, page(3, 2)), (1, page(4, 5))])
+    assert out.splitlines() == [
+        "# HELP x_total X.",
+        "# TYPE x_total counter",
+        'x_total{worker="0"} 3',
+        'x_total{worker="1"} 4',
+        "# HELP y Y.",
+        "# TYPE y gauge",
+        'y{analyzer="a1",worker="0"} 2',
+        'y{analyzer="a1",worker="1"} 5',
+    ]
