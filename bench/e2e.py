@@ -1016,6 +1016,12 @@ def setup_info(args: argparse.Namespace, msg_bytes: int, pkt_bytes: int) -> dict
             "half_rate": f"wrk paced by the script's delay() hook (scheduled slots, {args.half_connections} "
             "connections) at half of the median sustained rate (min of accepted and delivered)",
         },
+        "processes": {
+            "logdist": f"logdist distributor --workers {args.logdist_workers} (SO_REUSEPORT, one supervisor); "
+            "the -1w systems: one process",
+            "nginx": f"{args.proxy_workers} worker processes",
+            "haproxy": f"{args.proxy_workers} threads",
+        },
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "runs": args.runs,

@@ -305,6 +305,7 @@ class Wal:
         next_lsn = 0
         ranges: list[tuple[int, int]] = []
         ckpt_path = d / CHECKPOINT_FILE
+        ck = None
         try:
             ck = _decode_checkpoint(ckpt_path.read_bytes())
             if ck is None:
@@ -328,10 +329,18 @@ class Wal:
         except OSError as exc:
             raise _io_error("list directory", d, exc) from exc
         found.sort()
+        self._spares.sort()
+        if ck is None:
+            # spares only ever follow a checkpoint; without one the lsns may restart at 0 and a
+            # stale frame could pass for a new record: drop them
+            for spare in self._spares:
+                _remove(spare)
+            self._spares = []
+        next_first = [found[i + 1][0] if i + 1 < len(found) else None for i in range(len(found))]
 
         prev_end = 0
         touched = False
-        for first, path in found:
+        for idx, (first, path) in enumerate(found):
             name = segment_name(first)
             try:
                 data = path.read_bytes()
@@ -347,8 +356,11 @@ class Wal:
             else:
                 frames = _count_frames(data, 16) if len(data) >= SEGMENT_HEADER_LEN else 0
                 scan = _Scan([], 0, ("bad segment header", frames))
-            if recycled:
-                scan.bad = None  # the stale frames of the file's previous use
+            end = scan.records[-1][0] + 1 if scan.records else None
+            if recycled and (next_first[idx] is None or end == next_first[idx]):
+                # the stale frames of the file's previous use (or a torn, never acknowledged last
+                # write); a recycled segment stopping short of the next one is damaged: reported
+                scan.bad = None
             if scan.bad is not None:
                 why, frames = scan.bad
                 skipped = len(data) - scan.valid_len

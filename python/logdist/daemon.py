@@ -56,6 +56,7 @@ async def _serve(
     on_reload: Callable[[], Coroutine[Any, Any, None]] | None,
     reuse_port: bool,
     also_listen: Sequence[tuple[str, int]] = (),
+    supervised: bool = False,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -67,6 +68,10 @@ async def _serve(
         if signals_seen == 1:
             log.info("%s: shutting down gracefully (grace %.1fs); send again to force", signame, grace)
             stop.set()
+        elif supervised:
+            # A worker of --workers N may get the signal twice (from its supervisor and from
+            # e.g. `pkill` or systemd): forcing is the supervisor's job (it sends SIGKILL).
+            log.info("%s again: already shutting down (the supervisor forces, if asked twice)", signame)
         else:
             log.warning("%s again: forcing exit", signame)
             os._exit(1)
@@ -84,13 +89,13 @@ async def _serve(
 
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=grace)
     await runner.setup()
-    sock = bind_socket(host, port, reuse_port)
-    site = web.SockSite(runner, sock)
-    await site.start()
-    for h, p in also_listen:  # e.g. a worker's private control port
-        await web.SockSite(runner, bind_socket(h, p)).start()
-    log.info("listening on http://%s:%d", host, port)
     try:
+        # a worker's private control port first: the public port takes traffic once all is up
+        for h, p in also_listen:
+            await web.SockSite(runner, bind_socket(h, p)).start()
+        site = web.SockSite(runner, bind_socket(host, port, reuse_port))
+        await site.start()
+        log.info("listening on http://%s:%d", host, port)
         await stop.wait()
     finally:
         # runner.cleanup stops the listener, lets handlers finish, then runs on_shutdown and
@@ -108,8 +113,9 @@ def serve(
     on_reload: Callable[[], Coroutine[Any, Any, None]] | None = None,
     reuse_port: bool = False,
     also_listen: Sequence[tuple[str, int]] = (),
+    supervised: bool = False,
 ) -> int:
     """Run `app` until a stop signal; returns the process exit code."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(app, host, port, grace, on_reload, reuse_port, also_listen))
+        runner.run(_serve(app, host, port, grace, on_reload, reuse_port, also_listen, supervised))
     return 0

@@ -143,6 +143,72 @@ def test_workers_need_a_fixed_port(spawn: Any, tmp_path: Any) -> None:
     assert "--workers needs a fixed --port" in d.log.read_text()
 
 
+def test_a_restarted_worker_catches_up_with_admin_changes(cluster: Cluster) -> None:
+    cluster.analyzer("a1")
+    cluster.analyzer("a2")
+    cluster.distributor({"a1": 0.5, "a2": 0.5}, "--workers", "2")
+    st, doc, _ = call("PATCH", cluster.url + "/api/v1/analyzers/a2", {"enabled": False, "weight": 0.3})
+    assert st == 200 and "worker_errors" not in doc
+    victim = workers_of(cluster)[1]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(
+        lambda: [w["status"] for w in workers_of(cluster)] == ["ok", "ok"]
+        and victim not in [w["pid"] for w in workers_of(cluster)],
+        60,
+        "the supervisor to restart the worker",
+    )
+    # the config file still says enabled, weight 0.5: the new worker took the live state
+    rows = cluster.metrics()["per_worker"]
+    assert [w["analyzers"]["a2"]["state"] for w in rows] == ["disabled", "disabled"]
+    assert [w["analyzers"]["a2"]["weight"] for w in rows] == [0.3, 0.3]
+
+
+def test_a_change_of_worker_count_strands_nothing(cluster: Cluster) -> None:
+    cluster.analyzer("a1", "--latency-ms", "400")  # so that the log holds undelivered parts
+    d1 = cluster.distributor({"a1": 1.0}, durability="wal")  # a single process first
+    load = cluster.load("c", packet_size=50, total=3000).start().wait()
+    assert load.count == 3000
+    assert get(d1.url + "/queue")["size"] > 0
+    d1.kill9()
+    cluster.distributor({"a1": 1.0}, "--workers", "2", durability="wal")  # same state_dir
+    call("POST", cluster.analyzers["a1"].url + "/fault", {"latency_ms": 0})
+    cluster.drained(90)
+    store = cluster.metrics()["store"]
+    assert sum(st["wal_replayed_messages"] for st in store) > 0  # worker 0 took the old log over
+    assert_zero_loss(load.accepted, {"a1": cluster.ids("a1")}, allow_dupes=True)
+    assert not (cluster.tmp / "state" / "wal").exists()
+
+
+def test_a_stop_signal_to_every_process_at_once_still_drains(cluster: Cluster) -> None:
+    cluster.analyzer("a1", "--latency-ms", "200")
+    d = cluster.distributor({"a1": 1.0}, "--workers", "2")  # memory mode: only a drain saves what is held
+    loads = many_connections(cluster, "s", 4, 2000)
+    wait_until(lambda: get(cluster.url + "/queue")["size"] > 0, 30, "messages held")
+    pids = [w["pid"] for w in workers_of(cluster)]
+    assert d.proc is not None
+    for pid in [d.proc.pid, *pids]:  # what `pkill -f 'logdist distributor'` or systemd does
+        os.kill(pid, signal.SIGTERM)
+    assert d.proc.wait(60) == 0
+    for ld in loads:
+        ld.stop()
+    accepted = [i for ld in loads for i in ld.accepted]
+    assert accepted
+    assert_zero_loss(accepted, {"a1": cluster.ids("a1")})
+
+
+def test_the_supervisor_gives_up_on_a_worker_that_cannot_start(spawn: Any, tmp_path: Any) -> None:
+    import socket
+
+    with socket.socket() as blocker:  # a plain listener (no SO_REUSEPORT) holds the port
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        d = spawn("distributor", "--port", str(port), "--workers", "2", "--state-dir", str(tmp_path), port=port,
+                  wait=False)  # fmt: skip
+        assert d.proc.wait(90) == 1
+    assert "died 5 times in a row at start" in d.log.read_text()
+
+
 def test_prometheus_samples_get_a_worker_label_and_stay_grouped_by_family() -> None:
     def page(x: int, y: int) -> str:
         return (f'# HELP x_total X.\n# TYPE x_total counter\nx_total {x}\n'

@@ -449,6 +449,7 @@ impl Wal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(WalError::io("read", &ckpt_path, &e)),
         };
+        let have_checkpoint = ckpt.is_some();
         let (mut next_lsn, delivered) = match ckpt {
             Some(c) => (c.next_lsn, c.ranges),
             None => (0, Vec::new()),
@@ -469,13 +470,24 @@ impl Wal {
             }
         }
         found.sort();
+        spares.sort();
+        if !have_checkpoint {
+            // Spares only ever follow a checkpoint; without one the lsns may restart at 0, and
+            // a stale frame could then pass for a new record: drop them.
+            for spare in spares.drain(..) {
+                remove_file(&spare)?;
+            }
+        }
+        let next_first: Vec<Option<u64>> = (0..found.len())
+            .map(|i| found.get(i + 1).map(|f| f.0))
+            .collect();
 
         let mut segments = BTreeMap::new();
         let mut undelivered = BTreeSet::new();
         let mut total_bytes = 0;
         let mut prev_end: u64 = 0;
         let mut touched = false;
-        for (first, path) in found {
+        for (idx, (first, path)) in found.into_iter().enumerate() {
             let name = segment_name(first);
             let data = fs::read(&path).map_err(|e| WalError::io("read", &path, &e))?;
             let ours = data.len() >= SEGMENT_HEADER_LEN as usize
@@ -506,8 +518,12 @@ impl Wal {
                     bad: Some(("bad segment header", frames)),
                 }
             };
-            if recycled {
-                scan.bad = None; // the stale frames of the file's previous use
+            let end = scan.records.last().map(|r| r.0 + 1);
+            if recycled && (next_first[idx].is_none() || end == next_first[idx]) {
+                // The stale frames of the file's previous use (or a torn last write, which was
+                // never acknowledged). A recycled segment that stops short of the next one's
+                // first lsn is damaged, and reported as any other.
+                scan.bad = None;
             }
             if let Some((why, frames)) = scan.bad {
                 let skipped = (data.len() - scan.valid_len) as u64;

@@ -9,6 +9,7 @@ Modules: `engine` (the Distributor: routing, senders, retries, reroutes, health,
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,7 +73,14 @@ def run(args: argparse.Namespace) -> int:
         also_listen.append(("127.0.0.1", ports[index]))
     else:
         daemon.setup_logging("distributor", args.log_level)
-    app = build_app(cfg)
+    # what a run with another --workers count left behind: taken over, never stranded
+    if args.worker:
+        adopt = workers.orphans(Path(cfg.state_dir).parent, index, n, worker=True)
+    else:
+        adopt = workers.orphans(cfg.state_dir, 0, 1, worker=False)
+    for src in adopt:
+        workers.take_over_dead_letters(src, Path(cfg.state_dir))
+    app = build_app(cfg, [src / "wal" for src in adopt])
     if args.worker:
         workers.install(app, workers.Peers(index, ports))
     return daemon.serve(
@@ -83,4 +91,5 @@ def run(args: argparse.Namespace) -> int:
         on_reload=reloader(app, args.config, overrides),
         reuse_port=args.reuse_port,
         also_listen=also_listen,
+        supervised=bool(args.worker),
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -176,9 +177,10 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
 # --- the application -------------------------------------------------------------------------
 
 
-def build_app(cfg: DistributorConfig) -> web.Application:
+def build_app(cfg: DistributorConfig, adopt: Sequence[str | Path] = ()) -> web.Application:
+    """`adopt`: write-ahead log dirs of another run (another --workers count) to take over."""
     app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[json_errors])
-    d = Distributor(cfg, make_store(cfg))
+    d = Distributor(cfg, make_store(cfg, adopt))
     app[DIST] = d
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import struct
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
@@ -129,8 +130,12 @@ class WalStore:
         max_inflight: int = 1,
         dedup_window: int = 100_000,
         wal_cls: Any = None,
+        adopt: Sequence[str | Path] = (),
     ) -> None:
         self.path = Path(path)
+        # logs of a run with another --workers count, whose records this one takes over
+        self._adopt = [Path(a) for a in adopt]
+        self.adopted_messages = 0
         self._cls = wal_cls
         self._opts = {"max_bytes": max_bytes, "segment_bytes": segment_bytes, "commit_delay_us": commit_delay_us}
         self._interval = checkpoint_interval
@@ -160,9 +165,9 @@ class WalStore:
         if self.wal is None:
             self.wal = (self._cls or wal_class())(self.path, **self._opts)
 
-    def _load_keys(self) -> None:
+    def _load_keys(self, where: Path | None = None) -> None:
         try:
-            raw = (self.path / KEYS_FILE).read_bytes()
+            raw = ((where or self.path) / KEYS_FILE).read_bytes()
         except FileNotFoundError:
             return
         if not raw.startswith(_KEYS_MAGIC):
@@ -228,9 +233,45 @@ class WalStore:
         if rewrite:
             os.replace(target, dst)
 
+    def _take_over(self, src: Path) -> int:
+        """Worker thread: copy the undelivered records of the log in `src` (left by a run with
+        another --workers count) into this one, fsynced, then delete `src`. A crash half-way
+        only means that some of them are delivered twice. Returns the messages taken over."""
+        other = (self._cls or wal_class())(src, **self._opts)
+        records = other.replay()
+        payloads = [p for _, p in records]
+        for i in range(0, len(payloads), 512):
+            self.wal.append_many(payloads[i : i + 512])
+        other.ack([lsn for lsn, _ in records])
+        other.close()
+        before = len(self._keys)
+        self._load_keys(src)
+        self._unsaved.extend(list(self._keys)[before:])
+        shutil.rmtree(src)
+        n = 0
+        for p in payloads:
+            with contextlib.suppress(struct.error, ValueError):
+                n += decode_record(p)[0]
+        return n
+
     async def recover(self) -> AsyncIterator[tuple[int, bytes, int, str]]:
         await asyncio.to_thread(self._open)
         await asyncio.to_thread(self._load_keys)
+        if any(a.is_dir() for a in self._adopt):
+            for src in self._adopt:
+                if not src.is_dir():
+                    continue
+                try:
+                    n = await asyncio.to_thread(self._take_over, src)
+                except (OSError, ValueError) as exc:  # WalFullError too: the rest stays where it is
+                    log.error("write-ahead log: could not take over %s (left in place): %s", src, exc)
+                    continue
+                self.adopted_messages += n
+                log.warning("write-ahead log: took over %d undelivered messages from %s", n, src)
+            # reopen, so that replay() covers what was just copied in
+            await asyncio.to_thread(self.wal.close)
+            self.wal = None
+            await asyncio.to_thread(self._open)
         notes = self.wal.recovery_notes
         for note in notes:
             log.warning("write-ahead log recovery skipped: %s", note)
@@ -444,7 +485,7 @@ class WalStore:
         }
 
 
-def make_store(cfg: Any) -> WalStore | None:
+def make_store(cfg: Any, adopt: Sequence[str | Path] = ()) -> WalStore | None:
     """The store for a DistributorConfig: a WalStore in <state_dir>/wal for durability "wal",
     None (the Distributor's MemoryStore) otherwise."""
     if cfg.durability != "wal":
@@ -456,4 +497,5 @@ def make_store(cfg: Any) -> WalStore | None:
         segment_bytes=min(cfg.wal_segment_bytes, cfg.wal_max_bytes),
         commit_delay_us=cfg.wal_commit_delay_us,
         checkpoint_interval=cfg.wal_checkpoint_ms / 1000.0,
+        adopt=adopt,
     )

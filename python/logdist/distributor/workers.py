@@ -70,8 +70,10 @@ def parse_worker(spec: str) -> tuple[int, int]:
 # --- the workers' side: fan-out of admin changes, gathering of figures --------------------------
 
 
-async def _ask(app: web.Application, method: str, path_qs: str, body: bytes, ctype: str | None) -> list[Any]:
-    """The request on every other worker: [(index, status, JSON or None, error text)]."""
+async def _ask(
+    app: web.Application, method: str, path_qs: str, body: bytes, ctype: str | None, timeout: float
+) -> list[Any]:
+    """The request on every other worker: [(index, status, JSON or text or None, error text)]."""
     peers = app[PEERS]
     session = app[SESSION]
     headers = {PEER_HEADER: str(peers.index)}
@@ -81,11 +83,11 @@ async def _ask(app: web.Application, method: str, path_qs: str, body: bytes, cty
     async def one(i: int, port: int) -> tuple[int, int, Any, str]:
         try:
             async with session.request(method, f"http://127.0.0.1:{port}{path_qs}", data=body or None,
-                                       headers=headers) as r:  # fmt: skip
+                                       headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as r:  # fmt: skip
                 raw = await r.read()
                 try:
                     return i, r.status, orjson.loads(raw) if "json" in r.content_type else raw.decode(), ""
-                except orjson.JSONDecodeError:
+                except ValueError:  # orjson.JSONDecodeError, UnicodeDecodeError
                     return i, r.status, None, raw[:200].decode(errors="replace")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return i, 0, None, f"{type(exc).__name__}: {exc}"
@@ -239,6 +241,19 @@ _GATHER: dict[str, Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, An
     "/api/v1/metrics": merge_snapshot,
     "/api/v1/dead-letters": merge_dead_letters,
 }
+# a key each answer must have to be merged (an error answer has {"error", "detail"} instead)
+_SHAPE = {"/queue": "size", "/api/v1/metrics": "totals", "/api/v1/dead-letters": "dead_letters", "/health": "status"}
+GATHER_TIMEOUT = 1.5  # a slow worker must not make the others' /health miss a probe's deadline
+CHANGE_TIMEOUT = 5.0
+
+
+def _from_peer(request: web.Request) -> bool:
+    """A forwarded request: the header counts only on this worker's private control port."""
+    if PEER_HEADER not in request.headers:
+        return False
+    sockname: Any = request.transport.get_extra_info("sockname") if request.transport else None
+    peers = request.app[PEERS]
+    return isinstance(sockname, tuple) and sockname[1] == peers.ports[peers.index]
 
 
 def _fans_out(method: str, path: str) -> bool:
@@ -248,7 +263,7 @@ def _fans_out(method: str, path: str) -> bool:
 @web.middleware
 async def fanout(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
     """Installed on workers only: keeps admin changes and figures whole across the workers."""
-    if PEER_HEADER in request.headers:
+    if _from_peer(request):
         return await handler(request)
     method, path, app = request.method, request.path, request.app
     if _fans_out(method, path):
@@ -256,7 +271,7 @@ async def fanout(request: web.Request, handler: Callable[[web.Request], Awaitabl
         resp = await handler(request)
         if resp.status >= 300 and not (method == "DELETE" and resp.status == 404):
             return resp
-        answers = await _ask(app, method, request.path_qs, body, request.headers.get("Content-Type"))
+        answers = await _ask(app, method, request.path_qs, body, request.headers.get("Content-Type"), CHANGE_TIMEOUT)
         failed = [f"worker {i}: {status or ''} {err or data}".strip() for i, status, data, err in answers
                   if not 200 <= status < 300 and not (method == "DELETE" and status == 404)]  # fmt: skip
         if failed:
@@ -265,11 +280,16 @@ async def fanout(request: web.Request, handler: Callable[[web.Request], Awaitabl
             return resp
         mine = orjson.loads(resp.body)  # type: ignore[arg-type]
         if path == "/api/v1/dead-letters/replay":
-            mine = merge_replay(mine, [data for _, status, data, _ in answers if status == 200])
+            ok = [d for _, status, d, _ in answers if status == 200 and isinstance(d, dict) and "replayed" in d]
+            mine = merge_replay(mine, ok)
         elif method == "DELETE" and resp.status == 404:
             if all(status == 404 for _, status, _, _ in answers):
                 return resp
             mine = {"removed": request.match_info.get("id"), "rerouted": 0}
+        if method == "DELETE":  # what every worker rerouted
+            mine["rerouted"] = mine.get("rerouted", 0) + sum(
+                d.get("rerouted", 0) for _, status, d, _ in answers if status == 200 and isinstance(d, dict)
+            )
         if failed:
             mine["worker_errors"] = failed
         return web.Response(body=orjson.dumps(mine), status=200 if resp.status == 404 else resp.status,
@@ -279,14 +299,20 @@ async def fanout(request: web.Request, handler: Callable[[web.Request], Awaitabl
     resp = await handler(request)
     if not isinstance(resp, web.Response) or resp.body is None:
         return resp
-    answers = await _ask(app, "GET", request.path_qs, b"", None)
+    answers = await _ask(app, "GET", request.path_qs, b"", None, GATHER_TIMEOUT)
     index = app[PEERS].index
     if path == "/metrics":
         texts = [(index, resp.text or "")] + [(i, d) for i, s, d, _ in answers if s == 200 and isinstance(d, str)]
         return web.Response(text=merge_prometheus(sorted(texts)), content_type="text/plain", charset="utf-8")
     mine = orjson.loads(resp.body)  # type: ignore[arg-type]
-    others = [d for _, s, d, _ in answers if isinstance(d, dict) and s in (200, 503)]
-    lost = [i for i, s, d, _ in answers if not (isinstance(d, dict) and s in (200, 503))]
+    if not isinstance(mine, dict) or _SHAPE[path] not in mine:
+        return resp
+
+    def usable(s: int, d: Any) -> bool:
+        return isinstance(d, dict) and s in (200, 503) and _SHAPE[path] in d
+
+    others = [d for _, s, d, _ in answers if usable(s, d)]
+    lost = [i for i, s, d, _ in answers if not usable(s, d)]
     if path == "/health":
         merged = merge_health(mine, others, index)
         for i in lost:
@@ -301,8 +327,52 @@ async def fanout(request: web.Request, handler: Callable[[web.Request], Awaitabl
     return web.Response(body=orjson.dumps(merged), status=resp.status, content_type="application/json")
 
 
+async def catch_up(app: web.Application) -> None:
+    """Take the analyzer set (ids, endpoints, weights, enabled) from a running peer before this
+    worker takes traffic: a worker restarted after a crash gets the admin changes made since
+    the config file was read, not only the file."""
+    from logdist.config import ConfigError, parse_analyzer
+    from logdist.distributor.ingest import DIST
+
+    d = app[DIST]
+    session = app[SESSION]
+    for i, port in app[PEERS].others:
+        try:
+            async with session.get(f"http://127.0.0.1:{port}/api/v1/analyzers", headers={PEER_HEADER: "sync"},
+                                   timeout=aiohttp.ClientTimeout(total=2)) as r:  # fmt: skip
+                if r.status != 200:
+                    continue
+                doc = await r.json()
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            continue  # not up (yet): every worker starting together reads the same file anyway
+        try:
+            t, rc = d.cfg.timeout, d.cfg.retry_count
+            specs = [
+                parse_analyzer({k: a[k] for k in _SPEC_KEYS if k in a}, default_timeout_ms=t, default_retry_count=rc)
+                for a in doc["analyzers"]
+            ]
+        except (ConfigError, KeyError, TypeError) as exc:
+            log.error("worker %d: unreadable analyzer list (%s); keeping the config file's", i, exc)
+            continue
+        wanted = {s.id: s for s in specs}
+        changed = [aid for aid in list(d.analyzers) if aid not in wanted]
+        for aid in changed:
+            d.remove_analyzer(aid)
+        for spec in specs:
+            if spec.id not in d.analyzers or d.analyzers[spec.id].spec.to_json() != spec.to_json():
+                d.add_analyzer(spec)
+                changed.append(spec.id)
+        if changed:
+            log.info("analyzers taken from worker %d: %s", i, ", ".join(changed))
+        return
+
+
+_SPEC_KEYS = ("id", "url", "endpoint", "weight", "timeout", "retry_count", "enabled")
+
+
 def install(app: web.Application, peers: Peers) -> None:
-    """Make `app` a worker: the fan-out middleware, and a client session for the peers."""
+    """Make `app` a worker: the fan-out middleware, a client session for the peers, and a
+    catch-up with a running peer's analyzers at startup (before the ports open)."""
     app[PEERS] = peers
     app.middlewares.append(fanout)
 
@@ -312,6 +382,47 @@ def install(app: web.Application, peers: Peers) -> None:
         await app[SESSION].close()
 
     app.cleanup_ctx.append(session)
+    app.on_startup.append(catch_up)
+
+
+# --- state left by a run with another worker count ---------------------------------------------
+
+
+def orphans(state_dir: str | Path, index: int, n: int, worker: bool) -> list[Path]:
+    """State dirs whose write-ahead log and dead letters this process takes over: those a run
+    with another --workers count left. A single distributor takes every <state>/worker-<k>;
+    worker i of n takes <state> itself (a single distributor's) if i == 0, and every
+    <state>/worker-<k> with k >= n and k % n == i."""
+    root = Path(state_dir)
+    found = []
+    if root.is_dir():
+        for p in root.iterdir():
+            k = p.name.removeprefix("worker-")
+            if p.name.startswith("worker-") and k.isdigit() and p.is_dir():
+                found.append((int(k), p))
+    found.sort()
+    if not worker:
+        return [p for _, p in found]
+    mine = [p for k, p in found if k >= n and k % n == index]
+    return ([root] if index == 0 else []) + mine
+
+
+def take_over_dead_letters(src_state: Path, dst_state: Path) -> int:
+    """Move the dead letters of another state dir into ours (names kept, clashes renamed)."""
+    src, dst = src_state / "dead-letters", dst_state / "dead-letters"
+    if not src.is_dir():
+        return 0
+    dst.mkdir(parents=True, exist_ok=True)
+    moved = 0
+    for f in sorted(src.glob("*.dl")):
+        target = dst / f.name
+        if target.exists():
+            target = dst / f"{f.stem}-{src_state.name}{f.suffix}"
+        f.rename(target)
+        moved += 1
+    if moved:
+        log.warning("took over %d dead letters from %s", moved, src)
+    return moved
 
 
 # --- the supervisor --------------------------------------------------------------------------
@@ -350,8 +461,12 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+GIVE_UP_AFTER = 5  # quick deaths in a row (each within 5 s of its start) of one worker
+
+
 def supervise(args: argparse.Namespace, n: int, state_dir: str, port: int, grace: float) -> int:
-    """Run n workers until SIGTERM/SIGINT; restart any that dies. Returns the exit code."""
+    """Run n workers until SIGTERM/SIGINT; restart any that dies. Returns the exit code: 0 after
+    a clean stop, 1 if a worker kept dying at start (GIVE_UP_AFTER times) or had to be killed."""
     if port == 0:
         log.error("--workers needs a fixed --port (the workers share it)")
         return 2
@@ -360,6 +475,9 @@ def supervise(args: argparse.Namespace, n: int, state_dir: str, port: int, grace
     started = [0.0] * n
     quick_deaths = [0] * n
     stop_at: float | None = None
+    stop_sig = signal.SIGTERM
+    told: set[int] = set()  # pids already sent the stop signal
+    code = 0
 
     def start(i: int) -> None:
         # Own process group: a Ctrl-C reaches the supervisor only, which forwards it once.
@@ -372,16 +490,19 @@ def supervise(args: argparse.Namespace, n: int, state_dir: str, port: int, grace
         for p in procs:
             if p is not None and p.poll() is None:
                 p.send_signal(sig)
+                told.add(p.pid)
 
     def on_signal(sig: int, _frame: Any) -> None:
-        nonlocal stop_at
+        nonlocal stop_at, stop_sig, code
         if sig == signal.SIGHUP:
             send(sig)  # every worker reloads the config file
             return
         if stop_at is not None:  # a second stop signal forces, as with a single distributor
+            log.warning("%s again: killing the workers", signal.Signals(sig).name)
+            code = 1
             send(signal.SIGKILL)
             return
-        stop_at = time.monotonic()
+        stop_at, stop_sig = time.monotonic(), signal.Signals(sig)
         send(sig)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -391,20 +512,35 @@ def supervise(args: argparse.Namespace, n: int, state_dir: str, port: int, grace
     log.info("%d workers share port %d (SO_REUSEPORT); state in %s/worker-<i>", n, port, state_dir)
     while True:
         for i, p in enumerate(procs):
-            if p is None or (code := p.poll()) is None:
+            if p is None:
+                continue
+            rc = p.poll()
+            if rc is None:
+                if stop_at is not None and p.pid not in told:  # started as the signal came
+                    p.send_signal(stop_sig)
+                    told.add(p.pid)
                 continue
             if stop_at is not None:
                 procs[i] = None
                 continue
-            quick_deaths[i] = quick_deaths[i] + 1 if time.monotonic() - started[i] < 5 else 0
+            quick_deaths[i] = quick_deaths[i] + 1 if time.monotonic() - started[i] < 5 else 1
+            if quick_deaths[i] >= GIVE_UP_AFTER:
+                log.error("worker %d died %d times in a row at start (last exit %s); stopping", i, quick_deaths[i], rc)
+                procs[i] = None
+                code = 1
+                stop_at = time.monotonic()
+                send(signal.SIGTERM)
+                continue
             delay = min(0.2 * 2 ** quick_deaths[i], 5.0)
-            log.error("worker %d (pid %d) exited with %s; restarting it in %.1fs", i, p.pid, code, delay)
+            log.error("worker %d (pid %d) exited with %s; restarting it in %.1fs", i, p.pid, rc, delay)
             time.sleep(delay)
             if stop_at is None:
                 start(i)
         if stop_at is not None:
             if all(p is None or p.poll() is not None for p in procs):
-                return 0
+                return code
             if time.monotonic() - stop_at > grace + 15:
+                log.error("workers still running %.0fs after the stop signal: killing them", grace + 15)
+                code = 1
                 send(signal.SIGKILL)
         time.sleep(0.1)
