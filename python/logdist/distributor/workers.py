@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import random
 import signal
 import socket
 import subprocess
@@ -429,13 +430,31 @@ def take_over_dead_letters(src_state: Path, dst_state: Path) -> int:
 
 
 def free_ports(n: int) -> list[int]:
+    """n loopback ports that are free now, below the ephemeral range when there is room (so an
+    outgoing connection cannot be holding one when a restarted worker binds it again)."""
+    lo = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            lo = int(fh.read().split()[0])
+    except (OSError, ValueError):
+        pass
+    candidates = list(range(10000, lo)) if lo > 11000 else []
+    random.shuffle(candidates)
+    ports: list[int] = []
     socks = []
     try:
-        for _ in range(n):
+        for port in [*candidates[: 20 * n], *([0] * n)]:
+            if len(ports) == n:
+                break
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            ports.append(s.getsockname()[1])
+        return ports
     finally:
         for s in socks:
             s.close()
