@@ -2,7 +2,7 @@
 
 One log record per stored part: `count: u32, elen: u16, plen: u16` (little-endian), then the
 packet's dedup key (emitter_id and packet_id, UTF-8, elen and plen bytes; elen = 0xFFFF when
-the record carries no key: only the first part of a packet with a packet_id has one), then,
+the record carries no key: only the last part of a packet with a packet_id has one, see encode_parts), then,
 when bit 31 of `count` is set, `tlen: u16` and the id of the analyzer the part was routed to
 (UTF-8), then the part (its messages joined by b","), so that recovery gives back (token,
 part, count, target) without parsing JSON. Recovery sends a part back to the analyzer it was
@@ -63,7 +63,11 @@ _TLEN = struct.Struct("<H")
 
 
 def encode_parts(parts: Sequence[Part], key: Key | None) -> list[bytes]:
-    """The log records of one packet's parts; the first carries the dedup key."""
+    """The log records of one packet's parts; the LAST one carries the dedup key. The parts of
+    a packet are consecutive records written by one write(): when a kill -9 tears that write,
+    the records before the tear survive and the rest do not. With the key on the last part,
+    recovery remembers the packet as stored only if every part of it survived; a retry of a
+    packet that lost a part is then stored again instead of being answered "duplicate"."""
     out = []
     for i, part in enumerate(parts):
         data, count = part[0], part[1]
@@ -73,9 +77,10 @@ def encode_parts(parts: Sequence[Part], key: Key | None) -> list[bytes]:
             count |= _HAS_TARGET
             tail = _TLEN.pack(len(target)) + target + data
         e = p = b""
-        if i == 0 and key is not None:
+        last = i == len(parts) - 1
+        if last and key is not None:
             e, p = key[0].encode("utf-8", "surrogatepass"), key[1].encode("utf-8", "surrogatepass")
-        if i == 0 and key is not None and len(e) < _NO_KEY and len(p) < _NO_KEY:
+        if last and key is not None and len(e) < _NO_KEY and len(p) < _NO_KEY:
             out.append(b"".join((_HEAD.pack(count, len(e), len(p)), e, p, tail)))
         else:
             out.append(b"".join((_HEAD.pack(count, _NO_KEY, 0), tail)))
