@@ -72,7 +72,9 @@ def test_two_workers_share_the_port_and_answer_as_one(cluster: Cluster) -> None:
     share = next(r for r in m["analyzers"] if r["id"] == "a1")["share"]
     assert abs(share - 0.75) < 0.03, share
     assert_zero_loss(accepted, {a: cluster.ids(a) for a in ("a1", "a2")})
-    assert get(cluster.url + "/queue")["workers"] == 2
+    q = get(cluster.url + "/queue")
+    assert q["workers"] == 2
+    assert q["capacity"] == 200_000  # queue_size bounds the whole distributor: each worker holds half
 
     prom = call("GET", cluster.url + "/metrics")[1]
     assert 'logdist_accepted_messages_total{worker="0"}' in prom

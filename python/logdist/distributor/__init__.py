@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("logdist distributor: --workers must be >= 1")
     if args.workers and args.workers > 1 and not args.worker:
         daemon.setup_logging("distributor", args.log_level)
-        return workers.supervise(args, args.workers, cfg.state_dir, cfg.port, cfg.shutdown_grace_s)
+        return workers.supervise(args, args.workers, cfg.state_dir, cfg.port, cfg.shutdown_grace_s, cfg.queue_size)
     also_listen: list[tuple[str, int]] = []
     if args.worker:
         index, n = workers.parse_worker(args.worker)

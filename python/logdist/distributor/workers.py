@@ -460,12 +460,16 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def worker_argv(args: argparse.Namespace, index: int, n: int, state_dir: str, ports: list[int]) -> list[str]:
+def worker_argv(
+    args: argparse.Namespace, index: int, n: int, state_dir: str, ports: list[int], queue_size: int
+) -> list[str]:
     argv = [sys.executable, "-m", "logdist", "distributor", "--reuse-port",
             "--worker", f"{index}/{n}", "--control-ports", ",".join(map(str, ports)),
             "--state-dir", str(Path(state_dir) / f"worker-{index}"), "--log-level", args.log_level]  # fmt: skip
+    # queue_size bounds the distributor, so each worker holds its share of it
+    argv += ["--queue-size", str(max(1, -(-queue_size // n)))]
     for flag, value in (("--config", args.config), ("--host", args.host), ("--port", args.port),
-                        ("--queue-size", args.queue_size), ("--strategy", args.strategy),
+                        ("--strategy", args.strategy),
                         ("--durability", args.durability), ("--grace", args.grace)):  # fmt: skip
         if value is not None:
             argv += [flag, str(value)]
@@ -483,7 +487,7 @@ def _die_with_parent() -> None:
 GIVE_UP_AFTER = 5  # quick deaths in a row (each within 5 s of its start) of one worker
 
 
-def supervise(args: argparse.Namespace, n: int, state_dir: str, port: int, grace: float) -> int:
+def supervise(args: argparse.Namespace, n: int, state_dir: str, port: int, grace: float, queue_size: int) -> int:
     """Run n workers until SIGTERM/SIGINT; restart any that dies. Returns the exit code: 0 after
     a clean stop, 1 if a worker kept dying at start (GIVE_UP_AFTER times) or had to be killed."""
     if port == 0:
@@ -501,7 +505,8 @@ def supervise(args: argparse.Namespace, n: int, state_dir: str, port: int, grace
     def start(i: int) -> None:
         # Own process group: a Ctrl-C reaches the supervisor only, which forwards it once.
         # PR_SET_PDEATHSIG: if the supervisor is killed, its workers get SIGTERM (no orphans).
-        p = subprocess.Popen(worker_argv(args, i, n, state_dir, ports), process_group=0, preexec_fn=_die_with_parent)
+        argv = worker_argv(args, i, n, state_dir, ports, queue_size)
+        p = subprocess.Popen(argv, process_group=0, preexec_fn=_die_with_parent)
         procs[i], started[i] = p, time.monotonic()
         log.info("worker %d started (pid %d)", i, p.pid)
 
