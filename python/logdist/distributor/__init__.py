@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         daemon.setup_logging("distributor", args.log_level)
         return workers.supervise(args, args.workers, cfg.state_dir, cfg.port, cfg.shutdown_grace_s, cfg.queue_size)
     also_listen: list[tuple[str, int]] = []
+    # adopt: what a run with another --workers count left behind (taken over, never stranded)
     if args.worker:
         index, n = workers.parse_worker(args.worker)
         ports = tuple(int(p) for p in args.control_ports.split(","))
@@ -71,12 +72,9 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"logdist distributor: --worker {args.worker} needs {n} --control-ports")
         daemon.setup_logging(f"distributor-{index}", args.log_level)
         also_listen.append(("127.0.0.1", ports[index]))
-    else:
-        daemon.setup_logging("distributor", args.log_level)
-    # what a run with another --workers count left behind: taken over, never stranded
-    if args.worker:
         adopt = workers.orphans(Path(cfg.state_dir).parent, index, n, worker=True)
     else:
+        daemon.setup_logging("distributor", args.log_level)
         adopt = workers.orphans(cfg.state_dir, 0, 1, worker=False)
     for src in adopt:
         workers.take_over_dead_letters(src, Path(cfg.state_dir))

@@ -334,11 +334,8 @@ class WalStore:
             try:
                 lsns: list[int] = await asyncio.to_thread(self.wal.append_many, payloads)
             except WalFullError:
-                if self._acked_lsns and (self._checkpointer is None or self._checkpointer.done()) and not self._closed:
-                    self._acked_since_checkpoint += 1  # the full log waits on delivered records
-                    self._checkpointer = asyncio.get_running_loop().create_task(
-                        self._checkpoint_soon(), name="wal-checkpoint"
-                    )
+                if self._acked_lsns:  # the full log waits on delivered records: free them now
+                    self._delivered(())
                 if len(batch) == 1:
                     raise
                 # Together they do not fit; alone some may: give each request its own answer.
@@ -394,9 +391,10 @@ class WalStore:
         self._delivered((token,))
 
     def _delivered(self, lsns: Sequence[int]) -> None:
-        """Records that need no more delivery: handed to the log by the next checkpoint."""
+        """Records that need no more delivery: handed to the log by the next checkpoint (which
+        this starts, if none is pending; also with no lsns, to flush what is pending)."""
         self._acked_lsns.extend(lsns)
-        self._acked_since_checkpoint += len(lsns)
+        self._acked_since_checkpoint += max(len(lsns), 1)
         if self._closed:  # close() hands over what is left and persists the final progress
             return
         if self._checkpointer is None or self._checkpointer.done():
