@@ -6,9 +6,19 @@ Roles: `logdist.emitter`, `logdist.distributor`, `logdist.analyzer`; core primit
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
+from typing import Any
 
-try:
-    __version__ = _metadata.version("logdist")
-except _metadata.PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0+unknown"
+
+def __getattr__(name: str) -> Any:
+    # Looked up on first use: importlib.metadata costs ~7 MB, which the workers' supervisor and
+    # other small processes do not need to pay.
+    if name == "__version__":
+        from importlib import metadata
+
+        try:
+            version = metadata.version("logdist")
+        except metadata.PackageNotFoundError:  # running from a source tree without install
+            version = "0.0.0+unknown"
+        globals()["__version__"] = version
+        return version
+    raise AttributeError(f"module 'logdist' has no attribute {name!r}")

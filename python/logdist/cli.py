@@ -13,9 +13,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import NamedTuple
-
-from logdist import __version__
+from typing import Any, NamedTuple
 
 
 class Command(NamedTuple):
@@ -49,6 +47,19 @@ def _backend_note() -> str:
         return f"core: {core.BACKEND}"
     except ImportError:
         return "core: not built"
+
+
+class _Version(argparse.Action):
+    """--version, worked out only when asked (it loads the core to name the backend)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **_: Any) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help="show the version and the core backend")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from logdist import __version__
+
+        print(f"logdist {__version__} ({_backend_note()})")
+        parser.exit()
 
 
 class CliError(Exception):
@@ -86,7 +97,7 @@ def build_parser(argv: Sequence[str] = ()) -> tuple[argparse.ArgumentParser, Run
         description="logdist: a weighted log distributor that loses nothing.",
         epilog="Run `logdist COMMAND --help` for a command's options.",
     )
-    parser.add_argument("--version", action="version", version=f"logdist {__version__} ({_backend_note()})")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = _chosen(argv)
     runner: Runner | None = None

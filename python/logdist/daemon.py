@@ -13,23 +13,15 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import uvloop
 from aiohttp import web
 
+from logdist.logsetup import setup_logging as setup_logging  # re-exported: every role calls daemon.setup_logging
+
 log = logging.getLogger("logdist")
-
-
-def setup_logging(role: str, level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format=f"%(asctime)s {role}[{os.getpid()}] %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:

@@ -41,10 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from logdist import daemon
     from logdist.config import DistributorConfig, load_distributor_config
-    from logdist.distributor import workers
-    from logdist.distributor.app import build_app, reloader
 
     cfg = load_distributor_config(args.config) if args.config else DistributorConfig()
     overrides = {
@@ -61,8 +58,16 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise SystemExit("logdist distributor: --workers must be >= 1")
     if args.workers and args.workers > 1 and not args.worker:
-        daemon.setup_logging("distributor", args.log_level)
-        return workers.supervise(args, args.workers, cfg.state_dir, cfg.port, cfg.shutdown_grace_s, cfg.queue_size)
+        # The supervisor only starts and watches the workers: it imports no aiohttp, no core.
+        from logdist.distributor import supervisor
+        from logdist.logsetup import setup_logging
+
+        setup_logging("distributor", args.log_level)
+        return supervisor.supervise(args, args.workers, cfg.state_dir, cfg.port, cfg.shutdown_grace_s, cfg.queue_size)
+    from logdist import daemon
+    from logdist.distributor import workers
+    from logdist.distributor.app import build_app, reloader
+
     also_listen: list[tuple[str, int]] = []
     # adopt: what a run with another --workers count left behind (taken over, never stranded)
     if args.worker:

@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import logging
 import os
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -83,8 +84,12 @@ class Distributor:
         self.retrying: dict[int, Batch] = {}
         self._retry_tokens = itertools.count(1)
         self._retry_wake = asyncio.Event()
-        self._dedup: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._store_keys = bool(getattr(self.store, "keeps_packet_keys", False))
+        # (emitter_id, packet_id) of recent packets. A store that keeps them (the write-ahead log)
+        # owns the dict, so that the keys are held once; it also brings back a crashed run's.
+        self._dedup: OrderedDict[tuple[str, str], None] = (
+            self.store.window if self._store_keys else OrderedDict()  # type: ignore[attr-defined]
+        )
         self._storing: dict[tuple[str, str], asyncio.Future[bool]] = {}  # packets being stored
         self._seq = itertools.count(1)
         self.node = f"d{time.time_ns() // 1_000_000:x}.{os.getpid():x}"
@@ -142,9 +147,7 @@ class Distributor:
                     self._resplit(Chunk(part, count, token, now))
             if recovered:
                 log.info("recovered %d undelivered messages from the %s store", recovered, self.store.durability)
-            if self._store_keys:
-                for emitter, pid in self.store.packet_keys():  # type: ignore[attr-defined]
-                    self._dedup[(str(emitter), str(pid))] = None
+            if self._store_keys:  # the store's window (self._dedup) holds the previous run's keys
                 while len(self._dedup) > self.cfg.dedup_window:
                     self._dedup.popitem(last=False)
         except asyncio.CancelledError:
@@ -245,7 +248,8 @@ class Distributor:
             return Outcome(exc.status, exc.to_json())
         n = rp.count
         pid = rp.packet_id
-        key = (rp.emitter_id or "", pid) if pid is not None else None
+        # the emitter id is interned: 100k remembered keys share a handful of emitter strings
+        key = (sys.intern(rp.emitter_id or ""), pid) if pid is not None else None
         if key is not None:
             storing = self._storing.get(key)
             if storing is not None:  # the same packet is being stored right now: wait for its verdict
@@ -705,6 +709,8 @@ class Distributor:
             if getattr(new, k) != getattr(self.cfg, k):
                 log.warning("config reload: %s changed; it takes effect on restart", k)
         self.cfg = replace(new, **{k: getattr(self.cfg, k) for k in fixed})
+        if self._store_keys:
+            self.store.dedup_window = self.cfg.dedup_window  # type: ignore[attr-defined]
         self._recompute_caps()
         out: dict[str, list[str]] = {"added": [], "updated": [], "removed": []}
         new_ids = set()

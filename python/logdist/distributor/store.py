@@ -10,8 +10,9 @@ interface: append = write + group-commit fsync, ack = record delivery progress, 
 
 Packet dedup across restarts (optional): a store that sets `keeps_packet_keys = True` gets
 `append(parts, packet_key=(emitter_id, packet_id))` (packet_key None when the packet has no id)
-and must offer `packet_keys()`, the recent keys it kept (oldest first), which the Distributor
-loads into its dedup window after `recover()`. In `memory` mode everything is a no-op
+and must offer `window`, an OrderedDict of the recent keys (oldest first; after `recover()`
+those of the previous run) bounded by its `dedup_window`. The Distributor uses that dict as its
+own dedup window, so the keys are held once. In `memory` mode everything is a no-op
 and the messages live only in the outbound queues (seed parity: they die with the process).
 """
 

@@ -153,10 +153,12 @@ class WalStore:
         self._checkpointer: asyncio.Task[None] | None = None
         self._sleeping = False  # the checkpointer waits between checkpoints (safe to cancel)
         self._queue: list[tuple[Sequence[Part], Key | None, asyncio.Future[list[int]]]] = []
-        self._keys: OrderedDict[Key, None] = OrderedDict()  # recent dedup keys, oldest first
+        # Recent dedup keys, oldest first. The distributor uses this very dict as its packet dedup
+        # window (one copy of 100k keys, not two: about 16 MB less per process).
+        self.window: OrderedDict[Key, None] = OrderedDict()
         self._unsaved: list[Key] = []  # appended since the keys file was last written
         self._saved = 0  # keys in the keys file
-        self._dedup_window = dedup_window
+        self.dedup_window = dedup_window
         self._inflight = 0
         self._max_inflight = max_inflight
         self._flushes: set[asyncio.Task[None]] = set()
@@ -188,22 +190,23 @@ class WalStore:
                 e = raw[pos : pos + elen].decode("utf-8", "surrogatepass")
                 p = raw[pos + elen : pos + elen + plen].decode("utf-8", "surrogatepass")
                 pos += elen + plen
-                self._remember(e, p)
+                self._remember((e, p))
                 self._saved += 1
         except (struct.error, ValueError):  # UnicodeDecodeError is a ValueError
             log.warning("write-ahead log: %s is cut short; kept the keys before the cut", KEYS_FILE)
-            self._saved = 2 * self._dedup_window  # rewrite it whole on the next save
+            self._saved = 2 * self.dedup_window  # rewrite it whole on the next save
 
-    def _remember(self, e: str, p: str) -> None:
-        self._keys[(e, p)] = None
-        self._keys.move_to_end((e, p))
-        while len(self._keys) > self._dedup_window:
-            self._keys.popitem(last=False)
+    def _remember(self, key: Key) -> None:
+        w = self.window
+        w[key] = None
+        w.move_to_end(key)
+        while len(w) > self.dedup_window:
+            w.popitem(last=False)
 
     def packet_keys(self) -> list[Key]:
         """The dedup keys of recent packets (oldest first): after recover(), those of the
         previous run; they seed the distributor's (emitter_id, packet_id) window."""
-        return list(self._keys)
+        return list(self.window)
 
     async def _persist_keys(self) -> None:
         """Append the new keys to the keys file (rewrite it whole when it has grown to twice
@@ -212,8 +215,8 @@ class WalStore:
             return
         new, self._unsaved = self._unsaved, []
         try:
-            if self._saved + len(new) > 2 * self._dedup_window:
-                keys = list(self._keys)
+            if self._saved + len(new) > 2 * self.dedup_window:
+                keys = list(self.window)
                 await asyncio.to_thread(self._write_keys, keys, True)
                 self._saved = len(keys)
             else:
@@ -249,9 +252,9 @@ class WalStore:
             self.wal.append_many(payloads[i : i + 512])
         other.ack([lsn for lsn, _ in records])
         other.close()
-        before = len(self._keys)
+        before = len(self.window)
         self._load_keys(src)
-        self._unsaved.extend(list(self._keys)[before:])
+        self._unsaved.extend(list(self.window)[before:])
         shutil.rmtree(src)
         n = 0
         for p in payloads:
@@ -298,7 +301,7 @@ class WalStore:
                 bad.append(lsn)
                 continue
             if key is not None:
-                self._remember(*key)
+                self._remember(key)
                 self._unsaved.append(key)
             parts.append((lsn, part, count, target))
         del records
@@ -375,7 +378,7 @@ class WalStore:
         for lsn, part in zip(lsns, parts, strict=True):
             self._remaining[lsn] = part[1]
         if key is not None:
-            self._remember(*key)
+            self._remember(key)
             self._unsaved.append(key)
         fut.set_result(lsns)
 
