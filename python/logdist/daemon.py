@@ -23,6 +23,10 @@ from logdist.logsetup import setup_logging as setup_logging  # re-exported: ever
 
 log = logging.getLogger("logdist")
 
+#: Set once the public port listens. An app that has it (a worker of `--workers N`, which also
+#: listens on a private control port) reports "starting" until then.
+PUBLIC_UP = web.AppKey("public_up", asyncio.Event)
+
 
 def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -87,6 +91,8 @@ async def _serve(
             await web.SockSite(runner, bind_socket(h, p)).start()
         site = web.SockSite(runner, bind_socket(host, port, reuse_port))
         await site.start()
+        if PUBLIC_UP in app:
+            app[PUBLIC_UP].set()
         log.info("listening on http://%s:%d", host, port)
         await stop.wait()
     finally:

@@ -370,9 +370,7 @@ def test_each_backend_reads_the_others_recycled_segments(writer_reader: tuple[An
     wal.close()
 
 
-def test_a_spare_renamed_before_its_new_header_reached_the_disk_is_dropped_quietly(
-    Wal: Any, tmp_path: Path
-) -> None:
+def test_a_spare_renamed_before_its_new_header_reached_the_disk_is_dropped_quietly(Wal: Any, tmp_path: Path) -> None:
     wal = Wal(tmp_path, segment_bytes=HDR + 2 * (HDR + 10))
     wal.append_many([b"x" * 10, b"y" * 10])
     wal.append(b"keep")

@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from logdist.config import ConfigError, DistributorConfig, load_distributor_config, parse_analyzer
+from logdist.daemon import PUBLIC_UP
 from logdist.distributor import metrics
 from logdist.distributor.dashboard import PAGE
 from logdist.distributor.engine import Distributor
@@ -62,10 +63,14 @@ async def _json_body(request: web.Request) -> Any:
 async def health(request: web.Request) -> web.Response:
     d = request.app[DIST]
     h = metrics.health(d)
+    ok = d.accepting
     if PEERS in request.app:  # one of --workers N
         h["worker"] = request.app[PEERS].index
         h["pid"] = os.getpid()
-    return json_response(h, 200 if d.accepting else 503)
+        if not request.app[PUBLIC_UP].is_set():  # asked through the control port, before the
+            h["status"] = "starting"  # shared port listens: it takes no traffic yet
+            ok = False
+    return json_response(h, 200 if ok else 503)
 
 
 async def queue(request: web.Request) -> web.Response:

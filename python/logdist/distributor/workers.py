@@ -31,6 +31,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from logdist.daemon import PUBLIC_UP
+
 log = logging.getLogger("logdist.workers")
 
 PEER_HEADER = "X-Logdist-Peer"
@@ -368,6 +370,7 @@ def install(app: web.Application, peers: Peers) -> None:
     """Make `app` a worker: the fan-out middleware, a client session for the peers, and a
     catch-up with a running peer's analyzers at startup (before the ports open)."""
     app[PEERS] = peers
+    app[PUBLIC_UP] = asyncio.Event()  # health says "starting" until the shared port listens
     app.middlewares.append(fanout)
 
     async def session(app: web.Application) -> Any:
