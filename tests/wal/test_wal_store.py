@@ -49,6 +49,28 @@ async def test_parts_survive_until_fully_acked(Wal: Any, tmp_path: Path) -> None
     await store.close()
 
 
+async def test_ack_chunks_is_ack_of_each_chunk(Wal: Any, tmp_path: Path) -> None:
+    """The distributor acknowledges a delivered batch with one ack_chunks(batch.chunks)."""
+    from logdist.distributor.outbound import Chunk
+
+    store = WalStore(tmp_path, wal_cls=Wal, checkpoint_interval=0.01)
+    await recovered(store)
+    t = await store.append([(b'{"id":"a"},{"id":"b"}', 2, "a1"), (b'{"id":"c"}', 1, "a1"), (b'{"id":"d"}', 1, "a2")])
+    # a batch holding half of part 0 (re-split), all of part 1, and a chunk of an unknown record
+    store.ack_chunks([Chunk(b'{"id":"a"}', 1, t[0], 0.0), Chunk(b'{"id":"c"}', 1, t[1], 0.0), Chunk(b"", 1, 99, 0.0)])
+    assert store._remaining == {t[0]: 1, t[2]: 1}
+    store.ack_chunks([])
+    store.ack_chunks([Chunk(b'{"id":"b"}', 1, t[0], 0.0)])
+    assert store._remaining == {t[2]: 1}
+    await store.checkpoint()
+    assert store.stats()["wal_undelivered_records"] == 1
+    store.wal = None  # a crash: only the unacknowledged part comes back
+
+    store = WalStore(tmp_path, wal_cls=Wal)
+    assert await recovered(store) == [(t[2], b'{"id":"d"}', 1, "a2")]
+    await store.close()
+
+
 async def test_full_log_raises_wal_full(Wal: Any, tmp_path: Path) -> None:
     store = WalStore(tmp_path, wal_cls=Wal, max_bytes=200)
     await recovered(store)

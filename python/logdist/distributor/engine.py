@@ -303,7 +303,7 @@ class Distributor:
         now = self.loop_time
         for i, (target, data) in enumerate(batches.items()):
             self._push(target, Chunk(data, counts[target], tokens[i] if tokens else 0, now))
-        if key is not None:
+        if key is not None and not self._store_keys:  # (a store that keeps keys has added it)
             self._dedup[key] = None
             if len(self._dedup) > self.cfg.dedup_window:
                 self._dedup.popitem(last=False)
@@ -418,18 +418,23 @@ class Distributor:
                 batch = a.ready.popleft()
             else:
                 q = a.queue
+                linger = cfg.linger_ms / 1000
                 if (
                     not lingered
-                    and a.inflight
-                    and cfg.linger_ms > 0
+                    and linger > 0
+                    and (a.inflight or now - a.last_batch < 10 * linger)
                     and q.messages < cfg.batch_max_messages
                     and q.bytes < cfg.batch_max_bytes
                 ):
-                    # Something is in flight already: let the batch fill up a little.
+                    # Busy (something in flight, or a batch went out just now): let this one
+                    # fill up a little. Traffic that comes in bursts (the write-ahead log
+                    # acknowledges a group of packets per fsync) then still makes full batches.
+                    # A lone packet after a quiet spell goes out at once.
                     lingered = True
-                    await asyncio.sleep(cfg.linger_ms / 1000)
+                    await asyncio.sleep(linger)
                     continue
                 lingered = False
+                a.last_batch = now
                 batch = Batch(q.take(cfg.batch_max_messages, cfg.batch_max_bytes), a.id)
                 if a.saturated and q.messages <= a.cap // 2:
                     self._desaturate(a)
@@ -486,8 +491,7 @@ class Distributor:
         self.acked += n
         self.held -= n
         if not self.store.noop:
-            for c in batch.chunks:
-                self.store.ack(c.token, c.count)
+            self.store.ack_chunks(batch.chunks)
 
     def _failed(self, a: AnalyzerState, batch: Batch, detail: str, retry_after: float | None) -> None:
         now = self.loop_time
@@ -523,8 +527,7 @@ class Distributor:
         self.dead_lettered += batch.count
         self.held -= batch.count
         if not self.store.noop:
-            for c in batch.chunks:
-                self.store.ack(c.token, c.count)
+            self.store.ack_chunks(batch.chunks)
 
     async def _retry_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -116,6 +116,7 @@ class AnalyzerState:
     down_until: float = 0.0  # not re-admitted before this loop time
     readmitted_at: float = -1e9
     last_ok: float = -1e9  # loop time of the last acknowledged batch
+    last_batch: float = -1e9  # loop time the last batch was formed (a busy sender lingers)
     # counters (messages unless said otherwise)
     routed: int = 0
     acked: int = 0

@@ -18,8 +18,8 @@ and the messages live only in the outbound queues (seed parity: they die with th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Protocol
 
 #: (messages joined by b",", count) or (..., count, id of the analyzer they were routed to)
 Part = tuple[bytes, int] | tuple[bytes, int, str]
@@ -42,6 +42,10 @@ class Store(Protocol):
 
     def ack(self, token: int, count: int) -> None:
         """`count` messages of record `token` are delivered (or dead-lettered on disk)."""
+        ...
+
+    def ack_chunks(self, chunks: Iterable[Any]) -> None:
+        """ack(c.token, c.count) for every chunk of a delivered batch, in one call."""
         ...
 
     def recover(self) -> AsyncIterator[tuple[int, bytes, int, str]]:
@@ -67,6 +71,9 @@ class MemoryStore:
         return [0] * len(parts)
 
     def ack(self, token: int, count: int) -> None:
+        return None
+
+    def ack_chunks(self, chunks: Iterable[Any]) -> None:
         return None
 
     async def recover(self) -> AsyncIterator[tuple[int, bytes, int, str]]:

@@ -39,7 +39,7 @@ import os
 import shutil
 import struct
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -375,8 +375,9 @@ class WalStore:
             # hold their segment forever. (A restart before the next checkpoint replays them.)
             self._delivered(lsns)
             return
+        remaining = self._remaining
         for lsn, part in zip(lsns, parts, strict=True):
-            self._remaining[lsn] = part[1]
+            remaining[lsn] = part[1]
         if key is not None:
             self._remember(key)
             self._unsaved.append(key)
@@ -392,6 +393,24 @@ class WalStore:
             return
         del self._remaining[token]
         self._delivered((token,))
+
+    def ack_chunks(self, chunks: Iterable[Any]) -> None:
+        """ack() for each chunk of a delivered batch; one hand-over of what is now done."""
+        remaining = self._remaining
+        done = []
+        for c in chunks:
+            token = c.token
+            left = remaining.get(token)
+            if left is None:
+                continue
+            left -= c.count
+            if left > 0:
+                remaining[token] = left
+            else:
+                del remaining[token]
+                done.append(token)
+        if done:
+            self._delivered(done)
 
     def _delivered(self, lsns: Sequence[int]) -> None:
         """Records that need no more delivery: handed to the log by the next checkpoint (which
