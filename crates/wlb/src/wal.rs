@@ -38,7 +38,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -281,12 +281,26 @@ pub fn record_crc(lsn: u64, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc, payload)
 }
 
-/// Appends the framed record to `buf`.
-pub fn encode_record(buf: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&record_crc(lsn, payload).to_le_bytes());
-    buf.extend_from_slice(&lsn.to_le_bytes());
-    buf.extend_from_slice(payload);
+/// The frame header of a record: `len: u32`, `crc: u32`, `lsn: u64` (the payload follows).
+pub fn record_header(lsn: u64, payload: &[u8]) -> [u8; RECORD_HEADER_LEN as usize] {
+    let mut h = [0u8; RECORD_HEADER_LEN as usize];
+    h[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&record_crc(lsn, payload).to_le_bytes());
+    h[8..].copy_from_slice(&lsn.to_le_bytes());
+    h
+}
+
+/// `write_all` over several buffers: writev until every byte is written.
+fn write_all_vectored(mut w: impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(written) => IoSlice::advance_slices(&mut bufs, written),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The records of one segment's bytes, as far as they are intact.
@@ -653,15 +667,25 @@ impl Wal {
         }
         let first = st.next_lsn;
         let n = payloads.len() as u64;
-        let mut buf = Vec::with_capacity(need as usize);
-        for (i, p) in payloads.iter().enumerate() {
-            encode_record(&mut buf, first + i as u64, p.as_ref());
+        // One write of every frame, gathered from the callers' buffers (writev): the payloads
+        // are not copied into an intermediate buffer first.
+        let heads: Vec<[u8; RECORD_HEADER_LEN as usize]> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| record_header(first + i as u64, p.as_ref()))
+            .collect();
+        let mut slices = Vec::with_capacity(2 * payloads.len());
+        for (h, p) in heads.iter().zip(payloads) {
+            slices.push(IoSlice::new(h));
+            if !p.as_ref().is_empty() {
+                slices.push(IoSlice::new(p.as_ref()));
+            }
         }
         let (active_first, file) = {
             let a = st.active.as_ref().expect("an active segment");
             (a.first_lsn, Arc::clone(&a.file))
         };
-        if let Err(e) = (&*file).write_all(&buf) {
+        if let Err(e) = write_all_vectored(&*file, &mut slices) {
             self.retire_after_write_error(&mut st, active_first, &file);
             return Err(WalError::io(
                 "append",

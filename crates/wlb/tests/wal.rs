@@ -105,6 +105,35 @@ fn append_replay_round_trip() {
 }
 
 #[test]
+fn one_append_of_more_frames_than_one_writev_takes() {
+    // 1,500 records, empty ones among them, are 2,500+ buffers: more than IOV_MAX (1,024), so
+    // the gathered write takes several writev calls. Every byte must land, in order.
+    let d = TempDir::new("iov");
+    let data: Vec<Vec<u8>> = (0..1500)
+        .map(|i| {
+            if i % 3 == 0 {
+                Vec::new()
+            } else {
+                format!("r{i}-{}", "y".repeat(i % 300)).into_bytes()
+            }
+        })
+        .collect();
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    assert_eq!(
+        wal.append_many(&data).unwrap(),
+        (0..1500).collect::<Vec<u64>>()
+    );
+    crash(wal);
+    let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
+    let got = wal.replay().unwrap();
+    assert_eq!(got.len(), 1500);
+    for (i, (lsn, p)) in got.iter().enumerate() {
+        assert_eq!((*lsn, p), (i as u64, &data[i]));
+    }
+    assert_eq!(wal.recovery().skipped_bytes, 0);
+}
+
+#[test]
 fn progress_survives_reopen_and_is_never_ahead() {
     let d = TempDir::new("progress");
     let wal = Wal::open(&d.0, WalOptions::default()).unwrap();

@@ -69,21 +69,25 @@ def encode_parts(parts: Sequence[Part], key: Key | None) -> list[bytes]:
     recovery remembers the packet as stored only if every part of it survived; a retry of a
     packet that lost a part is then stored again instead of being answered "duplicate"."""
     out = []
+    last = len(parts) - 1
     for i, part in enumerate(parts):
         data, count = part[0], part[1]
         target = part[2].encode("utf-8", "surrogatepass") if len(part) > 2 else b""
-        tail = data
+        tlen = b""
         if target and len(target) < 0xFFFF:
             count |= _HAS_TARGET
-            tail = _TLEN.pack(len(target)) + target + data
-        e = p = b""
-        last = i == len(parts) - 1
-        if last and key is not None:
-            e, p = key[0].encode("utf-8", "surrogatepass"), key[1].encode("utf-8", "surrogatepass")
-        if last and key is not None and len(e) < _NO_KEY and len(p) < _NO_KEY:
-            out.append(b"".join((_HEAD.pack(count, len(e), len(p)), e, p, tail)))
+            tlen = _TLEN.pack(len(target))
         else:
-            out.append(b"".join((_HEAD.pack(count, _NO_KEY, 0), tail)))
+            target = b""
+        e = p = b""
+        head = _HEAD.pack(count, _NO_KEY, 0)
+        if i == last and key is not None:
+            e, p = key[0].encode("utf-8", "surrogatepass"), key[1].encode("utf-8", "surrogatepass")
+            if len(e) < _NO_KEY and len(p) < _NO_KEY:
+                head = _HEAD.pack(count, len(e), len(p))
+            else:  # too long to keep: stored without a key
+                e = p = b""
+        out.append(b"".join((head, e, p, tlen, target, data)))  # the one copy of the data
     return out
 
 
