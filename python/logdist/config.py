@@ -13,7 +13,8 @@ Distributor keys of logdist's own (all optional, defaults in DistributorConfig):
   host, queue_size (max messages held, not yet acknowledged), strategy ("alias" | "swrr"), seed,
   durability ("memory" | "wal"), state_dir, max_body_bytes,
   max_decoded_bytes (gzip bound), max_messages_per_packet, batch_max_messages, batch_max_bytes,
-  linger_ms, max_inflight (batches in flight per analyzer), health_interval_ms,
+  linger_ms (how long a busy sender lets a batch fill: busy = a batch in flight, or in wal mode
+  one sent within 10 x linger_ms), max_inflight (batches in flight per analyzer), health_interval_ms,
   health_timeout_ms, eject_after (consecutive failures), retry_base_ms, retry_cap_ms,
   dedup_window (remembered (emitter_id, packet_id) pairs), shutdown_grace_s, timeout and
   retry_count (defaults for analyzers that do not set them), and for durability "wal" (the log
