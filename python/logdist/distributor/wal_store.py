@@ -20,8 +20,8 @@ Packet dedup across restarts: the last `dedup_window` keys appended are written 
 two UTF-8 strings; appended to at each checkpoint, rewritten atomically when it holds twice
 the window), before the checkpoint may delete
 segments; keys newer than that file are in records that are still on disk and replayed. After
-recover(), `packet_keys()` gives them back (oldest first) to seed the distributor's window
-(the `keeps_packet_keys` seam of store.py).
+recover(), they are in `window` (oldest first), the dict the distributor uses as its dedup
+window (the `keeps_packet_keys` seam of store.py).
 
 All log I/O runs in worker threads (asyncio.to_thread); the Rust log releases the GIL there.
 Appends are batched here as well: the parts of every request that arrives while a log write
@@ -208,8 +208,8 @@ class WalStore:
             w.popitem(last=False)
 
     def packet_keys(self) -> list[Key]:
-        """The dedup keys of recent packets (oldest first): after recover(), those of the
-        previous run; they seed the distributor's (emitter_id, packet_id) window."""
+        """A copy of `window`: the dedup keys of recent packets (oldest first); after recover(),
+        those of the previous run too."""
         return list(self.window)
 
     async def _persist_keys(self) -> None:
@@ -319,7 +319,7 @@ class WalStore:
             yield lsn, part, count, target
 
     async def append(self, parts: Sequence[Part], packet_key: Key | None = None) -> list[int]:
-        """Store.append; `packet_key` is the packet's (emitter_id, packet_id), kept for packet_keys()."""
+        """Store.append; `packet_key` is the packet's (emitter_id, packet_id), kept in `window`."""
         if self.wal is None:  # used without recover(): open now
             await asyncio.to_thread(self._open)
         fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
