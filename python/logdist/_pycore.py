@@ -15,15 +15,10 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
-from importlib import metadata as _metadata
 
+from logdist import __version__  # the package's version (looked up once, in logdist/__init__.py)
 from logdist._pyanalyze import BatchAnalyzer
 from logdist.errors import NoTargetError, PacketError, WeightError
-
-try:
-    __version__ = _metadata.version("logdist")
-except _metadata.PackageNotFoundError:  # a source tree without install
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "AliasTable",
