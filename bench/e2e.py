@@ -11,7 +11,7 @@ A separate paced run at half of each system's measured maximum gives the p99 at 
     .venv/bin/python bench/e2e.py --mode analyzer    # one `logdist analyzer`: messages/s per core
     logdist bench ...                                 # the same, from the CLI
 
-The flags are defined once, in logdist.bench.add_arguments. Results go to stdout (a table),
+The flags are defined once, in logdist.tools.benchargs.add_arguments. Results go to stdout (a table),
 progress to stderr, and JSON to bench/results/latest.json (or --out).
 """
 
@@ -1244,10 +1244,10 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        from logdist.bench import add_arguments
+        from logdist.tools.benchargs import add_arguments
     except ImportError:  # not installed into this interpreter: use the source tree
         sys.path.insert(0, str(ROOT / "python"))
-        from logdist.bench import add_arguments
+        from logdist.tools.benchargs import add_arguments
 
     parser = argparse.ArgumentParser(prog="bench/e2e.py", description=__doc__.split("\n\n")[0])
     add_arguments(parser)

@@ -28,15 +28,15 @@ COMMANDS: dict[str, Command] = {
     "analyzer": Command("logdist.analyzer", "run an analyzer (seed 000 API; dedup and counts)"),
     "emitter": Command("logdist.emitter", "run an emitter server (seed 000 API), or --once to generate"),
     "generate": Command(
-        "logdist.cluster", "send synthetic traffic to distributors, print a summary", "add_generate", "run_generate"
+        "logdist.tools.cluster", "send synthetic traffic to distributors, print a summary", "add_generate", "run_generate"
     ),
     "verify-weights": Command(
-        "logdist.cluster", "check each analyzer's processed share against its weight", "add_verify", "run_verify"
+        "logdist.tools.cluster", "check each analyzer's processed share against its weight", "add_verify", "run_verify"
     ),
-    "status": Command("logdist.cluster", "show a running distributor and its analyzers", "add_status", "run_status"),
-    "up": Command("logdist.up", "start a whole local pipeline with a live view of the shares"),
-    "bench": Command("logdist.bench", "run the end-to-end benchmark"),
-    "dlq": Command("logdist.cluster", "list or replay a distributor's dead letters", "add_dlq", "run_dlq"),
+    "status": Command("logdist.tools.cluster", "show a running distributor and its analyzers", "add_status", "run_status"),
+    "up": Command("logdist.tools.up", "start a whole local pipeline with a live view of the shares"),
+    "bench": Command("logdist.tools.bench", "run the end-to-end benchmark"),
+    "dlq": Command("logdist.tools.cluster", "list or replay a distributor's dead letters", "add_dlq", "run_dlq"),
 }
 
 

@@ -9,7 +9,7 @@ import urllib.request
 import orjson
 import pytest
 
-from logdist import cluster
+from logdist.tools import cluster
 
 
 def msgs(prefix: str, n: int, level: str = "INFO", source: str = "api") -> list[dict[str, object]]:

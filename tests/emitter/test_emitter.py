@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from logdist import cluster
+from logdist.tools import cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 

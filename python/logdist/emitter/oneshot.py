@@ -21,10 +21,10 @@ import aiohttp
 import orjson
 import uvloop
 
-from logdist import term
 from logdist.emitter.messages import MessageFactory
 from logdist.emitter.sender import Outcome, PacketSender, SendCounters
 from logdist.errors import ConfigError
+from logdist.tools import term
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 

@@ -28,8 +28,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from logdist import cluster, term
 from logdist.errors import ConfigError
+from logdist.tools import cluster, term
 
 DEFAULT_WEIGHTS = (0.4, 0.3, 0.2, 0.1)
 
