@@ -3,7 +3,6 @@ processes (`generate`, `verify-weights`, `status`)."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import signal
 import socket
@@ -17,15 +16,10 @@ from typing import Any
 import orjson
 import pytest
 
+from logdist.procs import free_port
 from logdist.tools import cluster
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def logdist(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -1,8 +1,8 @@
 """`logdist up`: a whole local pipeline in one command, with a live view of the shares.
 
 It starts, as its own child processes on loopback: four analyzers (8082-8085, weights
-0.4/0.3/0.2/0.1), a distributor on 8081 (from a seed-000-shaped config file it writes into the
-run directory), and an emitter on 8080 that it sets generating. It then redraws a view of each
+0.4/0.3/0.2/0.1), a distributor on 8081 (from a compact config file it writes into the run
+directory), and an emitter on 8080 that it sets generating. It then redraws a view of each
 analyzer's processed count and share against its weight, the distributor's queue depth and
 rates, a few times a second (one line per interval when stdout is not a terminal).
 SIGINT/SIGTERM stops the emitter, lets the distributor drain, stops the analyzers (SIGTERM,
@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,7 @@ from typing import Any, TextIO
 import orjson
 
 from logdist.errors import ConfigError
+from logdist.procs import die_with_parent, port_free
 from logdist.tools import cluster, term
 
 DEFAULT_WEIGHTS = (0.4, 0.3, 0.2, 0.1)
@@ -84,22 +83,6 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # if `up` is killed hard, the kernel sends the children SIGTERM (Linux only; best effort)
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _port_free(port: int) -> bool:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @dataclass
 class Sample:
     t: float
@@ -131,7 +114,7 @@ class Pipeline:
         all_ports = [args.emitter_port, args.distributor_port, *ports]
         if len(set(all_ports)) != len(all_ports):
             raise ConfigError("ports", f"ports must differ: {all_ports}")
-        taken = [p for p in all_ports if not _port_free(p)]
+        taken = [p for p in all_ports if not port_free(p)]
         if taken:
             raise ConfigError(
                 "ports",
@@ -210,7 +193,7 @@ class Pipeline:
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 process_group=0,  # a terminal's Ctrl-C reaches `up` only; it stops the children in order
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
 
     def _wait_healthy(self, group: list[Child], timeout: float = 30.0) -> None:
