@@ -32,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from logdist.analyzer.app import AnalyzerState, BadBody, Faults, make_app
-    from logdist.analyzer.engine import Analysis
+    from logdist.analyzer.app import AnalyzerState, Faults, make_app
+    from logdist.analyzer.engine import Analysis, BadBody
     from logdist.errors import ConfigError
 
     if args.id is not None and args.pos_id is not None and args.id != args.pos_id:

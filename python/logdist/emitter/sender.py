@@ -78,8 +78,6 @@ class PacketSender:
         self.urls = list(urls)
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.give_up_after_s = give_up_after_s
-        self.backoff_base_s = backoff_base_s
-        self.backoff_cap_s = backoff_cap_s
         # only its backoff(attempt, u) is used: min(cap, base * 2**attempt) * u
         self._backoff = RetryScheduler(backoff_base_s, backoff_cap_s, 2.0)
         self.retry_after_cap_s = retry_after_cap_s

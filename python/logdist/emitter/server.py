@@ -33,7 +33,6 @@ log = logging.getLogger("logdist.emitter")
 class EmitterState:
     config: EmitterConfig
     factory: MessageFactory
-    give_up_after_s: float | None = 60.0
     counters: SendCounters = field(default_factory=SendCounters)
     sender: PacketSender | None = None
     session: aiohttp.ClientSession | None = None
@@ -208,7 +207,7 @@ def make_app(
     autostart_rate: float | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=1 << 20, middlewares=[json_errors()])
-    st = EmitterState(config=config, factory=MessageFactory(emitter_id), give_up_after_s=give_up_after_s)
+    st = EmitterState(config=config, factory=MessageFactory(emitter_id))
     app[STATE] = st
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
