@@ -183,7 +183,7 @@ def test_generate_then_verify_weights_and_status(swrr_cluster) -> None:  # type:
     assert "a1" in r.stdout
     assert "40.0%" in r.stdout
     assert "total processed 10,000 / expected 10,000 (ok)" in r.stdout
-    # direct form, for seed 000 distributors that have no metrics endpoint
+    # direct form, for distributors that have no metrics endpoint
     args = [f"--analyzer=a{i + 1}={a.url}@{w}" for i, (a, w) in enumerate(zip(analyzers, (4, 3, 2, 1), strict=True))]
     r = logdist("verify-weights", *args, "--expected", "10000", "--check")
     assert r.returncode == 0, r.stdout
