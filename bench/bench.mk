@@ -22,3 +22,13 @@ BENCH_ANALYZER_ARGS ?= --wrk-threads 1 --connections 8 --runs 3 --duration 8
 bench-analyzer: build bench-deps ## one `logdist analyzer` (Rust core, then pure Python) under wrk: messages/s and messages/s per CPU core
 	$(PY) bench/e2e.py --mode analyzer $(BENCH_ANALYZER_ARGS)
 	$(PY) bench/e2e.py --mode analyzer --pure $(BENCH_ANALYZER_ARGS)
+
+# Before vs after in one run: logdist-memory/-wal from this tree and from BENCH_BASE (a checkout
+# with its own `make build`), each right after the other.
+BENCH_BASE ?=
+
+.PHONY: bench-compare
+bench-compare: build bench-deps ## logdist memory/wal from this tree vs BENCH_BASE=DIR (another checkout), side by side
+	@test -n "$(BENCH_BASE)" || { echo "usage: make bench-compare BENCH_BASE=/path/to/other/checkout"; exit 2; }
+	$(PY) bench/e2e.py --sinks nginx --systems logdist-memory,logdist-wal --baseline-tree $(BENCH_BASE) \
+		--out bench/results/compare.json $(BENCH_E2E_ARGS)

@@ -11,8 +11,11 @@ A separate paced run at half of each system's measured maximum gives the p99 at 
     .venv/bin/python bench/e2e.py --mode analyzer    # one `logdist analyzer`: messages/s per core
     logdist bench ...                                 # the same, from the CLI
 
-The flags are defined once, in logdist.bench.add_arguments. Results go to stdout (a table),
-progress to stderr, and JSON to bench/results/latest.json (or --out).
+    .venv/bin/python bench/e2e.py --baseline-tree ../main   # adds logdist-*@base: before vs after
+
+The flags are defined once, in logdist.tools.benchargs (which `logdist bench` uses too; it
+loads this file and calls `run`). Results go to stdout (a table), progress to stderr, and JSON
+to bench/results/latest.json (or --out).
 """
 
 from __future__ import annotations
@@ -43,6 +46,15 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
+
+try:
+    from logdist.procs import free_port
+    from logdist.tools.benchargs import add_arguments
+except ImportError:  # logdist is not installed into this interpreter: use the source tree
+    sys.path.insert(0, str(ROOT / "python"))
+    from logdist.procs import free_port
+    from logdist.tools.benchargs import add_arguments
+
 WEIGHTS = (4, 3, 2, 1)
 MESSAGES_PER_PACKET = 250
 MESSAGE_BYTES = 240
@@ -51,6 +63,9 @@ PLACEHOLDER = "@@ID@@"
 SYSTEMS = ("logdist-memory", "logdist-wal", "nginx", "haproxy")
 # also accepted by --systems: the same on the pure-Python core (for the Rust-vs-Python ratio)
 EXTRA_SYSTEMS = ("logdist-memory-py", "logdist-wal-py", "logdist-memory-1w", "logdist-wal-1w")
+# logdist-memory/-wal run from --baseline-tree's source (same flags): the code before a change
+BASE_SUFFIX = "@base"
+BASE_SYSTEMS = ("logdist-memory" + BASE_SUFFIX, "logdist-wal" + BASE_SUFFIX)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -92,12 +107,6 @@ def make_packet_template() -> tuple[str, int, int]:
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def render(template: Path, dest: Path, values: dict[str, str]) -> Path:
@@ -173,11 +182,13 @@ def rss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
-def logdist_env(args: argparse.Namespace, pure: bool = False) -> dict[str, str]:
-    """Environment for `python -m logdist` children: the source tree first on the path (works
-    with or without an install), and LOGDIST_PURE=1 when --pure asks for the Python core."""
+def logdist_env(args: argparse.Namespace, pure: bool = False, tree: Path | None = None) -> dict[str, str]:
+    """Environment for `python -m logdist` children: a source tree first on the path (this one,
+    or `tree` for the @base systems; works with or without an install, and the tree's python/
+    holds its own built core), and LOGDIST_PURE=1 when --pure asks for the Python core."""
     env = {**os.environ}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "python"), env.get("PYTHONPATH", "")) if p)
+    src = (tree if tree is not None else ROOT) / "python"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH", "")) if p)
     if args.pure or pure:
         env["LOGDIST_PURE"] = "1"
     return env
@@ -424,6 +435,22 @@ class System:
 
 def start_system(name: str, sinks: Sinks, workdir: Path, args: argparse.Namespace) -> System:
     port = free_port()
+    if name in ("nginx", "haproxy"):
+        sysm = _start_proxy(name, port, sinks, workdir, args)
+    else:
+        sysm = _start_logdist(name, port, sinks, workdir, args)
+    try:
+        wait_ready(sysm.proc, port, sysm.health_path)
+    except Unavailable:
+        sysm.proc.stop()
+        raise
+    if sysm.name.startswith("logdist"):
+        _check_logdist_health(sysm)
+    return sysm
+
+
+def _start_proxy(name: str, port: int, sinks: Sinks, workdir: Path, args: argparse.Namespace) -> System:
+    """nginx or HAProxy as a weighted proxy in front of the sinks."""
     values = {
         "DIR": str(workdir),
         "PORT": str(port),
@@ -437,65 +464,82 @@ def start_system(name: str, sinks: Sinks, workdir: Path, args: argparse.Namespac
         binary = find_binary("nginx")
         proc = Proc("nginx", [binary, "-e", str(workdir / "proxy-error.log"), "-c", str(conf)], workdir / "nginx.out")
         version = subprocess.run([binary, "-v"], capture_output=True, text=True).stderr.strip()
-        sysm = System(name, port, proc.start(), "/health", info={"version": version, "workers": args.proxy_workers})
-    elif name == "haproxy":
-        cfg = render(BENCH_DIR / "haproxy" / "proxy.cfg", workdir / "haproxy.cfg", values)
-        binary = find_binary("haproxy")
-        proc = Proc("haproxy", [binary, "-db", "-f", str(cfg)], workdir / "haproxy.out")
-        version = subprocess.run([binary, "-v"], capture_output=True, text=True).stdout.splitlines()[0]
-        sysm = System(name, port, proc.start(), "/health", info={"version": version, "threads": args.proxy_workers})
-    else:
-        durability = name.split("-")[1]
-        pure = name.endswith("-py")
-        config = {
-            "port": port,
-            "analyzers": [
-                {"id": f"a{i}", "weight": w / 10, "endpoint": ep, "timeout": 10000, "retry_count": 3}
-                for i, (w, ep) in enumerate(zip(WEIGHTS, sinks.endpoints, strict=True))
-            ],
-        }
-        for kv in args.logdist_config:
-            key, _, value = kv.partition("=")
-            try:
-                config[key] = json.loads(value)
-            except json.JSONDecodeError:
-                config[key] = value
-        cfg_path = workdir / "distributor.json"
-        cfg_path.write_text(json.dumps(config, indent=2))
-        # `--workers N`: N distributor processes on the port (SO_REUSEPORT) under one
-        # supervisor; /queue and /api/v1/metrics answer for all of them. "-1w": one process.
-        workers = 1 if name.endswith("-1w") else args.logdist_workers
-        state = workdir / "state"
-        state.mkdir(exist_ok=True)
-        argv = [
-            sys.executable, "-m", "logdist", "distributor", "--config", str(cfg_path),
-            "--port", str(port), "--durability", durability, "--state-dir", str(state),
-            *(["--workers", str(workers)] if workers > 1 else []), *args.logdist_arg,
-        ]  # fmt: skip
-        proc = Proc(name, argv, workdir / f"{name}.log", env=logdist_env(args, pure))
-        base = f"http://127.0.0.1:{port}"
-        sysm = System(
-            name,
-            port,
-            proc.start(),
-            "/health",
-            queue_url=base + "/queue",
-            metrics_url=base + "/api/v1/metrics",
-            info={"argv": argv[1:], "workers": workers},
-        )
-    try:
-        wait_ready(sysm.proc, port, sysm.health_path)
-    except Unavailable:
-        sysm.proc.stop()
-        raise
-    if sysm.name.startswith("logdist"):
-        with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
-            h = get_json(f"http://127.0.0.1:{port}/health")
-            sysm.info.update({k: h.get(k) for k in ("backend", "durability", "version") if k in h})
-            if h.get("durability") not in (None, durability):
-                sysm.proc.stop()
-                raise Unavailable(f"asked for durability {durability}, /health says {h.get('durability')}")
-    return sysm
+        return System(name, port, proc.start(), "/health", info={"version": version, "workers": args.proxy_workers})
+    cfg = render(BENCH_DIR / "haproxy" / "proxy.cfg", workdir / "haproxy.cfg", values)
+    binary = find_binary("haproxy")
+    proc = Proc("haproxy", [binary, "-db", "-f", str(cfg)], workdir / "haproxy.out")
+    version = subprocess.run([binary, "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+    return System(name, port, proc.start(), "/health", info={"version": version, "threads": args.proxy_workers})
+
+
+def _durability(name: str) -> str:
+    """logdist-wal-1w, logdist-memory@base ... -> wal, memory."""
+    return name.partition(BASE_SUFFIX)[0].split("-")[1]
+
+
+def _logdist_config(port: int, sinks: Sinks, args: argparse.Namespace) -> dict[str, Any]:
+    """The distributor's config (the compact config shape), plus --logdist-config keys."""
+    config: dict[str, Any] = {
+        "port": port,
+        "analyzers": [
+            {"id": f"a{i}", "weight": w / 10, "endpoint": ep, "timeout": 10000, "retry_count": 3}
+            for i, (w, ep) in enumerate(zip(WEIGHTS, sinks.endpoints, strict=True))
+        ],
+    }
+    for kv in args.logdist_config:
+        key, _, value = kv.partition("=")
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key] = value
+    return config
+
+
+def _start_logdist(name: str, port: int, sinks: Sinks, workdir: Path, args: argparse.Namespace) -> System:
+    durability = _durability(name)
+    tree = None
+    if name.endswith(BASE_SUFFIX):
+        if not args.baseline_tree:
+            raise Unavailable(f"{name} needs --baseline-tree DIR")
+        tree = Path(args.baseline_tree).resolve()
+    cfg_path = workdir / "distributor.json"
+    cfg_path.write_text(json.dumps(_logdist_config(port, sinks, args), indent=2))
+    # `--workers N`: N distributor processes on the port (SO_REUSEPORT) under one
+    # supervisor; /queue and /api/v1/metrics answer for all of them. "-1w": one process.
+    workers = 1 if name.endswith("-1w") else args.logdist_workers
+    state = workdir / "state"
+    state.mkdir(exist_ok=True)
+    argv = [
+        sys.executable, "-m", "logdist", "distributor", "--config", str(cfg_path),
+        "--port", str(port), "--durability", durability, "--state-dir", str(state),
+        *(["--workers", str(workers)] if workers > 1 else []), *args.logdist_arg,
+    ]  # fmt: skip
+    env = logdist_env(args, name.endswith("-py"), tree)
+    proc = Proc(name, argv, workdir / f"{name}.log", env=env)
+    base = f"http://127.0.0.1:{port}"
+    info: dict[str, Any] = {"argv": argv[1:], "workers": workers}
+    if tree is not None:
+        info["tree"] = str(tree)
+    return System(
+        name,
+        port,
+        proc.start(),
+        "/health",
+        queue_url=base + "/queue",
+        metrics_url=base + "/api/v1/metrics",
+        info=info,
+    )
+
+
+def _check_logdist_health(sysm: System) -> None:
+    """Record the backend/durability/version /health reports; the durability must be the one asked for."""
+    durability = _durability(sysm.name)
+    with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
+        h = get_json(f"http://127.0.0.1:{sysm.port}/health")
+        sysm.info.update({k: h.get(k) for k in ("backend", "durability", "version") if k in h})
+        if h.get("durability") not in (None, durability):
+            sysm.proc.stop()
+            raise Unavailable(f"asked for durability {durability}, /health says {h.get('durability')}")
 
 
 # ---------------------------------------------------------------- load generator
@@ -676,17 +720,19 @@ def logdist_acked(system: System) -> int | None:
     return None
 
 
-def measure(
-    name: str,
-    sinks_kind: str,
-    body_file: Path,
-    msg_bytes: int,
-    pkt_bytes: int,
-    args: argparse.Namespace,
-    workroot: Path,
-) -> dict[str, Any]:
+@dataclass
+class Payload:
+    """The packet body file wrk sends, and the byte sizes the nginx sinks count by."""
+
+    body_file: Path
+    msg_bytes: int
+    pkt_bytes: int
+
+
+def measure(name: str, sinks_kind: str, payload: Payload, args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
+    """One system: warm-up, the measured runs, the optional profile and half-rate runs; its figures."""
     workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workroot))
-    sinks = Sinks(sinks_kind, workdir, msg_bytes, pkt_bytes, args)
+    sinks = Sinks(sinks_kind, workdir, payload.msg_bytes, payload.pkt_bytes, args)
     system: System | None = None
     try:
         sinks.start()
@@ -695,104 +741,127 @@ def measure(
             f"{name}: up on :{system.port} (pid {system.proc.pid}), sinks {sinks.kind} on {sinks.ports}; "
             f"warm-up {args.warmup:g}s"
         )
-        run_wrk(system.port, body_file, args, args.warmup)
-        runs: list[dict[str, Any]] = []
-        for r in range(args.runs):
-            wait_drained(system)
-            pids = system.pids()
-            sink_pids = sinks.pids()
-            (usr0, sys0), scpu0 = cpu_times(pids), cpu_seconds(sink_pids)
-            snap0, acked0 = sinks.snapshot(), logdist_acked(system)
-            res = run_wrk(system.port, body_file, args, args.duration)
-            snap1, acked1 = sinks.snapshot(), logdist_acked(system)
-            pids = system.pids()
-            (usr1, sys1), scpu1 = cpu_times(pids), cpu_seconds(sinks.pids())
-            if not system.proc.alive():
-                raise RuntimeError(f"{name} died during run {r + 1}: {system.proc.tail()}")
-            window = res.wall_t1 - res.wall_t0
-            run: dict[str, Any] = {
-                "accepted_msgs_per_s": res.accepted_req_per_s * MESSAGES_PER_PACKET,
-                "p50_ms": res.p50_ms,
-                "p99_ms": res.p99_ms,
-                "cpu_s": (usr1 + sys1) - (usr0 + sys0),
-                "cpu_user_s": usr1 - usr0,
-                "cpu_sys_s": sys1 - sys0,
-                "sink_cpu_s": scpu1 - scpu0,
-                "loadgen_cpu_s": res.cpu_s,
-                "window_s": window,
-                "requests": res.requests,
-                "rejected": res.status_errors,
-                "socket_errors": res.socket_errors,
-                "_t": (res.wall_t0, res.wall_t1),
-            }
-            if snap0 is not None and snap1 is not None:
-                per_sink = [b - a for a, b in zip(snap0, snap1, strict=True)]
-                run["per_sink"] = per_sink
-            if acked0 is not None and acked1 is not None:
-                run["acked_msgs_per_s_by_metrics"] = (acked1 - acked0) / window
-            runs.append(run)
-            log(
-                f"{name}: run {r + 1}/{args.runs}: accepted {run['accepted_msgs_per_s']:,.0f} msg/s, "
-                f"p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms, {res.status_errors} non-2xx, "
-                f"cpu {run['cpu_s']:.2f}s (wrk {res.cpu_s:.2f}s, sinks {run['sink_cpu_s']:.2f}s)"
-            )
+        if args.warmup > 0:
+            run_wrk(system.port, payload.body_file, args, args.warmup)
+        runs = [_one_run(system, sinks, payload.body_file, args, r) for r in range(args.runs)]
         peak = hwm_mb(system.pids())
         wait_drained(system, timeout=20)
-        sinks.flush_logs()
-        for run in runs:
-            t0, t1 = run.pop("_t")
-            if sinks.kind == "nginx":
-                run["per_sink"] = sinks.count_window(t0, t1)
-            run["delivered_msgs_per_s"] = sum(run["per_sink"]) / run["window_s"]
-            delivered = sum(run["per_sink"])
-            run["cpu_s_per_million"] = run["cpu_s"] / (delivered / 1e6) if delivered else None
+        _count_delivered(runs, sinks)
         profile = None
         if args.profile and name.startswith("logdist"):
             wait_drained(system)
-            profile = profile_run(system, body_file, args, workdir)
-        # half-rate run: paced at half of the maximum sustained rate (median over the runs of the
-        # lower of accepted and delivered: accepting faster than delivering only fills the queue)
-        sustained = [min(r["accepted_msgs_per_s"], r["delivered_msgs_per_s"]) for r in runs]
-        max_rps = statistics.median(sustained) / MESSAGES_PER_PACKET
-        half: dict[str, Any] = {}
-        if max_rps > 0 and args.half_rate:
-            wait_drained(system)
-            target = max_rps / 2
-            res = run_wrk(system.port, body_file, args, args.duration, rate=target, connections=args.half_connections)
-            half = {
-                "target_msgs_per_s": target * MESSAGES_PER_PACKET,
-                "achieved_msgs_per_s": res.accepted_req_per_s * MESSAGES_PER_PACKET,
-                "p50_ms": res.p50_ms,
-                "p99_ms": res.p99_ms,
-                "rejected": res.status_errors,
-            }
-            log(
-                f"{name}: half rate ({half['target_msgs_per_s']:,.0f} msg/s target, "
-                f"{half['achieved_msgs_per_s']:,.0f} achieved): p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms"
-            )
+            profile = profile_run(system, payload.body_file, args, workdir)
+        half = _half_rate_run(system, payload.body_file, args, runs)
         peak = max(peak, hwm_mb(system.pids()))
-        med = _median_of(runs)
-        totals = [sum(col) for col in zip(*(r["per_sink"] for r in runs), strict=True)]
-        grand = sum(totals)
-        result: dict[str, Any] = {
-            "status": "ok",
-            **med,
-            "peak_rss_mb": round(peak, 1),
-            "half_rate": half,
-            "p99_ms_at_half_rate": half.get("p99_ms"),
-            "sink_shares": [round(t / grand, 4) if grand else None for t in totals],
-            "runs": [_round_run(r) for r in runs],
-            "info": system.info,
-        }
-        if profile:
-            result["profile"] = profile
-        if sinks.inexact_requests:
-            result["inexact_sink_requests"] = sinks.inexact_requests
-        return result
+        return _summary(system, sinks, runs, peak, half, profile)
     finally:
         if system is not None:
             system.proc.stop()
         sinks.stop()
+
+
+def _one_run(system: System, sinks: Sinks, body_file: Path, args: argparse.Namespace, r: int) -> dict[str, Any]:
+    """One measured run at full load: what wrk saw, and the CPU and counts around it."""
+    wait_drained(system)
+    (usr0, sys0), scpu0 = cpu_times(system.pids()), cpu_seconds(sinks.pids())
+    snap0, acked0 = sinks.snapshot(), logdist_acked(system)
+    res = run_wrk(system.port, body_file, args, args.duration)
+    snap1, acked1 = sinks.snapshot(), logdist_acked(system)
+    (usr1, sys1), scpu1 = cpu_times(system.pids()), cpu_seconds(sinks.pids())
+    if not system.proc.alive():
+        raise RuntimeError(f"{system.name} died during run {r + 1}: {system.proc.tail()}")
+    window = res.wall_t1 - res.wall_t0
+    run: dict[str, Any] = {
+        "accepted_msgs_per_s": res.accepted_req_per_s * MESSAGES_PER_PACKET,
+        "p50_ms": res.p50_ms,
+        "p99_ms": res.p99_ms,
+        "cpu_s": (usr1 + sys1) - (usr0 + sys0),
+        "cpu_user_s": usr1 - usr0,
+        "cpu_sys_s": sys1 - sys0,
+        "sink_cpu_s": scpu1 - scpu0,
+        "loadgen_cpu_s": res.cpu_s,
+        "window_s": window,
+        "requests": res.requests,
+        "rejected": res.status_errors,
+        "socket_errors": res.socket_errors,
+        "_t": (res.wall_t0, res.wall_t1),
+    }
+    if snap0 is not None and snap1 is not None:
+        run["per_sink"] = [b - a for a, b in zip(snap0, snap1, strict=True)]
+    if acked0 is not None and acked1 is not None:
+        run["acked_msgs_per_s_by_metrics"] = (acked1 - acked0) / window
+    log(
+        f"{system.name}: run {r + 1}/{args.runs}: accepted {run['accepted_msgs_per_s']:,.0f} msg/s, "
+        f"p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms, {res.status_errors} non-2xx, "
+        f"cpu {run['cpu_s']:.2f}s (wrk {res.cpu_s:.2f}s, sinks {run['sink_cpu_s']:.2f}s)"
+    )
+    return run
+
+
+def _count_delivered(runs: list[dict[str, Any]], sinks: Sinks) -> None:
+    """Delivered messages per run: nginx sinks are counted from their access logs by time window."""
+    sinks.flush_logs()
+    for run in runs:
+        t0, t1 = run.pop("_t")
+        if sinks.kind == "nginx":
+            run["per_sink"] = sinks.count_window(t0, t1)
+        delivered = sum(run["per_sink"])
+        run["delivered_msgs_per_s"] = delivered / run["window_s"]
+        run["cpu_s_per_million"] = run["cpu_s"] / (delivered / 1e6) if delivered else None
+
+
+def _half_rate_run(
+    system: System, body_file: Path, args: argparse.Namespace, runs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A run paced at half of the maximum sustained rate (median over the runs of the lower of
+    accepted and delivered: accepting faster than delivering only fills the queue)."""
+    sustained = [min(r["accepted_msgs_per_s"], r["delivered_msgs_per_s"]) for r in runs]
+    max_rps = statistics.median(sustained) / MESSAGES_PER_PACKET
+    if not (max_rps > 0 and args.half_rate):
+        return {}
+    wait_drained(system)
+    target = max_rps / 2
+    res = run_wrk(system.port, body_file, args, args.duration, rate=target, connections=args.half_connections)
+    half = {
+        "target_msgs_per_s": target * MESSAGES_PER_PACKET,
+        "achieved_msgs_per_s": res.accepted_req_per_s * MESSAGES_PER_PACKET,
+        "p50_ms": res.p50_ms,
+        "p99_ms": res.p99_ms,
+        "rejected": res.status_errors,
+    }
+    log(
+        f"{system.name}: half rate ({half['target_msgs_per_s']:,.0f} msg/s target, "
+        f"{half['achieved_msgs_per_s']:,.0f} achieved): p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms"
+    )
+    return half
+
+
+def _summary(
+    system: System,
+    sinks: Sinks,
+    runs: list[dict[str, Any]],
+    peak: float,
+    half: dict[str, Any],
+    profile: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A system's figures: medians of the runs, shares, peak RSS, the half-rate run."""
+    totals = [sum(col) for col in zip(*(r["per_sink"] for r in runs), strict=True)]
+    grand = sum(totals)
+    result: dict[str, Any] = {
+        "status": "ok",
+        **_median_of(runs),
+        "peak_rss_mb": round(peak, 1),
+        "half_rate": half,
+        "p99_ms_at_half_rate": half.get("p99_ms"),
+        "sink_shares": [round(t / grand, 4) if grand else None for t in totals],
+        "runs": [_round_run(r) for r in runs],
+        "info": system.info,
+    }
+    if profile:
+        result["profile"] = profile
+    if sinks.inexact_requests:
+        result["inexact_sink_requests"] = sinks.inexact_requests
+    return result
 
 
 def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -890,6 +959,9 @@ def print_table(systems: dict[str, dict[str, Any]], out: Callable[[str], None] =
         out("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))))
     for n in notes:
         out(f"  note: {n}")
+    for name, s in systems.items():
+        if s.get("ratio_to_base") is not None:
+            out(f"  {name}: {s['ratio_to_base']:.3f} x {name}{BASE_SUFFIX} (delivered msg/s)")
 
 
 # ---------------------------------------------------------------- modes
@@ -908,71 +980,116 @@ def workspace(args: argparse.Namespace) -> Iterator[Path]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def write_body(root: Path) -> tuple[Path, int, int]:
+def write_body(root: Path) -> Payload:
     body, msg_bytes, pkt_bytes = make_packet_template()
     path = root / "packet.json"
     path.write_text(body)
-    return path, msg_bytes, pkt_bytes
+    return Payload(path, msg_bytes, pkt_bytes)
+
+
+def selected_systems(args: argparse.Namespace) -> list[str]:
+    """--systems, plus logdist-memory@base and logdist-wal@base when --baseline-tree is given
+    (each right after the system it is compared with, so drift hits both alike)."""
+    selected = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if args.baseline_tree:
+        for base in BASE_SYSTEMS:
+            if base in selected:
+                continue
+            twin = base.removesuffix(BASE_SUFFIX)
+            selected.insert(selected.index(twin) + 1 if twin in selected else len(selected), base)
+    return selected
+
+
+def _check_systems(selected: list[str], args: argparse.Namespace) -> str | None:
+    """Why the selection cannot run, or None."""
+    known = SYSTEMS + EXTRA_SYSTEMS + BASE_SYSTEMS
+    unknown = [s for s in selected if s not in known]
+    if unknown:
+        return f"unknown system(s): {', '.join(unknown)} (choose from {', '.join(known)})"
+    if any(s in BASE_SYSTEMS for s in selected):
+        if not args.baseline_tree:
+            return f"{', '.join(BASE_SYSTEMS)} need --baseline-tree DIR"
+        if not (Path(args.baseline_tree) / "python" / "logdist" / "__main__.py").is_file():
+            return f"--baseline-tree {args.baseline_tree}: no python/logdist/ source tree there"
+    return None
+
+
+def add_ratios(systems: dict[str, dict[str, Any]]) -> None:
+    """Each system against nginx; wal against memory; Rust against pure Python; after against @base."""
+    ref = systems.get("nginx", {}).get("delivered_msgs_per_s")
+    for s in systems.values():
+        if s.get("status") == "ok":
+            s["ratio_to_nginx"] = round(s["delivered_msgs_per_s"] / ref, 4) if ref else None
+    if "logdist-memory" in systems and "logdist-wal" in systems:
+        mem = systems["logdist-memory"].get("delivered_msgs_per_s")
+        wal = systems["logdist-wal"].get("delivered_msgs_per_s")
+        if mem and wal:
+            systems["logdist-wal"]["ratio_to_memory"] = round(wal / mem, 4)
+    for mode in ("memory", "wal"):
+        rs, py = systems.get(f"logdist-{mode}", {}), systems.get(f"logdist-{mode}-py", {})
+        if rs.get("delivered_msgs_per_s") and py.get("delivered_msgs_per_s"):
+            rs["ratio_to_pure_python"] = round(rs["delivered_msgs_per_s"] / py["delivered_msgs_per_s"], 2)
+        base = systems.get(f"logdist-{mode}{BASE_SUFFIX}", {})
+        if rs.get("delivered_msgs_per_s") and base.get("delivered_msgs_per_s"):
+            rs["ratio_to_base"] = round(rs["delivered_msgs_per_s"] / base["delivered_msgs_per_s"], 4)
+
+
+def _measure_all(
+    selected: list[str], payload: Payload, args: argparse.Namespace, root: Path
+) -> dict[str, dict[str, Any]]:
+    """Each system in turn; one that cannot run or fails is reported, not fatal."""
+    systems: dict[str, dict[str, Any]] = {}
+    for name in selected:
+        try:
+            systems[name] = measure(name, args.sinks, payload, args, root)
+        except Unavailable as exc:
+            reason = str(exc).strip()
+            log(f"{name}: unavailable: {reason}")
+            systems[name] = {"status": "unavailable", "reason": reason}
+        except Exception as exc:
+            log(f"{name}: failed: {exc}")
+            systems[name] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    return systems
 
 
 def run_throughput(args: argparse.Namespace) -> int:
-    selected = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = [s for s in selected if s not in SYSTEMS + EXTRA_SYSTEMS]
-    if unknown:
-        print(
-            f"unknown system(s): {', '.join(unknown)} (choose from {', '.join(SYSTEMS + EXTRA_SYSTEMS)})",
-            file=sys.stderr,
-        )
+    selected = selected_systems(args)
+    problem = _check_systems(selected, args)
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     with workspace(args) as root:
-        body_file, msg_bytes, pkt_bytes = write_body(root)
+        payload = write_body(root)
         log(
-            f"payload: {MESSAGES_PER_PACKET} messages x {msg_bytes} B = {pkt_bytes} B packets; sinks: {args.sinks}; "
-            f"wrk -t{args.wrk_threads} -c{args.connections}; {args.runs} x {args.duration:g}s after {args.warmup:g}s "
-            f"warm-up; systems: {', '.join(selected)}"
+            f"payload: {MESSAGES_PER_PACKET} messages x {payload.msg_bytes} B = {payload.pkt_bytes} B packets; "
+            f"sinks: {args.sinks}; wrk -t{args.wrk_threads} -c{args.connections}; {args.runs} x {args.duration:g}s "
+            f"after {args.warmup:g}s warm-up; systems: {', '.join(selected)}"
         )
         load1 = os.getloadavg()[0]
         if load1 > 0.5 * (os.cpu_count() or 1):
             log(f"warning: load average {load1:.1f} on {os.cpu_count()} cpus: other work shares the cores")
-        systems: dict[str, dict[str, Any]] = {}
-        for name in selected:
-            try:
-                systems[name] = measure(name, args.sinks, body_file, msg_bytes, pkt_bytes, args, root)
-            except Unavailable as exc:
-                reason = str(exc).strip()
-                log(f"{name}: unavailable: {reason}")
-                systems[name] = {"status": "unavailable", "reason": reason}
-            except Exception as exc:
-                log(f"{name}: failed: {exc}")
-                systems[name] = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
-        ref = systems.get("nginx", {}).get("delivered_msgs_per_s")
-        for s in systems.values():
-            if s.get("status") == "ok":
-                s["ratio_to_nginx"] = round(s["delivered_msgs_per_s"] / ref, 4) if ref else None
-        if "logdist-memory" in systems and "logdist-wal" in systems:
-            mem = systems["logdist-memory"].get("delivered_msgs_per_s")
-            wal = systems["logdist-wal"].get("delivered_msgs_per_s")
-            if mem and wal:
-                systems["logdist-wal"]["ratio_to_memory"] = round(wal / mem, 4)
-        for mode in ("memory", "wal"):
-            rs, py = systems.get(f"logdist-{mode}", {}), systems.get(f"logdist-{mode}-py", {})
-            if rs.get("delivered_msgs_per_s") and py.get("delivered_msgs_per_s"):
-                rs["ratio_to_pure_python"] = round(rs["delivered_msgs_per_s"] / py["delivered_msgs_per_s"], 2)
+        systems = _measure_all(selected, payload, args, root)
+        add_ratios(systems)
         result = {
             "systems": systems,
-            "setup": setup_info(args, msg_bytes, pkt_bytes),
+            "setup": setup_info(args, payload.msg_bytes, payload.pkt_bytes),
         }
     print()
     print(
         f"logdist end-to-end bench: sinks={args.sinks}, {args.runs} x {args.duration:g}s runs (median), "
-        f"{MESSAGES_PER_PACKET} x {msg_bytes} B messages per packet, wrk -t{args.wrk_threads} -c{args.connections}"
+        f"{MESSAGES_PER_PACKET} x {payload.msg_bytes} B messages per packet, "
+        f"wrk -t{args.wrk_threads} -c{args.connections}"
     )
     print_table(systems)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write_json(args.out, result)
     return 0 if any(s.get("status") == "ok" for s in systems.values()) else 1
+
+
+def write_json(path: str | Path, doc: dict[str, Any]) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"\nwrote {out}")
 
 
 def _fs_type(path: str) -> str:
@@ -1021,6 +1138,11 @@ def setup_info(args: argparse.Namespace, msg_bytes: int, pkt_bytes: int) -> dict
             "the -1w systems: one process",
             "nginx": f"{args.proxy_workers} worker processes",
             "haproxy": f"{args.proxy_workers} threads",
+            **(
+                {"logdist@base": f"the same, run from {Path(args.baseline_tree).resolve()}/python"}
+                if args.baseline_tree
+                else {}
+            ),
         },
         "duration_s": args.duration,
         "warmup_s": args.warmup,
@@ -1040,78 +1162,95 @@ def run_bounded(args: argparse.Namespace) -> int:
     RSS must level off rather than grow with the offered load."""
     name = "logdist-" + args.durability
     with workspace(args) as root:
-        body_file, msg_bytes, pkt_bytes = write_body(root)
-        sinks = Sinks("nginx", root, msg_bytes, pkt_bytes, args)  # ports picked, nothing started
+        payload = write_body(root)
+        sinks = Sinks("nginx", root, payload.msg_bytes, payload.pkt_bytes, args)  # ports picked, nothing started
         try:
             system = start_system(name, sinks, root, args)
         except Unavailable as exc:
             print(f"{name} unavailable: {exc}")
             return 1
-        samples: list[tuple[float, float, int | None]] = []
         try:
             log(f"{name}: every sink down; driving it for {args.bounded_duration:g}s, sampling RSS each second")
-
-            box: dict[str, Any] = {}
-
-            def drive() -> None:
-                try:
-                    box["res"] = run_wrk(system.port, body_file, args, args.bounded_duration, count_status=True)
-                except Exception as exc:  # reported below
-                    box["err"] = exc
-
-            t = threading.Thread(target=drive)
-            t0 = time.monotonic()
-            t.start()
-            while t.is_alive():
-                size = None
-                with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
-                    size = int(get_json(system.queue_url or "", timeout=1).get("size", 0))
-                samples.append((time.monotonic() - t0, rss_mb(system.pids()), size))
-                log(f"  t={samples[-1][0]:5.1f}s rss={samples[-1][1]:7.1f} MB queue={size}")
-                time.sleep(1.0)
-            t.join()
+            box, samples = _drive_sampling(system, payload.body_file, args)
             alive = system.proc.alive()
             peak = hwm_mb(system.pids())
         finally:
             system.proc.stop()
-        if "err" in box:
-            print(f"wrk failed: {box['err']}")
-            return 1
-        res: WrkResult = box["res"]
-        third = max(1, len(samples) // 3)
-        mid_max = max(s[1] for s in samples[third : 2 * third] or samples)
-        last_max = max(s[1] for s in samples[2 * third :] or samples)
-        n429 = int(res.statuses.get("429", 0))
-        bounded = alive and n429 > 0 and last_max <= mid_max * 1.10 + 5
-        report = {
-            "system": name,
-            "duration_s": args.bounded_duration,
-            "requests": res.requests,
-            "statuses": res.statuses,
-            "rss_mb_samples": [[round(a, 1), round(b, 1), c] for a, b, c in samples],
-            "peak_rss_mb": round(peak, 1),
-            "rss_mb_middle_third_max": round(mid_max, 1),
-            "rss_mb_last_third_max": round(last_max, 1),
-            "alive": alive,
-            "bounded": bounded,
-            "peak_within_256mb": peak <= 256,
-        }
+    if "err" in box:
+        print(f"wrk failed: {box['err']}")
+        return 1
+    report = _bounded_report(name, args, box["res"], samples, alive, peak)
+    _print_bounded(report, args)
+    out = Path(args.out).with_name("bounded.json") if args.out == default_out() else Path(args.out)
+    write_json(out, report)
+    return 0 if report["bounded"] else 1
+
+
+Sample = tuple[float, float, int | None]  # seconds since the start, RSS MB, queue size
+
+
+def _drive_sampling(system: System, body_file: Path, args: argparse.Namespace) -> tuple[dict[str, Any], list[Sample]]:
+    """wrk in a thread for --bounded-duration; RSS and queue size sampled each second meanwhile."""
+    box: dict[str, Any] = {}
+    samples: list[Sample] = []
+
+    def drive() -> None:
+        try:
+            box["res"] = run_wrk(system.port, body_file, args, args.bounded_duration, count_status=True)
+        except Exception as exc:  # reported by the caller
+            box["err"] = exc
+
+    t = threading.Thread(target=drive)
+    t0 = time.monotonic()
+    t.start()
+    while t.is_alive():
+        size = None
+        with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
+            size = int(get_json(system.queue_url or "", timeout=1).get("size", 0))
+        samples.append((time.monotonic() - t0, rss_mb(system.pids()), size))
+        log(f"  t={samples[-1][0]:5.1f}s rss={samples[-1][1]:7.1f} MB queue={size}")
+        time.sleep(1.0)
+    t.join()
+    return box, samples
+
+
+def _bounded_report(
+    name: str, args: argparse.Namespace, res: WrkResult, samples: list[Sample], alive: bool, peak: float
+) -> dict[str, Any]:
+    third = max(1, len(samples) // 3)
+    mid_max = max(s[1] for s in samples[third : 2 * third] or samples)
+    last_max = max(s[1] for s in samples[2 * third :] or samples)
+    n429 = int(res.statuses.get("429", 0))
+    return {
+        "system": name,
+        "duration_s": args.bounded_duration,
+        "requests": res.requests,
+        "statuses": res.statuses,
+        "rss_mb_samples": [[round(a, 1), round(b, 1), c] for a, b, c in samples],
+        "peak_rss_mb": round(peak, 1),
+        "rss_mb_middle_third_max": round(mid_max, 1),
+        "rss_mb_last_third_max": round(last_max, 1),
+        "alive": alive,
+        "bounded": alive and n429 > 0 and last_max <= mid_max * 1.10 + 5,
+        "peak_within_256mb": peak <= 256,
+    }
+
+
+def _print_bounded(report: dict[str, Any], args: argparse.Namespace) -> None:
+    n429 = int(report["statuses"].get("429", 0))
+    peak, alive = report["peak_rss_mb"], report["alive"]
     print()
-    print(f"{name} with every sink down, {args.bounded_duration:g}s of wrk -c{args.connections}:")
-    print(f"  responses: {res.statuses}  (429 = {n429})")
+    print(f"{report['system']} with every sink down, {args.bounded_duration:g}s of wrk -c{args.connections}:")
+    print(f"  responses: {report['statuses']}  (429 = {n429})")
     print(
-        f"  RSS: max {mid_max:.1f} MB in the middle third, {last_max:.1f} MB in the last third, "
-        f"peak (VmHWM) {peak:.1f} MB"
+        f"  RSS: max {report['rss_mb_middle_third_max']:.1f} MB in the middle third, "
+        f"{report['rss_mb_last_third_max']:.1f} MB in the last third, peak (VmHWM) {peak:.1f} MB"
     )
     why = "" if alive else " (the process died)"
     if alive and not n429:
         why = " (no 429 yet: the queue never filled; try a longer --bounded-duration)"
-    print(f"  verdict: {'BOUNDED' if bounded else 'NOT BOUNDED'}{why}; peak {'<=' if peak <= 256 else '>'} 256 MB")
-    out = Path(args.out).with_name("bounded.json") if args.out == default_out() else Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {out}")
-    return 0 if bounded else 1
+    verdict = "BOUNDED" if report["bounded"] else "NOT BOUNDED"
+    print(f"  verdict: {verdict}{why}; peak {'<=' if peak <= 256 else '>'} 256 MB")
 
 
 def make_array_template() -> tuple[str, int, int]:
@@ -1139,7 +1278,6 @@ def run_analyzer(args: argparse.Namespace) -> int:
         argv += ["--log-level", "WARNING"]
         proc = Proc("analyzer", argv, root / "analyzer.log", logdist_env(args)).start()
         url = f"http://127.0.0.1:{port}"
-        runs: list[dict[str, Any]] = []
         try:
             wait_ready(proc, port, "/health")
             log(
@@ -1149,41 +1287,62 @@ def run_analyzer(args: argparse.Namespace) -> int:
             )
             if args.warmup > 0:
                 run_wrk(port, body_file, args, args.warmup, path="/analyze")
-            for k in range(args.runs):
-                before, cpu0 = get_json(url + "/processed"), cpu_times(proc.pids())
-                res = run_wrk(port, body_file, args, args.duration, path="/analyze")
-                after, cpu1 = get_json(url + "/processed"), cpu_times(proc.pids())
-                processed = after["processed_count"] - before["processed_count"]
-                cpu_s = (cpu1[0] - cpu0[0]) + (cpu1[1] - cpu0[1])
-                run = {
-                    "processed_msgs": processed,
-                    "duplicates": after["duplicates"] - before["duplicates"],
-                    "requests": res.requests,
-                    "status_errors": res.status_errors,
-                    "socket_errors": res.socket_errors,
-                    "duration_s": res.duration_s,
-                    "msgs_per_s": processed / res.duration_s,
-                    "cpu_s": cpu_s,
-                    "cpu_user_s": cpu1[0] - cpu0[0],
-                    "cpu_system_s": cpu1[1] - cpu0[1],
-                    "cpu_utilisation": cpu_s / res.duration_s,
-                    "msgs_per_cpu_s": processed / cpu_s if cpu_s else None,
-                    "p50_ms": res.p50_ms,
-                    "p99_ms": res.p99_ms,
-                }
-                runs.append(run)
-                log(
-                    f"  run {k + 1}: {run['msgs_per_s'] / 1e6:.3f} M msgs/s processed, {cpu_s:.2f} CPU s "
-                    f"({run['cpu_utilisation']:.0%} of a core) -> {(run['msgs_per_cpu_s'] or 0) / 1e6:.3f} M msgs/s "
-                    f"per core; p50 {res.p50_ms:.1f} ms, p99 {res.p99_ms:.1f} ms; errors {res.status_errors}"
-                )
+            runs = [_analyzer_run(proc, port, body_file, args, k) for k in range(args.runs)]
             peak = hwm_mb(proc.pids())
             final = get_json(url + "/status")
         finally:
             proc.stop()
+    result = _analyzer_result(args, backend, runs, peak, final, msg_bytes, body_bytes)
+    _print_analyzer(result, args)
+    name = f"analyzer-{backend}.json"
+    write_json(Path(args.out).with_name(name) if args.out == default_out() else Path(args.out), result)
+    return 0
+
+
+def _analyzer_run(proc: Proc, port: int, body_file: Path, args: argparse.Namespace, k: int) -> dict[str, Any]:
+    """One measured run: unique messages processed and the analyzer's CPU seconds around it."""
+    url = f"http://127.0.0.1:{port}"
+    before, cpu0 = get_json(url + "/processed"), cpu_times(proc.pids())
+    res = run_wrk(port, body_file, args, args.duration, path="/analyze")
+    after, cpu1 = get_json(url + "/processed"), cpu_times(proc.pids())
+    processed = after["processed_count"] - before["processed_count"]
+    cpu_s = (cpu1[0] - cpu0[0]) + (cpu1[1] - cpu0[1])
+    run = {
+        "processed_msgs": processed,
+        "duplicates": after["duplicates"] - before["duplicates"],
+        "requests": res.requests,
+        "status_errors": res.status_errors,
+        "socket_errors": res.socket_errors,
+        "duration_s": res.duration_s,
+        "msgs_per_s": processed / res.duration_s,
+        "cpu_s": cpu_s,
+        "cpu_user_s": cpu1[0] - cpu0[0],
+        "cpu_system_s": cpu1[1] - cpu0[1],
+        "cpu_utilisation": cpu_s / res.duration_s,
+        "msgs_per_cpu_s": processed / cpu_s if cpu_s else None,
+        "p50_ms": res.p50_ms,
+        "p99_ms": res.p99_ms,
+    }
+    log(
+        f"  run {k + 1}: {run['msgs_per_s'] / 1e6:.3f} M msgs/s processed, {cpu_s:.2f} CPU s "
+        f"({run['cpu_utilisation']:.0%} of a core) -> {(run['msgs_per_cpu_s'] or 0) / 1e6:.3f} M msgs/s "
+        f"per core; p50 {res.p50_ms:.1f} ms, p99 {res.p99_ms:.1f} ms; errors {res.status_errors}"
+    )
+    return run
+
+
+def _analyzer_result(
+    args: argparse.Namespace,
+    backend: str,
+    runs: list[dict[str, Any]],
+    peak: float,
+    final: dict[str, Any],
+    msg_bytes: int,
+    body_bytes: int,
+) -> dict[str, Any]:
     med = {k: statistics.median(r[k] for r in runs) for k in ("msgs_per_s", "cpu_utilisation", "p50_ms", "p99_ms")}
     per_core = statistics.median(r["msgs_per_cpu_s"] or 0.0 for r in runs)
-    result = {
+    return {
         "mode": "analyzer",
         "backend": backend,
         "msgs_per_s": round(med["msgs_per_s"]),
@@ -1212,19 +1371,22 @@ def run_analyzer(args: argparse.Namespace) -> int:
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     }
+
+
+def _print_analyzer(result: dict[str, Any], args: argparse.Namespace) -> None:
     print()
-    print(f"logdist analyzer ({backend} core), POST /analyze of {MESSAGES_PER_PACKET}-message arrays, unique ids:")
+    print(
+        f"logdist analyzer ({result['backend']} core), POST /analyze of {MESSAGES_PER_PACKET}-message arrays, "
+        "unique ids:"
+    )
     print(f"  processed:   {result['msgs_per_s']:>12,} msgs/s  (median of {args.runs} x {args.duration:g}s)")
     print(f"  analyzer CPU: {result['cpu_utilisation']:>11.0%} of one core")
     verdict = "meets" if result["meets_target"] else "MISSES"
     print(f"  per core:    {result['msgs_per_cpu_s']:>12,} msgs/s per CPU second ({verdict} the 1,000,000 target)")
-    print(f"  latency:     p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; peak RSS {peak:.1f} MB")
-    name = f"analyzer-{backend}.json"
-    out = Path(args.out).with_name(name) if args.out == default_out() else Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {out}")
-    return 0
+    print(
+        f"  latency:     p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; "
+        f"peak RSS {result['peak_rss_mb']:.1f} MB"
+    )
 
 
 def default_out() -> str:
@@ -1243,12 +1405,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        from logdist.bench import add_arguments
-    except ImportError:  # not installed into this interpreter: use the source tree
-        sys.path.insert(0, str(ROOT / "python"))
-        from logdist.bench import add_arguments
-
     parser = argparse.ArgumentParser(prog="bench/e2e.py", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

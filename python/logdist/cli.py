@@ -25,18 +25,23 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "distributor": Command("logdist.distributor", "run a distributor (ingest, route by weight, deliver)"),
-    "analyzer": Command("logdist.analyzer", "run an analyzer (seed 000 API; dedup and counts)"),
-    "emitter": Command("logdist.emitter", "run an emitter server (seed 000 API), or --once to generate"),
+    "analyzer": Command("logdist.analyzer", "run an analyzer (the v0 analyzer API; dedup and counts)"),
+    "emitter": Command("logdist.emitter", "run an emitter server (the v0 emitter API), or --once to generate"),
     "generate": Command(
-        "logdist.cluster", "send synthetic traffic to distributors, print a summary", "add_generate", "run_generate"
+        "logdist.tools.cluster",
+        "send synthetic traffic to distributors, print a summary",
+        "add_generate",
+        "run_generate",
     ),
     "verify-weights": Command(
-        "logdist.cluster", "check each analyzer's processed share against its weight", "add_verify", "run_verify"
+        "logdist.tools.cluster", "check each analyzer's processed share against its weight", "add_verify", "run_verify"
     ),
-    "status": Command("logdist.cluster", "show a running distributor and its analyzers", "add_status", "run_status"),
-    "up": Command("logdist.up", "start a whole local pipeline with a live view of the shares"),
-    "bench": Command("logdist.bench", "run the end-to-end benchmark"),
-    "dlq": Command("logdist.cluster", "list or replay a distributor's dead letters", "add_dlq", "run_dlq"),
+    "status": Command(
+        "logdist.tools.cluster", "show a running distributor and its analyzers", "add_status", "run_status"
+    ),
+    "up": Command("logdist.tools.up", "start a whole local pipeline with a live view of the shares"),
+    "bench": Command("logdist.tools.bench", "run the end-to-end benchmark"),
+    "dlq": Command("logdist.tools.cluster", "list or replay a distributor's dead letters", "add_dlq", "run_dlq"),
 }
 
 
@@ -137,11 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:  # e.g. the port is taken
+    except OSError as exc:  # e.g. the port is taken (a closed stdout pipe lands here too: exit 1)
         print(f"logdist {args.command}: {exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

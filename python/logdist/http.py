@@ -72,10 +72,14 @@ def format_retry_after(seconds: float) -> str:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_errors(on_error: Callable[[web.Request, int], None] | None = None) -> Any:
+def json_errors(
+    on_error: Callable[[web.Request, int], None] | None = None,
+    code_of: Callable[[web.HTTPException], str] | None = None,
+) -> Any:
     """Middleware: aiohttp's own errors answered as JSON errors (keeping Allow and
     Retry-After), and an unexpected exception logged and answered 500, never a crash.
-    `on_error(request, status)` is called for each 4xx/5xx it answers (for counters)."""
+    `on_error(request, status)` is called for each 4xx/5xx it answers (for counters).
+    `code_of(exc)` names aiohttp's errors (default: HTTP_CODES, else `http_<status>`)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -87,7 +91,7 @@ def json_errors(on_error: Callable[[web.Request, int], None] | None = None) -> A
             if on_error is not None:
                 on_error(request, exc.status)
             headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-            code = HTTP_CODES.get(exc.status, f"http_{exc.status}")
+            code = code_of(exc) if code_of is not None else HTTP_CODES.get(exc.status, f"http_{exc.status}")
             return error_response(exc.status, code, exc.text or exc.reason, headers)
         except HttpError as exc:
             if on_error is not None:
@@ -111,3 +115,18 @@ async def read_json_body(request: web.Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise HttpError(400, "bad_request", f"bad JSON: {exc}") from exc
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object ({} when empty): 400 `bad_json` when it is not JSON,
+    400 `bad_schema` when it is JSON but not an object (the analyzer's and emitter's codes)."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(400, "bad_json", str(exc)) from None
+    if not isinstance(doc, dict):
+        raise HttpError(400, "bad_schema", "body must be a JSON object")
+    return doc

@@ -1,4 +1,4 @@
-"""The analyzer daemon over real HTTP: seed 000's API, dedup, body shapes, faults, errors."""
+"""The analyzer daemon over real HTTP: the v0 analyzer API, dedup, body shapes, faults, errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import urllib.request
 import orjson
 import pytest
 
-from logdist import cluster
+from logdist.tools import cluster
 
 
 def msgs(prefix: str, n: int, level: str = "INFO", source: str = "api") -> list[dict[str, object]]:
@@ -58,14 +58,14 @@ def test_batch_is_counted_and_redelivery_is_not(analyzer) -> None:  # type: igno
     assert sorted(ids["ids"]) == sorted([f"b-{i}" for i in range(250)] + [f"c-{i}" for i in range(50)])
 
 
-def test_single_object_seed003_packet_and_ndjson_bodies(analyzer) -> None:  # type: ignore[no-untyped-def]
+def test_single_object_v1_packet_and_ndjson_bodies(analyzer) -> None:  # type: ignore[no-untyped-def]
     one = msgs("one", 1)[0]
     assert cluster.post(analyzer.url + "/analyze", one).doc == {"accepted": 1, "duplicates": 0}
     assert cluster.post(analyzer.url + "/analyze", one).doc == {"accepted": 0, "duplicates": 1}
-    packet003 = {"packet_id": "p1", "agent_id": "ag", "sent_at": "2026-01-01T00:00:00Z", "log_messages": msgs("s3", 7)}
-    assert cluster.post(analyzer.url + "/analyze", packet003).doc == {"accepted": 7, "duplicates": 0}
-    packet000 = {"packet_id": "p2", "agent_id": "ag", "messages": msgs("s0", 5)}
-    assert cluster.post(analyzer.url + "/analyze", packet000).doc == {"accepted": 5, "duplicates": 0}
+    packet_v1 = {"packet_id": "p1", "agent_id": "ag", "sent_at": "2026-01-01T00:00:00Z", "log_messages": msgs("s3", 7)}
+    assert cluster.post(analyzer.url + "/analyze", packet_v1).doc == {"accepted": 7, "duplicates": 0}
+    packet_logs = {"packet_id": "p2", "agent_id": "ag", "messages": msgs("s0", 5)}
+    assert cluster.post(analyzer.url + "/analyze", packet_logs).doc == {"accepted": 5, "duplicates": 0}
     nd = b"\n".join(orjson.dumps(m) for m in msgs("nd", 3)) + b"\n"
     r = cluster.request("POST", analyzer.url + "/analyze", raw=nd)
     assert r.doc == {"accepted": 3, "duplicates": 0}
@@ -191,7 +191,7 @@ def test_fault_endpoint_changes_and_clears_faults(analyzer) -> None:  # type: ig
     assert cluster.request("POST", analyzer.url + "/fault", raw=b"{").status == 400
 
 
-def test_seed000_positional_form_and_sigterm_exit(spawn) -> None:  # type: ignore[no-untyped-def]
+def test_positional_form_and_sigterm_exit(spawn) -> None:  # type: ignore[no-untyped-def]
     a = spawn("analyzer", "analyzer-7", "{port}")
     st = cluster.get(a.url + "/status").doc
     assert st["id"] == "analyzer-7"

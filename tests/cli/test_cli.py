@@ -3,7 +3,6 @@ processes (`generate`, `verify-weights`, `status`)."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import signal
 import socket
@@ -17,15 +16,10 @@ from typing import Any
 import orjson
 import pytest
 
-from logdist import cluster
+from logdist.procs import free_port
+from logdist.tools import cluster
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def logdist(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -189,7 +183,7 @@ def test_generate_then_verify_weights_and_status(swrr_cluster) -> None:  # type:
     assert "a1" in r.stdout
     assert "40.0%" in r.stdout
     assert "total processed 10,000 / expected 10,000 (ok)" in r.stdout
-    # direct form, for seed 000 distributors that have no metrics endpoint
+    # direct form, for distributors that have no metrics endpoint
     args = [f"--analyzer=a{i + 1}={a.url}@{w}" for i, (a, w) in enumerate(zip(analyzers, (4, 3, 2, 1), strict=True))]
     r = logdist("verify-weights", *args, "--expected", "10000", "--check")
     assert r.returncode == 0, r.stdout

@@ -1,4 +1,4 @@
-"""The emitter against a real distributor and real analyzers: seed 000's server API, the
+"""The emitter against a real distributor and real analyzers: the v0 emitter API, the
 one-shot generator, retry with the same packet id, and failover across distributor URLs."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from typing import Any
 import orjson
 import pytest
 
-from logdist import cluster
+from logdist.procs import free_port
+from logdist.tools import cluster
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
@@ -192,7 +186,7 @@ def test_oneshot_generate_counts_and_unique_ids(make_cluster, tmp_path) -> None:
     assert set(acked.read_text().split()) == set(ids)  # what was acknowledged is what was processed
 
 
-def test_oneshot_duration_and_rate_flags_seed003_spelling(make_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_oneshot_duration_and_rate_flags_go_spelling(make_cluster) -> None:  # type: ignore[no-untyped-def]
     d, analyzers = make_cluster(weights=(1.0,))
     s = generate("-url", d.url, "-rate", "500", "-batch", "25", "-duration", "1s")
     assert s["returncode"] == 0

@@ -1,6 +1,6 @@
-"""The analyzer role: `logdist analyzer --id ID --port N [--weight W]` (or seed 000's
+"""The analyzer role: `logdist analyzer --id ID --port N [--weight W]` (or the positional form
 `analyzer ID PORT`). It receives messages one by one or in batches, deduplicates them by id
-and counts them by level and source (see `engine`), behind seed 000's HTTP API (see `app`).
+and counts them by level and source (see `engine`), behind the v0 analyzer API (see `app`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from logdist import daemon
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pos_id", nargs="?", metavar="ID", help="analyzer id (seed 000 form: analyzer ID PORT)")
-    p.add_argument("pos_port", nargs="?", metavar="PORT", type=int, help="port (seed 000 form)")
+    p.add_argument("pos_id", nargs="?", metavar="ID", help="analyzer id (positional form: analyzer ID PORT)")
+    p.add_argument("pos_port", nargs="?", metavar="PORT", type=int, help="port (positional form)")
     p.add_argument("--id", "-id", dest="id", help="analyzer id (default analyzer-PORT)")
     p.add_argument("--port", "-port", dest="port", type=int, help="listen port (default 8082)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1; 0.0.0.0 in Docker)")
@@ -32,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from logdist.analyzer.app import AnalyzerState, BadBody, Faults, make_app
-    from logdist.analyzer.engine import Analysis
+    from logdist.analyzer.app import AnalyzerState, Faults, make_app
+    from logdist.analyzer.engine import Analysis, BadBody
     from logdist.errors import ConfigError
 
     if args.id is not None and args.pos_id is not None and args.id != args.pos_id:

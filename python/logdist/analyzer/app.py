@@ -1,4 +1,5 @@
-"""The analyzer's HTTP API (seed 000's endpoints plus /stats, /fault and /ids).
+"""The analyzer's HTTP API (the v0 analyzer API: /analyze, /health, /status, /processed,
+/enable, /disable; plus /stats, /fault and /ids).
 
 State lives in one `AnalyzerState` under an AppKey; the analysis itself is
 `logdist.analyzer.engine.Analysis`. Fault injection (latency, error rate, fixed status,
@@ -14,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from logdist.analyzer.engine import Analysis, BadBody
+from logdist.http import error_response, format_retry_after, json_errors, json_response, read_json_object
 
 log = logging.getLogger("logdist.analyzer")
 
@@ -88,19 +89,11 @@ class AnalyzerState:
 STATE: web.AppKey[AnalyzerState] = web.AppKey("analyzer_state", AnalyzerState)
 
 
-def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json", headers=headers)
-
-
 def _unavailable(st: AnalyzerState, status: int, doc: dict[str, Any]) -> web.Response:
     headers = None
     if st.faults.retry_after is not None and status in (429, 503):
-        headers = {"Retry-After": _fmt_retry_after(st.faults.retry_after)}
-    return _json(doc, status, headers)
-
-
-def _fmt_retry_after(s: float) -> str:
-    return str(int(s)) if float(s).is_integer() else f"{s:g}"
+        headers = {"Retry-After": format_retry_after(st.faults.retry_after)}
+    return json_response(doc, status, headers)
 
 
 async def analyze(request: web.Request) -> web.Response:
@@ -120,20 +113,20 @@ async def analyze(request: web.Request) -> web.Response:
     try:
         accepted, dups = st.analysis.ingest(body)
     except BadBody as exc:
-        return _json(exc.to_json(), 400)
-    return _json({"accepted": accepted, "duplicates": dups})
+        return json_response(exc.to_json(), 400)
+    return json_response({"accepted": accepted, "duplicates": dups})
 
 
 async def health(request: web.Request) -> web.Response:
     st = request.app[STATE]
     if not st.enabled:
         return _unavailable(st, 503, {"status": "disabled", **st.identity()})
-    return _json({"status": "ok", **st.identity()})
+    return json_response({"status": "ok", **st.identity()})
 
 
 async def status(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    return _json(
+    return json_response(
         {
             **st.identity(),
             "status": "enabled" if st.enabled else "disabled",
@@ -151,7 +144,7 @@ async def status(request: web.Request) -> web.Response:
 
 async def processed(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    return _json({**st.identity(), **st.analysis.counts()})
+    return json_response({**st.identity(), **st.analysis.counts()})
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -159,64 +152,51 @@ async def stats(request: web.Request) -> web.Response:
     try:
         top = int(request.query.get("top", "10"))
     except ValueError:
-        return _json({"error": "bad_query", "detail": "'top' must be an integer"}, 400)
-    return _json({**st.identity(), "enabled": st.enabled, **st.analysis.stats(top=max(0, top))})
+        return error_response(400, "bad_query", "'top' must be an integer")
+    return json_response({**st.identity(), "enabled": st.enabled, **st.analysis.stats(top=max(0, top))})
 
 
 async def enable(request: web.Request) -> web.Response:
     st = request.app[STATE]
     st.enabled = True
     log.info("enabled")
-    return _json({"status": "enabled", **st.identity()})
+    return json_response({"status": "enabled", **st.identity()})
 
 
 async def disable(request: web.Request) -> web.Response:
     st = request.app[STATE]
     st.enabled = False
     log.info("disabled")
-    return _json({"status": "disabled", **st.identity()})
+    return json_response({"status": "disabled", **st.identity()})
 
 
 async def fault(request: web.Request) -> web.Response:
     st = request.app[STATE]
     if request.method == "POST":
-        body = await request.read()
-        try:
-            doc = orjson.loads(body or b"{}")
-        except orjson.JSONDecodeError as exc:
-            return _json({"error": "bad_json", "detail": str(exc)}, 400)
-        if type(doc) is not dict:
-            return _json({"error": "bad_schema", "detail": "body must be a JSON object"}, 400)
+        doc = await read_json_object(request)
         try:
             st.faults.update(doc)
         except BadBody as exc:
-            return _json(exc.to_json(), 400)
+            return json_response(exc.to_json(), 400)
         log.info("faults now %s", st.faults.to_json())
-    return _json(st.faults.to_json())
+    return json_response(st.faults.to_json())
 
 
 async def ids(request: web.Request) -> web.Response:
     st = request.app[STATE]
     if st.analysis.recorded is None:
-        return _json({"error": "not_recording", "detail": "start the analyzer with --record-ids"}, 404)
-    return _json({**st.identity(), "count": len(st.analysis.recorded), "ids": st.analysis.recorded})
+        return error_response(404, "not_recording", "start the analyzer with --record-ids")
+    return json_response({**st.identity(), "count": len(st.analysis.recorded), "ids": st.analysis.recorded})
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """aiohttp's own errors (404, 405, 413 ...) answered as JSON like ours."""
-    try:
-        resp: web.StreamResponse = await handler(request)
-        return resp
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = exc.reason.lower().replace(" ", "_")
-        return _json({"error": code, "detail": exc.text or exc.reason}, exc.status)
+def _reason_code(exc: web.HTTPException) -> str:
+    """aiohttp's own errors are named by their reason phrase here ("Not Found" -> not_found,
+    "Request Entity Too Large" -> request_entity_too_large), as the analyzer always has."""
+    return exc.reason.lower().replace(" ", "_")
 
 
 def make_app(state: AnalyzerState) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors(code_of=_reason_code)])
     app[STATE] = state
     app.router.add_post("/analyze", analyze)
     app.router.add_get("/health", health)

@@ -1,8 +1,8 @@
 """The emitter role: synthetic traffic for a distributor.
 
-`logdist emitter [--config FILE] [--port N] [--url URL ...]` runs seed 000's emitter server
-(`server`); `logdist emitter --once --url URL ...` (also `logdist generate`) runs the one-shot
-generator with seed 003's flags (`oneshot`); `logdist emitter --ship FILE|- [--follow]` ships
+`logdist emitter [--config FILE] [--port N] [--url URL ...]` runs the emitter server, the v0
+emitter API (`server`); `logdist emitter --once --url URL ...` (also `logdist generate`) runs the
+one-shot generator with the Go-style generator flags (`oneshot`); `logdist emitter --ship FILE|- [--follow]` ships
 real log lines (`ship`). Messages come from `messages`, delivery with retry
 and failover from `sender`.
 """
@@ -17,7 +17,7 @@ from logdist import daemon
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from logdist.emitter.oneshot import add_oneshot_arguments
 
-    p.add_argument("--config", metavar="FILE", help="seed 000 emitter config (JSON or TOML)")
+    p.add_argument("--config", metavar="FILE", help="emitter config, the compact config shape (JSON or TOML)")
     p.add_argument("--port", type=int, default=None, help="listen port (overrides the config; default 8080)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1; 0.0.0.0 in Docker)")
     p.add_argument("--start", type=float, default=None, metavar="RATE", help="server: start generating RATE msgs/s")

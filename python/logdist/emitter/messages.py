@@ -69,7 +69,7 @@ def rfc3339_now() -> str:
 
 
 class MessageFactory:
-    """Makes messages and seed-000-shaped packets (with logdist's `emitter_id`)."""
+    """Makes messages and /logs packets (with logdist's `emitter_id`)."""
 
     def __init__(self, emitter_id: str | None = None, seed: int | None = None, pool_size: int = 2048) -> None:
         self.rng = random.Random(seed)

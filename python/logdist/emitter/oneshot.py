@@ -1,4 +1,5 @@
-"""The one-shot generator (`logdist generate`, `logdist emitter --once`): seed 003's flags.
+"""The one-shot generator (`logdist generate`, `logdist emitter --once`): the Go-style
+generator flags (-url, -rate, -batch, -duration).
 
 It sends packets of `--batch` messages at `--rate` messages/s (0: as fast as the distributors
 take them) for `--duration` or until `--count` messages, with up to `--concurrency` packets in
@@ -21,10 +22,10 @@ import aiohttp
 import orjson
 import uvloop
 
-from logdist import term
 from logdist.emitter.messages import MessageFactory
 from logdist.emitter.sender import Outcome, PacketSender, SendCounters
 from logdist.errors import ConfigError
+from logdist.tools import term
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 
@@ -38,7 +39,7 @@ def parse_duration(text: str) -> float:
 
 
 def add_oneshot_arguments(p: argparse.ArgumentParser, url_required: bool = True) -> None:
-    """Seed 003 generator flags (Go's single-dash spellings work too)."""
+    """The generator flags (Go's single-dash spellings work too)."""
     p.add_argument(
         "--url",
         "-url",
@@ -106,6 +107,62 @@ def plan_from_args(args: argparse.Namespace, urls: list[str]) -> Plan:
     )
 
 
+async def _next_packet(plan: Plan, produced: int, start: float, stop_at: float | None) -> int | None:
+    """The size of the next packet, once it is due; None when the run is over. With a rate, what
+    is sent follows the schedule (rate x duration even if this process was slowed down); without
+    one, the clock decides."""
+    now = time.monotonic()
+    if stop_at is not None and plan.rate <= 0 and now >= stop_at:
+        return None
+    n = plan.batch
+    if plan.count is not None:
+        n = min(n, plan.count - produced)
+        if n <= 0:
+            return None
+    if plan.rate > 0:  # pace: the packet that holds message #produced is due then
+        due = start + produced / plan.rate
+        if stop_at is not None and due >= stop_at:
+            return None
+        if due > now:
+            await asyncio.sleep(due - now)
+    return n
+
+
+def _draw(progress: term.Progress | None, plan: Plan, counters: SendCounters, start: float, now: float) -> None:
+    if progress is None:
+        return
+    if plan.count is not None:
+        frac = min(1.0, counters.messages_acked / plan.count) if plan.count else 1.0
+    elif plan.duration:
+        frac = min(1.0, (now - start) / plan.duration)
+    else:
+        frac = None
+    el = max(now - start, 1e-9)
+    progress.update(
+        frac,
+        f"{el:5.1f}s sent {term.num(counters.messages_sent)} acked {term.num(counters.messages_acked)} "
+        f"rejected {term.num(counters.messages_rejected)} retried {term.num(counters.retried)} "
+        f"{term.num(round(counters.messages_acked / el))} msg/s",
+    )
+
+
+def _summary(plan: Plan, counters: SendCounters, elapsed: float) -> dict[str, Any]:
+    return {
+        "urls": plan.urls,
+        "elapsed_s": round(elapsed, 3),
+        "sent": counters.messages_sent,
+        "acked": counters.messages_acked,
+        "rejected": counters.messages_rejected,
+        "failed": counters.messages_failed,
+        "retried": counters.retried,
+        "failovers": counters.failovers,
+        "duplicates": counters.duplicates,
+        "packets": counters.packets_sent,
+        "msgs_per_s": round(counters.messages_acked / elapsed, 1) if elapsed > 0 else 0.0,
+        "last_error": counters.last_error,
+    }
+
+
 async def generate(plan: Plan, progress: term.Progress | None = None) -> dict[str, Any]:
     factory = MessageFactory(plan.emitter_id, plan.seed)
     counters = SendCounters()
@@ -131,40 +188,7 @@ async def generate(plan: Plan, progress: term.Progress | None = None) -> dict[st
             finally:
                 sem.release()
 
-        def draw(now: float) -> None:
-            if progress is None:
-                return
-            if plan.count is not None:
-                frac = min(1.0, counters.messages_acked / plan.count) if plan.count else 1.0
-            elif plan.duration:
-                frac = min(1.0, (now - start) / plan.duration)
-            else:
-                frac = None
-            el = max(now - start, 1e-9)
-            progress.update(
-                frac,
-                f"{el:5.1f}s sent {term.num(counters.messages_sent)} acked {term.num(counters.messages_acked)} "
-                f"rejected {term.num(counters.messages_rejected)} retried {term.num(counters.retried)} "
-                f"{term.num(round(counters.messages_acked / el))} msg/s",
-            )
-
-        while True:
-            now = time.monotonic()
-            # with a rate, what is sent follows the schedule (rate x duration even if this process
-            # was slowed down); without one, the clock decides
-            if stop_at is not None and plan.rate <= 0 and now >= stop_at:
-                break
-            n = plan.batch
-            if plan.count is not None:
-                n = min(n, plan.count - produced)
-                if n <= 0:
-                    break
-            if plan.rate > 0:  # pace: the packet that holds message #produced is due then
-                due = start + produced / plan.rate
-                if stop_at is not None and due >= stop_at:
-                    break
-                if due > now:
-                    await asyncio.sleep(due - now)
+        while (n := await _next_packet(plan, produced, start, stop_at)) is not None:
             await sem.acquire()
             first_seq = factory.seq
             _, body = factory.packet(n)
@@ -175,29 +199,16 @@ async def generate(plan: Plan, progress: term.Progress | None = None) -> dict[st
             now = time.monotonic()
             if now - last_draw > 0.2:
                 last_draw = now
-                draw(now)
+                _draw(progress, plan, counters, start, now)
         while tasks:
             await asyncio.wait(set(tasks), timeout=0.2)
-            draw(time.monotonic())
+            _draw(progress, plan, counters, start, time.monotonic())
         if acked_ids is not None:
             acked_ids.close()
     elapsed = time.monotonic() - start
     if progress is not None:
         progress.done()
-    return {
-        "urls": plan.urls,
-        "elapsed_s": round(elapsed, 3),
-        "sent": counters.messages_sent,
-        "acked": counters.messages_acked,
-        "rejected": counters.messages_rejected,
-        "failed": counters.messages_failed,
-        "retried": counters.retried,
-        "failovers": counters.failovers,
-        "duplicates": counters.duplicates,
-        "packets": counters.packets_sent,
-        "msgs_per_s": round(counters.messages_acked / elapsed, 1) if elapsed > 0 else 0.0,
-        "last_error": counters.last_error,
-    }
+    return _summary(plan, counters, elapsed)
 
 
 def summary_text(s: dict[str, Any]) -> str:

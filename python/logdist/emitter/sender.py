@@ -5,6 +5,9 @@ A packet is sent with the same packet_id (the same bytes) until a distributor ac
 error, timeout, 5xx, 408, 429) fail over to the next distributor URL; after a full round of
 failures it backs off exponentially with jitter, and never sooner than a Retry-After it was
 given. A packet that stays undelivered for `give_up_after_s` counts as failed.
+
+The backoff is the core's exponential ceiling (`core.RetryScheduler.backoff`) with "equal
+jitter": a wait in [ceiling/2, ceiling), so an emitter never retries a full round at once.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -19,9 +23,13 @@ from dataclasses import asdict, dataclass
 import aiohttp
 import orjson
 
+from logdist.core import RetryScheduler
+from logdist.http import parse_retry_after
+
 log = logging.getLogger("logdist.emitter")
 
 TRANSIENT_4XX = frozenset({408, 429})
+_BELOW_ONE = math.nextafter(1.0, 0.0)
 
 
 class Outcome(enum.Enum):
@@ -50,15 +58,6 @@ class SendCounters:
         return asdict(self)
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: ignore, use our own backoff
-
-
 class PacketSender:
     def __init__(
         self,
@@ -79,8 +78,8 @@ class PacketSender:
         self.urls = list(urls)
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.give_up_after_s = give_up_after_s
-        self.backoff_base_s = backoff_base_s
-        self.backoff_cap_s = backoff_cap_s
+        # only its backoff(attempt, u) is used: min(cap, base * 2**attempt) * u
+        self._backoff = RetryScheduler(backoff_base_s, backoff_cap_s, 2.0)
         self.retry_after_cap_s = retry_after_cap_s
         self.counters = counters or SendCounters()
         self.rng = rng or random.Random()
@@ -156,16 +155,18 @@ class PacketSender:
                 log.warning("packet rejected by %s: %s", url, c.last_error)
                 return Outcome.REJECTED
             c.last_error = _describe(url, status, detail)
-            if retry_after is not None:
-                round_wait = max(round_wait, min(retry_after, self.retry_after_cap_s))
+            if retry_after is not None:  # already capped at retry_after_cap_s
+                round_wait = max(round_wait, retry_after)
             attempt += 1
             if self.give_up_after_s is not None and time.monotonic() - first >= self.give_up_after_s:
                 log.warning("giving up on a packet after %d attempts: %s", attempt, c.last_error)
                 return Outcome.FAILED
             if attempt % n_urls == 0:  # every URL failed this round: back off before the next
                 rnd = attempt // n_urls
-                backoff = min(self.backoff_cap_s, self.backoff_base_s * (2 ** min(rnd - 1, 16)))
-                wait = max(round_wait, backoff * (0.5 + self.rng.random() / 2))
+                # 0.5 + u/2 rounds up to 1.0 for the largest u; backoff() wants u < 1
+                u = min(0.5 + self.rng.random() / 2, _BELOW_ONE)
+                backoff = self._backoff.backoff(min(rnd - 1, 16), u)
+                wait = max(round_wait, backoff)
                 round_wait = 0.0
                 if self.give_up_after_s is not None:
                     wait = min(wait, max(0.0, self.give_up_after_s - (time.monotonic() - first)) + 0.01)
@@ -180,7 +181,8 @@ class PacketSender:
                 url, data=body, headers={"Content-Type": "application/json"}, timeout=self.timeout
             ) as r:
                 data = await r.read()
-                return r.status, _retry_after(r.headers.get("Retry-After")), data
+                retry_after = parse_retry_after(r.headers.get("Retry-After"), self.retry_after_cap_s)
+                return r.status, retry_after, data
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return None, None, f"{type(exc).__name__}: {exc}".encode()
 

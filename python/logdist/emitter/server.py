@@ -1,4 +1,4 @@
-"""The emitter server: seed 000's API over synthetic traffic.
+"""The emitter server: the v0 emitter API over synthetic traffic.
 
 `POST /generate` sends `emitters_per_distributor` packets of `batch_size` messages to each
 distributor URL (250 messages with the defaults and one URL) and answers when they are
@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from logdist.config import EmitterConfig
 from logdist.emitter.messages import MessageFactory
 from logdist.emitter.sender import Outcome, PacketSender, SendCounters
+from logdist.http import HttpError, json_errors, json_response, read_json_object
 
 log = logging.getLogger("logdist.emitter")
 
@@ -33,7 +33,6 @@ log = logging.getLogger("logdist.emitter")
 class EmitterState:
     config: EmitterConfig
     factory: MessageFactory
-    give_up_after_s: float | None = 60.0
     counters: SendCounters = field(default_factory=SendCounters)
     sender: PacketSender | None = None
     session: aiohttp.ClientSession | None = None
@@ -53,28 +52,6 @@ class EmitterState:
 STATE: web.AppKey[EmitterState] = web.AppKey("emitter_state", EmitterState)
 
 
-def _json(doc: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise web.HTTPBadRequest(
-            body=orjson.dumps({"error": "bad_json", "detail": str(exc)}), content_type="application/json"
-        ) from None
-    if not isinstance(doc, dict):
-        raise web.HTTPBadRequest(
-            body=orjson.dumps({"error": "bad_schema", "detail": "body must be a JSON object"}),
-            content_type="application/json",
-        )
-    return doc
-
-
 def _positive(doc: dict[str, Any], query: Any, key: str, default: float, integer: bool = False) -> float:
     v = doc.get(key, query.get(key, default))
     try:
@@ -82,10 +59,7 @@ def _positive(doc: dict[str, Any], query: Any, key: str, default: float, integer
     except (TypeError, ValueError):
         x = -1
     if x < 0 or (integer and isinstance(v, float) and not v.is_integer()):
-        raise web.HTTPBadRequest(
-            body=orjson.dumps({"error": "bad_schema", "detail": f"{key!r} must be a number >= 0"}),
-            content_type="application/json",
-        )
+        raise HttpError(400, "bad_schema", f"{key!r} must be a number >= 0")
     return x
 
 
@@ -102,14 +76,14 @@ async def _send_one(st: EmitterState, body: bytes, n: int, start: int) -> Outcom
 
 async def health(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    return _json({"status": "ok", "running": st.running, "emitter_id": st.factory.emitter_id})
+    return json_response({"status": "ok", "running": st.running, "emitter_id": st.factory.emitter_id})
 
 
 async def stats(request: web.Request) -> web.Response:
     st = request.app[STATE]
     cfg = asdict(st.config)
     cfg["distributor_urls"] = list(st.config.distributor_urls)
-    return _json(
+    return json_response(
         {
             "emitter_id": st.factory.emitter_id,
             "running": st.running,
@@ -124,9 +98,9 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def generate(request: web.Request) -> web.Response:
-    """Seed 000: batch_size x emitters_per_distributor messages per distributor URL."""
+    """batch_size x emitters_per_distributor messages per distributor URL (the v0 `generate`)."""
     st = request.app[STATE]
-    doc = await _body(request)
+    doc = await read_json_object(request)
     cfg = st.config
     per_packet = int(_positive(doc, request.query, "batch_size", cfg.batch_size, integer=True)) or cfg.batch_size
     default_total = per_packet * cfg.emitters_per_distributor * len(cfg.distributor_urls)
@@ -144,7 +118,7 @@ async def generate(request: web.Request) -> web.Response:
     acked = sum(n for n, o in zip(sizes, outcomes, strict=True) if o is Outcome.ACKED)
     rejected = sum(n for n, o in zip(sizes, outcomes, strict=True) if o is Outcome.REJECTED)
     failed = total - acked - rejected
-    return _json(
+    return json_response(
         {
             "status": "ok" if acked == total else "partial",
             "generated": total,
@@ -201,19 +175,19 @@ async def _generate_loop(st: EmitterState) -> None:
 
 async def start(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    doc = await _body(request)
+    doc = await read_json_object(request)
     rate = _positive(doc, request.query, "rate", st.config.log_generation_rate)
     st.rate = rate
     if not st.running:
         st.generator = asyncio.create_task(_generate_loop(st))
         log.info("generating %.1f messages/s", rate)
-    return _json({"status": "started", "running": True, "rate": rate})
+    return json_response({"status": "started", "running": True, "rate": rate})
 
 
 async def stop(request: web.Request) -> web.Response:
     st = request.app[STATE]
     await _stop_generator(st)
-    return _json({"status": "stopped", "running": False, "generated": st.generated})
+    return json_response({"status": "stopped", "running": False, "generated": st.generated})
 
 
 async def _stop_generator(st: EmitterState) -> None:
@@ -232,8 +206,8 @@ def make_app(
     give_up_after_s: float | None = 60.0,
     autostart_rate: float | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=1 << 20)
-    st = EmitterState(config=config, factory=MessageFactory(emitter_id), give_up_after_s=give_up_after_s)
+    app = web.Application(client_max_size=1 << 20, middlewares=[json_errors()])
+    st = EmitterState(config=config, factory=MessageFactory(emitter_id))
     app[STATE] = st
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

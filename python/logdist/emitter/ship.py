@@ -63,6 +63,45 @@ def _reader(
         loop.call_soon_threadsafe(q.put_nowait, _EOF)
 
 
+async def _next_batch(q: asyncio.Queue[bytes | None], size: int, flush_s: float) -> tuple[list[bytes], bool]:
+    """Up to `size` non-blank lines, cut short `flush_s` after the first one; and whether the
+    input ended."""
+    batch: list[bytes] = []
+    deadline: float | None = None
+    while len(batch) < size:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            line = await asyncio.wait_for(q.get(), timeout)
+        except TimeoutError:
+            break
+        if line is _EOF:
+            return batch, True
+        if line.strip():
+            batch.append(line)
+            if deadline is None:
+                deadline = time.monotonic() + flush_s
+    return batch, False
+
+
+def _packet(batch: list[bytes], packet_id: str, emitter_id: str, ids: list[str], meta: dict[str, str]) -> bytes:
+    """A /logs packet of the lines: one message each, level guessed from the text."""
+    ts = rfc3339_now()
+    msgs = [
+        {
+            "id": mid,
+            "timestamp": ts,
+            "level": guess_level(line),
+            "source": meta["source"],
+            "message": line.rstrip(b"\r\n").decode("utf-8", "replace"),
+            "metadata": {"host": meta["host"], "file": meta["file"]},
+        }
+        for mid, line in zip(ids, batch, strict=True)
+    ]
+    return orjson.dumps(
+        {"packet_id": packet_id, "agent_id": emitter_id, "emitter_id": emitter_id, "timestamp": ts, "messages": msgs}
+    )
+
+
 async def ship(args: argparse.Namespace, urls: list[str]) -> dict[str, Any]:
     path = args.ship
     if path == "-":
@@ -71,7 +110,7 @@ async def ship(args: argparse.Namespace, urls: list[str]) -> dict[str, Any]:
     else:
         f = Path(path).open("rb")
         source = args.source or Path(path).name
-    host = socket.gethostname()
+    meta = {"source": source, "host": socket.gethostname(), "file": path}
     prefix = os.urandom(6).hex()
     emitter_id = args.emitter_id or f"shipper-{prefix[:6]}"
     loop = asyncio.get_running_loop()
@@ -107,49 +146,15 @@ async def ship(args: argparse.Namespace, urls: list[str]) -> dict[str, Any]:
 
             eof = False
             while not eof:
-                batch: list[bytes] = []
-                deadline: float | None = None
-                while len(batch) < args.batch:
-                    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    try:
-                        line = await asyncio.wait_for(q.get(), timeout)
-                    except TimeoutError:
-                        break
-                    if line is _EOF:
-                        eof = True
-                        break
-                    if line.strip():
-                        batch.append(line)
-                        if deadline is None:
-                            deadline = time.monotonic() + flush_s
+                batch, eof = await _next_batch(q, args.batch, flush_s)
                 if not batch:
                     continue
-                ts = rfc3339_now()
-                msgs = []
-                for line in batch:
-                    msgs.append(
-                        {
-                            "id": f"{prefix}-{seq}",
-                            "timestamp": ts,
-                            "level": guess_level(line),
-                            "source": source,
-                            "message": line.rstrip(b"\r\n").decode("utf-8", "replace"),
-                            "metadata": {"host": host, "file": path},
-                        }
-                    )
-                    seq += 1
                 packets += 1
-                body = orjson.dumps(
-                    {
-                        "packet_id": f"{prefix}-p{packets}",
-                        "agent_id": emitter_id,
-                        "emitter_id": emitter_id,
-                        "timestamp": ts,
-                        "messages": msgs,
-                    }
-                )
+                ids = [f"{prefix}-{seq + i}" for i in range(len(batch))]
+                seq += len(batch)
+                body = _packet(batch, f"{prefix}-p{packets}", emitter_id, ids, meta)
                 await sem.acquire()
-                t = asyncio.create_task(send(body, len(msgs)))
+                t = asyncio.create_task(send(body, len(batch)))
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
             if tasks:

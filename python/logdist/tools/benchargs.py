@@ -1,16 +1,11 @@
-"""`logdist bench`: the end-to-end benchmark (logdist memory/wal against nginx and HAProxy).
-
-A thin wrapper: the runner is bench/e2e.py in the source tree (with the nginx/HAProxy
-templates and the wrk script next to it). The flags are defined here, once, and shared by
-`python bench/e2e.py` and `logdist bench`.
-"""
+"""The end-to-end benchmark's flags, defined once: bench/e2e.py and `logdist bench` both
+build their parser with `add_arguments`. Standard library only, and it imports neither of
+them (e2e.py imports this; `logdist bench` imports this and loads e2e.py)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 SYSTEMS = "logdist-memory,logdist-wal,nginx,haproxy"
@@ -25,7 +20,7 @@ def find_bench_dir(explicit: str | None = None) -> Path | None:
     """bench/ of the source tree: --bench-dir, $LOGDIST_BENCH_DIR, next to this package's
     source tree, or ./bench."""
     candidates = [explicit, os.environ.get("LOGDIST_BENCH_DIR")]
-    candidates.append(str(Path(__file__).resolve().parents[2] / "bench"))
+    candidates.append(str(Path(__file__).resolve().parents[3] / "bench"))  # python/logdist/tools/..
     candidates.append(str(Path.cwd() / "bench"))
     for c in candidates:
         if c and (Path(c) / "e2e.py").is_file():
@@ -34,7 +29,15 @@ def find_bench_dir(explicit: str | None = None) -> Path | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    bench_dir = find_bench_dir()
+    """Every flag of the end-to-end bench, on `parser`."""
+    _add_what(parser)
+    _add_load(parser)
+    _add_logdist(parser)
+    _add_run(parser)
+
+
+def _add_what(parser: argparse.ArgumentParser) -> None:
+    """What is measured: the mode, the systems, the sinks."""
     parser.add_argument(
         "--mode",
         choices=("throughput", "bounded", "analyzer"),
@@ -47,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--systems",
         default=SYSTEMS,
         help=f"comma-separated subset of {SYSTEMS} (also logdist-memory-py, logdist-wal-py: the same on the "
-        "pure-Python core)",
+        "pure-Python core; logdist-memory-1w, logdist-wal-1w: one process; logdist-memory@base, "
+        "logdist-wal@base: from --baseline-tree, added by default when it is given)",
     )
     parser.add_argument(
         "--sinks",
@@ -56,6 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="nginx: cheap 204 sinks (the distributor alone); analyzer: four `logdist analyzer` "
         "processes (the whole pipeline)",
     )
+    parser.add_argument(
+        "--baseline-tree",
+        default=None,
+        metavar="DIR",
+        help="another checkout's source tree (its python/ holds its own built core): adds the systems "
+        "logdist-memory@base and logdist-wal@base, run from DIR/python with the same flags, to compare "
+        "two versions side by side in one run",
+    )
+
+
+def _add_load(parser: argparse.ArgumentParser) -> None:
+    """How the load is driven (wrk)."""
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measured run (default 8)")
     parser.add_argument("--runs", type=int, default=3, help="measured runs per system; figures are medians (3)")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds before the runs (3)")
@@ -74,6 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="message: packet and message ids unique per request (default); packet: only the "
         "packet id; static: one fixed body",
     )
+
+
+def _add_logdist(parser: argparse.ArgumentParser) -> None:
+    """How the systems under test are run."""
     parser.add_argument("--proxy-workers", type=int, default=2, help="nginx workers / HAProxy threads (2)")
     parser.add_argument(
         "--logdist-workers",
@@ -106,6 +126,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="logdist durability for --mode bounded (memory)",
     )
     parser.add_argument("--bounded-duration", type=float, default=20.0, help="seconds of load for --mode bounded (20)")
+
+
+def _add_run(parser: argparse.ArgumentParser) -> None:
+    """The run itself: dependencies, work dir, output, profiling."""
+    bench_dir = find_bench_dir()
     parser.add_argument("--install-deps", action="store_true", help="apt-get install nginx, haproxy, wrk first")
     parser.add_argument(
         "--workdir", default=None, help="where the temp work dir goes (configs, logs, the WAL); default $TMPDIR"
@@ -117,22 +142,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--profile-native", action="store_true", help="py-spy --native (Rust frames too)")
     parser.add_argument("--bench-dir", default=None, help="the source tree's bench/ directory (auto-detected)")
-
-
-def run(args: argparse.Namespace) -> int:
-    bench_dir = find_bench_dir(args.bench_dir)
-    if bench_dir is None:
-        print(
-            "logdist bench needs the source tree's bench/ directory (e2e.py, nginx/, haproxy/, wrk/): "
-            "run it from the repository or pass --bench-dir",
-            file=sys.stderr,
-        )
-        return 2
-    spec = importlib.util.spec_from_file_location("logdist_bench_e2e", bench_dir / "e2e.py")
-    if spec is None or spec.loader is None:
-        print(f"cannot load {bench_dir / 'e2e.py'}", file=sys.stderr)
-        return 2
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return int(module.run(args))

@@ -12,8 +12,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from logdist import term
 from logdist.errors import ConfigError
+from logdist.tools import term
 
 
 class Reply(NamedTuple):

@@ -1,8 +1,8 @@
 """`logdist up`: a whole local pipeline in one command, with a live view of the shares.
 
 It starts, as its own child processes on loopback: four analyzers (8082-8085, weights
-0.4/0.3/0.2/0.1), a distributor on 8081 (from a seed-000-shaped config file it writes into the
-run directory), and an emitter on 8080 that it sets generating. It then redraws a view of each
+0.4/0.3/0.2/0.1), a distributor on 8081 (from a compact config file it writes into the run
+directory), and an emitter on 8080 that it sets generating. It then redraws a view of each
 analyzer's processed count and share against its weight, the distributor's queue depth and
 rates, a few times a second (one line per interval when stdout is not a terminal).
 SIGINT/SIGTERM stops the emitter, lets the distributor drain, stops the analyzers (SIGTERM,
@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,12 +22,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 
-from logdist import cluster, term
 from logdist.errors import ConfigError
+from logdist.procs import die_with_parent, port_free
+from logdist.tools import cluster, term
 
 DEFAULT_WEIGHTS = (0.4, 0.3, 0.2, 0.1)
 
@@ -84,22 +83,6 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # if `up` is killed hard, the kernel sends the children SIGTERM (Linux only; best effort)
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _port_free(port: int) -> bool:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @dataclass
 class Sample:
     t: float
@@ -118,26 +101,31 @@ class Snapshot:
     delivered_rate: float | None = None
 
 
+def _check_ports(args: argparse.Namespace, n_analyzers: int) -> list[int]:
+    """The analyzer ports (given, or the ones after the distributor's); all ports distinct and free."""
+    ports: list[int] = args.analyzer_ports or [args.distributor_port + 1 + i for i in range(n_analyzers)]
+    if len(ports) != n_analyzers:
+        raise ConfigError("analyzer-ports", f"{len(ports)} ports for {n_analyzers} weights")
+    all_ports = [args.emitter_port, args.distributor_port, *ports]
+    if len(set(all_ports)) != len(all_ports):
+        raise ConfigError("ports", f"ports must differ: {all_ports}")
+    taken = [p for p in all_ports if not port_free(p)]
+    if taken:
+        raise ConfigError(
+            "ports",
+            f"in use on 127.0.0.1: {taken} (another `logdist up`?); choose others with "
+            "--emitter-port/--distributor-port/--analyzer-ports",
+        )
+    return ports
+
+
 class Pipeline:
-    def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
+    def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.out = out
         weights = [float(w) for w in args.weights]
         if not weights or any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ConfigError("weights", "need at least one weight, none negative, not all zero")
-        ports = args.analyzer_ports or [args.distributor_port + 1 + i for i in range(len(weights))]
-        if len(ports) != len(weights):
-            raise ConfigError("analyzer-ports", f"{len(ports)} ports for {len(weights)} weights")
-        all_ports = [args.emitter_port, args.distributor_port, *ports]
-        if len(set(all_ports)) != len(all_ports):
-            raise ConfigError("ports", f"ports must differ: {all_ports}")
-        taken = [p for p in all_ports if not _port_free(p)]
-        if taken:
-            raise ConfigError(
-                "ports",
-                f"in use on 127.0.0.1: {taken} (another `logdist up`?); choose others with "
-                "--emitter-port/--distributor-port/--analyzer-ports",
-            )
+        ports = _check_ports(args, len(weights))
         self.weights = weights
         self.run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="logdist-up-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -150,46 +138,14 @@ class Pipeline:
             )
             for i, (p, w) in enumerate(zip(ports, weights, strict=True))
         ]
-        dist_cfg = self.run_dir / "distributor.json"
-        dist_cfg.write_bytes(
-            orjson.dumps(
-                {
-                    "port": args.distributor_port,
-                    "analyzers": [
-                        {
-                            "id": a.name,
-                            "weight": w,
-                            "endpoint": f"{a.url}/analyze",
-                            "timeout": 10000,
-                            "retry_count": 3,
-                        }
-                        for a, w in zip(self.analyzers, weights, strict=True)
-                    ],
-                },
-                option=orjson.OPT_INDENT_2,
-            )
-        )
-        dargs = ["distributor", "--config", str(dist_cfg), "--state-dir", str(self.run_dir / "state")]
+        dargs = ["distributor", "--config", str(self._write_distributor_config()), "--state-dir"]
+        dargs.append(str(self.run_dir / "state"))
         if args.strategy:
             dargs += ["--strategy", args.strategy]
         if args.queue_size:
             dargs += ["--queue-size", str(args.queue_size)]
         self.distributor = Child("distributor", dargs, args.distributor_port, self.run_dir / "distributor.log")
-        em_cfg = self.run_dir / "emitter.json"
-        em_cfg.write_bytes(
-            orjson.dumps(
-                {
-                    "port": args.emitter_port,
-                    "distributor_urls": [f"{self.distributor.url}/logs"],
-                    "log_generation_rate": args.rate,
-                    "max_concurrency": 5,
-                    "batch_size": args.batch_size,
-                    "flush_interval": 1000,
-                    "emitters_per_distributor": 5,
-                },
-                option=orjson.OPT_INDENT_2,
-            )
-        )
+        em_cfg = self._write_emitter_config()
         self.emitter = Child(
             "emitter", ["emitter", "--config", str(em_cfg)], args.emitter_port, self.run_dir / "emitter.log"
         )
@@ -197,6 +153,31 @@ class Pipeline:
         self.counts: deque[tuple[float, list[int]]] = deque(maxlen=64)
         self.stopping = 0  # stop signals received
         self.t0 = time.monotonic()
+
+    def _write_distributor_config(self) -> Path:
+        """The distributor's config file, in the compact config shape."""
+        path = self.run_dir / "distributor.json"
+        analyzers = [
+            {"id": a.name, "weight": w, "endpoint": f"{a.url}/analyze", "timeout": 10000, "retry_count": 3}
+            for a, w in zip(self.analyzers, self.weights, strict=True)
+        ]
+        doc = {"port": self.args.distributor_port, "analyzers": analyzers}
+        path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        return path
+
+    def _write_emitter_config(self) -> Path:
+        path = self.run_dir / "emitter.json"
+        doc = {
+            "port": self.args.emitter_port,
+            "distributor_urls": [f"{self.distributor.url}/logs"],
+            "log_generation_rate": self.args.rate,
+            "max_concurrency": 5,
+            "batch_size": self.args.batch_size,
+            "flush_interval": 1000,
+            "emitters_per_distributor": 5,
+        }
+        path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        return path
 
     @property
     def children(self) -> list[Child]:
@@ -210,7 +191,7 @@ class Pipeline:
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 process_group=0,  # a terminal's Ctrl-C reaches `up` only; it stops the children in order
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
 
     def _wait_healthy(self, group: list[Child], timeout: float = 30.0) -> None:
@@ -459,7 +440,7 @@ def _tail(path: Path, n: int = 15) -> str:
 
 def run(args: argparse.Namespace) -> int:
     out = sys.stdout
-    pipeline = Pipeline(args, out)
+    pipeline = Pipeline(args)
 
     def on_signal(signum: int, frame: object) -> None:
         pipeline.stopping += 1
