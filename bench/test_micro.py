@@ -26,7 +26,7 @@ RING_OPS = {"rs": 20_000, "py": 20_000}
 
 def load(name: str) -> ModuleType:
     if name == "py":
-        return importlib.import_module("logdist._pycore")
+        return importlib.import_module("logdist._py")
     try:
         return importlib.import_module("logdist._wlb")
     except ImportError as exc:

@@ -2,7 +2,7 @@
 
 By default the Rust extension `logdist._wlb` is used, and if it cannot be imported this
 module raises ImportError loudly: there is no silent fallback. Setting LOGDIST_PURE=1 selects
-the pure-Python twin `logdist._pycore`, which has the same API and passes the same tests.
+the pure-Python twin `logdist._py`, which has the same API and passes the same tests.
 Everything else in logdist imports core primitives from here, never from a backend directly.
 """
 
@@ -13,8 +13,8 @@ import os
 PURE = os.environ.get("LOGDIST_PURE", "") not in ("", "0")
 
 if PURE:
-    from logdist import _pycore as _backend
-    from logdist._pywal import Wal
+    from logdist import _py as _backend
+    from logdist._py import Wal
 
     BACKEND = "py"
 else:

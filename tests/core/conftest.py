@@ -1,6 +1,6 @@
 """Fixtures of the core suite: every test runs on both backends and many compare them directly.
 
-`impl` yields the backend module, logdist._wlb ("rs") or logdist._pycore ("py"). The "rs" case
+`impl` yields the backend module, logdist._wlb ("rs") or logdist._py ("py"). The "rs" case
 FAILS when the Rust extension is not importable, unless the run asked for pure Python
 (LOGDIST_PURE=1), in which case it is skipped and the reason is printed (-ra).
 """
@@ -18,7 +18,7 @@ PURE = os.environ.get("LOGDIST_PURE", "") not in ("", "0")
 
 def load_backend(name: str) -> ModuleType:
     if name == "py":
-        return importlib.import_module("logdist._pycore")
+        return importlib.import_module("logdist._py")
     try:
         return importlib.import_module("logdist._wlb")
     except ImportError as exc:

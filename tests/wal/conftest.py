@@ -1,6 +1,6 @@
 """Fixtures of the write-ahead log suite: every test runs on both backends.
 
-`Wal` is the class under test: logdist._wlb.Wal ("rs") or logdist._pywal.Wal ("py"). The "rs"
+`Wal` is the class under test: logdist._wlb.Wal ("rs") or logdist._py.Wal ("py"). The "rs"
 case FAILS when the Rust extension is not importable, unless the run asked for pure Python
 (LOGDIST_PURE=1), in which case it is skipped with the reason. Until `core.Wal` exists the
 backends are imported directly.
@@ -19,7 +19,7 @@ PURE = os.environ.get("LOGDIST_PURE", "") not in ("", "0")
 
 def wal_class(name: str) -> Any:
     if name == "py":
-        return importlib.import_module("logdist._pywal").Wal
+        return importlib.import_module("logdist._py").Wal
     try:
         return importlib.import_module("logdist._wlb").Wal
     except (ImportError, AttributeError) as exc:
