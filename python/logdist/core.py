@@ -8,9 +8,9 @@ Everything else in logdist imports core primitives from here, never from a backe
 
 from __future__ import annotations
 
-import os
+from logdist import pure_requested
 
-PURE = os.environ.get("LOGDIST_PURE", "") not in ("", "0")
+PURE = pure_requested()
 
 if PURE:
     from logdist import _py as backend
