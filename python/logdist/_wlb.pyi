@@ -3,7 +3,8 @@
 Both backends implement exactly this: the Rust extension `logdist._wlb` (crates/wlb-py over
 crates/wlb) and the pure-Python twin `logdist._py`. Algorithms are specified precisely
 enough that both return bit-identical results for identical inputs and seeds; the shared
-pytest suite (tests/core/) checks that. Exceptions come from `logdist.errors`.
+pytest suite (tests/core/) checks that, and the Protocols of `logdist._contract` check both
+APIs statically (mypy). Exceptions come from `logdist.errors`.
 
 Random numbers
 --------------
@@ -11,8 +12,24 @@ Everything random draws from SplitMix64 (below). A draw of a uniform float in [0
 `(next_u64() >> 11) * 2.0**-53`. Float arithmetic is IEEE-754 binary64 in the order written.
 """
 
-from collections.abc import Collection, Sequence
+import os
+from collections.abc import Collection, Iterable, Sequence
+from types import TracebackType
 from typing import Self, final
+
+__all__ = [
+    "AliasTable",
+    "BatchAnalyzer",
+    "RetryScheduler",
+    "RingBuffer",
+    "RoutedPacket",
+    "Router",
+    "SmoothWeighted",
+    "SplitMix64",
+    "Wal",
+    "__version__",
+    "route_packet",
+]
 
 __version__: str
 
@@ -327,10 +344,6 @@ class BatchAnalyzer:
         """
 
 # --- Wal: the write-ahead log ------------------------------------------------------------------
-
-import os  # noqa: E402
-from collections.abc import Iterable  # noqa: E402
-from types import TracebackType  # noqa: E402
 
 @final
 class Wal:
