@@ -269,24 +269,33 @@ def _packet_members(buf: bytes, pos: int, lim: int, max_depth: int, sc: _Scan) -
                     sc.pkt_err = f"{label}: expected array"
         else:
             pos, kind = scan_value(buf, vpos, lim, 2, max_depth)
-            if name == b"emitter_id" or name == b"agent_id":
-                if kind == K_STR:
-                    if name == b"emitter_id":
-                        sc.emitter_raw = buf[vpos + 1 : pos - 1]
-                    else:
-                        sc.agent_raw = buf[vpos + 1 : pos - 1]
-                elif sc.pkt_err is None:
-                    sc.pkt_err = f"{name.decode()}: expected string"
-            elif name == b"packet_id":
-                if kind == K_STR:
-                    sc.pid_raw = buf[vpos + 1 : pos - 1]
-                elif kind == K_INT:
-                    sc.pid_raw = buf[vpos:pos]
-                elif sc.pkt_err is None:
-                    sc.pkt_err = "packet_id: expected string or integer"
+            if name in _ID_MEMBERS:
+                _packet_field(sc, name, kind, buf[vpos:pos])
         pos, closed = after_value(buf, pos, lim, B_RBRACE)
         if closed:
             return pos
+
+
+_ID_MEMBERS = frozenset({b"emitter_id", b"agent_id", b"packet_id"})
+
+
+def _packet_field(sc: _Scan, name: bytes, kind: int, raw: bytes) -> None:
+    """Record an id member of the packet (emitter_id, agent_id, packet_id), or its schema error."""
+    if name == b"emitter_id" or name == b"agent_id":
+        if kind == K_STR:
+            if name == b"emitter_id":
+                sc.emitter_raw = raw[1:-1]
+            else:
+                sc.agent_raw = raw[1:-1]
+        elif sc.pkt_err is None:
+            sc.pkt_err = f"{name.decode()}: expected string"
+    elif name == b"packet_id":
+        if kind == K_STR:
+            sc.pid_raw = raw[1:-1]
+        elif kind == K_INT:
+            sc.pid_raw = raw
+        elif sc.pkt_err is None:
+            sc.pkt_err = "packet_id: expected string or integer"
 
 
 def _ndjson(buf: bytes, max_depth: int) -> _Scan:
@@ -368,7 +377,34 @@ def route_packet(
             body = bytes(body)
         else:
             raise TypeError(f"body must be bytes, not {type(body).__name__}")
+    sc = _validate(body, format, max_messages, max_depth)
+    count = len(sc.starts)
+    emitter_id, packet_id, prefix = _ids(sc, fallback_prefix)
 
+    # Routing: every pick happens here, after the whole body was accepted.
+    picks: list[str] | None = None if router is None else router.pick_many(count)
+
+    pieces = _with_ids(body, sc, prefix)
+    if picks is None:
+        return RoutedPacket(emitter_id, packet_id, count, {"": b",".join(pieces)}, {"": count})
+    groups: dict[str, list[bytes]] = {}
+    for name, piece in zip(picks, pieces, strict=True):
+        g = groups.get(name)
+        if g is None:
+            groups[name] = [piece]
+        else:
+            g.append(piece)
+    return RoutedPacket(
+        emitter_id,
+        packet_id,
+        count,
+        {k: b",".join(v) for k, v in groups.items()},
+        {k: len(v) for k, v in groups.items()},
+    )
+
+
+def _validate(body: bytes, format: str, max_messages: int, max_depth: int) -> _Scan:
+    """Steps 1-5 of the contract, in its order; PacketError at the first that fails."""
     # 1. UTF-8
     try:
         body.decode("utf-8")
@@ -401,7 +437,11 @@ def route_packet(
         raise PacketError("empty_packet", "the packet holds no messages")
     if count > max_messages:
         raise PacketError("too_many_messages", f"{count} messages, more than the limit of {max_messages}")
+    return sc
 
+
+def _ids(sc: _Scan, fallback_prefix: str) -> tuple[str | None, str | None, bytes]:
+    """(emitter_id, packet_id, the prefix of the ids given to messages without one)."""
     e_raw = sc.emitter_raw if sc.emitter_raw is not None else sc.agent_raw
     emitter_id: str | None = None
     if e_raw is not None:
@@ -412,10 +452,11 @@ def route_packet(
         prefix = (e_raw or b"") + b"/" + sc.pid_raw + b"/"
     else:
         prefix = fallback_prefix.encode("ascii")
+    return emitter_id, packet_id, prefix
 
-    # Routing: every pick happens here, after the whole body was accepted.
-    picks: list[str] | None = None if router is None else router.pick_many(count)
 
+def _with_ids(body: bytes, sc: _Scan, prefix: bytes) -> list[bytes]:
+    """Each message's original text, with `"id":"<prefix><i>"` inserted when it had no id."""
     starts, ends = sc.starts, sc.ends
     pieces = [body[s:e] for s, e in zip(starts, ends, strict=True)]
     for i in sc.noid:
@@ -426,19 +467,4 @@ def route_packet(
             pieces[i] = b"{" + idtext + inner
         else:
             pieces[i] = b"{" + idtext + b"," + inner
-    if picks is None:
-        return RoutedPacket(emitter_id, packet_id, count, {"": b",".join(pieces)}, {"": count})
-    groups: dict[str, list[bytes]] = {}
-    for name, piece in zip(picks, pieces, strict=True):
-        g = groups.get(name)
-        if g is None:
-            groups[name] = [piece]
-        else:
-            g.append(piece)
-    return RoutedPacket(
-        emitter_id,
-        packet_id,
-        count,
-        {k: b",".join(v) for k, v in groups.items()},
-        {k: len(v) for k, v in groups.items()},
-    )
+    return pieces
