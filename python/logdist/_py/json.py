@@ -12,7 +12,6 @@ import re
 from collections.abc import Callable
 
 __all__ = [
-    "B_COMMA",
     "B_LBRACE",
     "B_LBRACK",
     "B_QUOTE",
@@ -46,9 +45,9 @@ _RX_STR = rb'"[^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f
 _RX_NUM = rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
 _RX_SCALAR = _RX_STR + rb"|" + _RX_NUM + rb"|true|false|null"
 _RX_MEMBER = _RX_WS + _RX_STR + _RX_WS + rb":" + _RX_WS + rb"(?:" + _RX_SCALAR + rb")"
-WS = re.compile(_RX_WS)
+_WS = re.compile(_RX_WS)
 STR = re.compile(_RX_STR)
-NUM = re.compile(rb"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_NUM = re.compile(rb"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 # whitespace, a key, whitespace, a colon, whitespace: the start of an object member
 KEY = re.compile(_RX_WS + rb"(" + _RX_STR + rb")" + _RX_WS + rb":" + _RX_WS)
 # the common case of a whole member: key, a scalar value, then `,` or `}` (fast path only; on
@@ -57,7 +56,7 @@ MEMBER = re.compile(
     _RX_WS + rb"(" + _RX_STR + rb")" + _RX_WS + rb":" + _RX_WS + rb"(" + _RX_SCALAR + rb")" + _RX_WS + rb"([,}])"
 )
 # a whole flat container (scalars only), the usual shape of "metadata" (fast path only)
-FLAT = re.compile(
+_FLAT = re.compile(
     rb"\{(?:"
     + _RX_MEMBER
     + rb"(?:"
@@ -82,14 +81,14 @@ FLAT = re.compile(
 )
 # whitespace, then the separator or closer after a value
 SEP = re.compile(rb"[ \t\n\r]*([,}\]])")
-# WS always matches (possibly empty); typed so that `.end()` needs no None check.
-skip_ws: Callable[[bytes, int, int], re.Match[bytes]] = WS.match  # type: ignore[assignment]
+# _WS always matches (possibly empty); typed so that `.end()` needs no None check.
+skip_ws: Callable[[bytes, int, int], re.Match[bytes]] = _WS.match  # type: ignore[assignment]
 # value kinds
 K_STR, K_INT, K_NUM, K_OBJ, K_ARR, K_LIT = range(6)
 
 B_QUOTE, B_LBRACE, B_RBRACE, B_LBRACK, B_RBRACK = 0x22, 0x7B, 0x7D, 0x5B, 0x5D
-B_COMMA, B_COLON, B_MINUS = 0x2C, 0x3A, 0x2D
-NUM_START = frozenset(b"-0123456789")
+B_COMMA = 0x2C
+_NUM_START = frozenset(b"-0123456789")
 
 LIT_START = frozenset(b"tfn")
 
@@ -151,8 +150,8 @@ def scan_scalar(buf: bytes, pos: int, lim: int) -> tuple[int, int]:
         if m is None:
             raise string_error(buf, pos, lim)
         return m.end(), K_STR
-    if c in NUM_START:
-        m = NUM.match(buf, pos, lim)
+    if c in _NUM_START:
+        m = _NUM.match(buf, pos, lim)
         if m is None:
             raise bad(pos, "invalid number")
         return m.end(), (K_INT if m.lastindex is None else K_NUM)
@@ -166,7 +165,7 @@ def skip_container(buf: bytes, pos: int, lim: int, depth: int, max_depth: int) -
     """Validate the array or object opening at pos (at nesting depth `depth`); returns its end."""
     if depth > max_depth:
         raise JsonError("too_deep", pos, f"nesting deeper than {max_depth}")
-    flat = FLAT.match(buf, pos, lim)
+    flat = _FLAT.match(buf, pos, lim)
     if flat is not None:
         return flat.end()
     stack = [buf[pos]]
