@@ -7,37 +7,30 @@ timed tests: nothing here asserts a speed.
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
+import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+# The backend loader of the test suites (tests/backends.py): pytest puts tests/ on the path only
+# for the tests under it, and this file runs alone (bench/micro.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from backends import BACKENDS, load_backend
+
 pytestmark = pytest.mark.benchmark
 
-PURE = os.environ.get("LOGDIST_PURE", "") not in ("", "0")
 WEIGHTS = {"analyzer-1": 0.4, "analyzer-2": 0.3, "analyzer-3": 0.2, "analyzer-4": 0.1}
 # items per call, per backend: enough work per round for a stable timing, short runs in Python
 PICKS = {"rs": 1_000_000, "py": 100_000}
 RING_OPS = {"rs": 20_000, "py": 20_000}
 
 
-def load(name: str) -> ModuleType:
-    if name == "py":
-        return importlib.import_module("logdist._pycore")
-    try:
-        return importlib.import_module("logdist._wlb")
-    except ImportError as exc:
-        if PURE:
-            pytest.skip(f"LOGDIST_PURE=1 and logdist._wlb is not importable ({exc})")
-        raise
-
-
-@pytest.fixture(params=["rs", "py"])
+@pytest.fixture(params=BACKENDS)
 def be(request: pytest.FixtureRequest) -> tuple[str, ModuleType]:
-    return request.param, load(request.param)
+    return request.param, load_backend(request.param)
 
 
 def make_router(mod: ModuleType, strategy: str) -> Any:
@@ -48,7 +41,8 @@ def make_router(mod: ModuleType, strategy: str) -> Any:
 
 
 def make_packet(count: int = 250, size: int = 240) -> bytes:
-    """A seed-000 packet of `count` messages of about `size` bytes; every other one lacks an id."""
+    """A packet object ("messages" array, agent_id, packet_id) of `count` messages of about `size`
+    bytes; every other one lacks an id."""
     messages = []
     for i in range(count):
         msg: dict[str, Any] = {

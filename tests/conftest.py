@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from logdist import core
+from logdist import core, pure_requested
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPECTED_BACKEND = "py" if os.environ.get("LOGDIST_PURE", "") not in ("", "0") else "rs"
+EXPECTED_BACKEND = "py" if pure_requested() else "rs"
 
 
 def test_backend_is_what_was_asked() -> None:

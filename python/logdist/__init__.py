@@ -1,12 +1,24 @@
 """logdist: a weighted log distributor that loses nothing.
 
 Roles: `logdist.emitter`, `logdist.distributor`, `logdist.analyzer`; core primitives in
-`logdist.core` (Rust `logdist._wlb`, or the pure-Python twin with LOGDIST_PURE=1).
+`logdist.core` (Rust `logdist._wlb`, or the pure-Python twin `logdist._py` with LOGDIST_PURE=1).
+
+This module stays light (no core, aiohttp or orjson): small processes import it, and it holds
+the one parse of LOGDIST_PURE, `pure_requested()`.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+#: the environment variable that selects the pure-Python core on purpose
+PURE_ENV = "LOGDIST_PURE"
+
+
+def pure_requested() -> bool:
+    """Whether this run asked for the pure-Python core: LOGDIST_PURE set to anything but "" or "0"."""
+    return os.environ.get(PURE_ENV, "") not in ("", "0")
 
 
 def __getattr__(name: str) -> Any:

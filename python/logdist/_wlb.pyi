@@ -1,9 +1,10 @@
 """Type stub and behavioural contract of the logdist core.
 
 Both backends implement exactly this: the Rust extension `logdist._wlb` (crates/wlb-py over
-crates/wlb) and the pure-Python twin `logdist._pycore`. Algorithms are specified precisely
+crates/wlb) and the pure-Python twin `logdist._py`. Algorithms are specified precisely
 enough that both return bit-identical results for identical inputs and seeds; the shared
-pytest suite (tests/core/) checks that. Exceptions come from `logdist.errors`.
+pytest suite (tests/core/) checks that, and the Protocols of `logdist._contract` check both
+APIs statically (mypy). Exceptions come from `logdist.errors`.
 
 Random numbers
 --------------
@@ -11,8 +12,24 @@ Everything random draws from SplitMix64 (below). A draw of a uniform float in [0
 `(next_u64() >> 11) * 2.0**-53`. Float arithmetic is IEEE-754 binary64 in the order written.
 """
 
-from collections.abc import Collection, Sequence
+import os
+from collections.abc import Collection, Iterable, Sequence
+from types import TracebackType
 from typing import Self, final
+
+__all__ = [
+    "AliasTable",
+    "BatchAnalyzer",
+    "RetryScheduler",
+    "RingBuffer",
+    "RoutedPacket",
+    "Router",
+    "SmoothWeighted",
+    "SplitMix64",
+    "Wal",
+    "__version__",
+    "route_packet",
+]
 
 __version__: str
 
@@ -266,7 +283,7 @@ class BatchAnalyzer:
     and source. One instance per analyzer process; the state is the dedup window.
 
     Backends: this class (crates/wlb/src/analyze.rs, which reads the body with the GIL released
-    and builds no Python object per message) and logdist._pyanalyze.BatchAnalyzer (orjson).
+    and builds no Python object per message) and logdist._py.analyze.BatchAnalyzer (orjson).
     Thread-safe (the Rust backend locks around each call).
 
     dedup_capacity >= 2 (ValueError otherwise). The window has two generations: a fresh id goes
@@ -328,16 +345,12 @@ class BatchAnalyzer:
 
 # --- Wal: the write-ahead log ------------------------------------------------------------------
 
-import os  # noqa: E402
-from collections.abc import Iterable  # noqa: E402
-from types import TracebackType  # noqa: E402
-
 @final
 class Wal:
     """A write-ahead log in one directory: append-only segment files of CRC32C-framed records,
     group commit, lazily persisted delivery progress, recovery that stops at a torn tail.
 
-    Backends: logdist._wlb.Wal (crates/wlb/src/wal.rs) and logdist._pywal.Wal. They write
+    Backends: logdist._wlb.Wal (crates/wlb/src/wal.rs) and logdist._py.wal.Wal. They write
     byte-identical files for identical calls and each opens the other's directory.
 
     Thread-safe. append/append_many/checkpoint/replay/close block on disk I/O (the Rust backend

@@ -2,24 +2,23 @@
 
 By default the Rust extension `logdist._wlb` is used, and if it cannot be imported this
 module raises ImportError loudly: there is no silent fallback. Setting LOGDIST_PURE=1 selects
-the pure-Python twin `logdist._pycore`, which has the same API and passes the same tests.
+the pure-Python twin `logdist._py`, which has the same API and passes the same tests.
 Everything else in logdist imports core primitives from here, never from a backend directly.
 """
 
 from __future__ import annotations
 
-import os
+from logdist import pure_requested
 
-PURE = os.environ.get("LOGDIST_PURE", "") not in ("", "0")
+PURE = pure_requested()
 
 if PURE:
-    from logdist import _pycore as _backend
-    from logdist._pywal import Wal
+    from logdist import _py as backend
 
     BACKEND = "py"
 else:
     try:
-        from logdist import _wlb as _backend  # type: ignore[no-redef]
+        from logdist import _wlb as backend  # type: ignore[no-redef]
     except ImportError as exc:  # pragma: no cover - exercised by hand, not in CI
         raise ImportError(
             "logdist: the Rust extension logdist._wlb is not built or not importable "
@@ -27,17 +26,17 @@ else:
             "or set LOGDIST_PURE=1 to run on the pure-Python core on purpose."
         ) from exc
     BACKEND = "rs"
-    from logdist._wlb import Wal  # type: ignore[assignment]
 
-AliasTable = _backend.AliasTable
-BatchAnalyzer = _backend.BatchAnalyzer
-SmoothWeighted = _backend.SmoothWeighted
-Router = _backend.Router
-RingBuffer = _backend.RingBuffer
-RetryScheduler = _backend.RetryScheduler
-RoutedPacket = _backend.RoutedPacket
-route_packet = _backend.route_packet
-SplitMix64 = _backend.SplitMix64
+AliasTable = backend.AliasTable
+BatchAnalyzer = backend.BatchAnalyzer
+SmoothWeighted = backend.SmoothWeighted
+Router = backend.Router
+RingBuffer = backend.RingBuffer
+RetryScheduler = backend.RetryScheduler
+RoutedPacket = backend.RoutedPacket
+route_packet = backend.route_packet
+SplitMix64 = backend.SplitMix64
+Wal = backend.Wal
 
 __all__ = [
     "BACKEND",

@@ -1,7 +1,7 @@
 """Exception types shared by both core backends and the daemons.
 
 They are defined here, in Python, so that the Rust extension (`logdist._wlb`) and the
-pure-Python twin (`logdist._pycore`) raise exactly the same classes. The extension imports
+pure-Python twin (`logdist._py`) raise exactly the same classes. The extension imports
 this module and raises these types; it never defines exception classes of its own.
 """
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from logdist._pyanalyze import DedupWindow, parse_messages  # the twin's own helpers
+from logdist._py.analyze import parse_messages  # the twin's own helpers
+from logdist._py.dedup import DedupWindow
 from logdist.analyzer.engine import Analysis, BadBody
 
 

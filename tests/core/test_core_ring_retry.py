@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -78,6 +79,38 @@ def test_ring_empty_bytes_are_items(impl: ModuleType) -> None:
     assert ring.pop_many(5, 0) == [b"", b""]
 
 
+def _produce(ring: Any, p: int, per_producer: int, deadline: float, errors: list[BaseException]) -> None:
+    """Push per_producer items "p:i" in order, retrying while the ring is full."""
+    try:
+        for i in range(per_producer):
+            item = f"{p}:{i}".encode()
+            while ring.push(item) is not None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("producer stuck")
+                time.sleep(0)
+    except BaseException as exc:  # pragma: no cover - reported by the test
+        errors.append(exc)
+
+
+def _consume(
+    ring: Any, c: int, got: list[bytes], done: threading.Event, deadline: float, errors: list[BaseException]
+) -> None:
+    """Pop into `got` (pop_many for odd c, pop for even c) until the producers are done and it is empty."""
+    try:
+        while True:
+            batch = ring.pop_many(7, 40) if c % 2 else [x for x in [ring.pop()] if x is not None]
+            if batch:
+                got.extend(batch)
+            elif done.is_set() and ring.is_empty():
+                return
+            else:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("consumer stuck")
+                time.sleep(0)
+    except BaseException as exc:  # pragma: no cover - reported by the test
+        errors.append(exc)
+
+
 def test_ring_threaded_producers_consumers_lose_and_duplicate_nothing(impl: ModuleType) -> None:
     producers, per_producer, consumers = 4, 5000, 3
     ring = impl.RingBuffer(64)
@@ -86,34 +119,12 @@ def test_ring_threaded_producers_consumers_lose_and_duplicate_nothing(impl: Modu
     errors: list[BaseException] = []
     deadline = time.monotonic() + 100
 
-    def produce(p: int) -> None:
-        try:
-            for i in range(per_producer):
-                item = f"{p}:{i}".encode()
-                while ring.push(item) is not None:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("producer stuck")
-                    time.sleep(0)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    def consume(c: int) -> None:
-        try:
-            while True:
-                batch = ring.pop_many(7, 40) if c % 2 else [x for x in [ring.pop()] if x is not None]
-                if batch:
-                    got[c].extend(batch)
-                elif done.is_set() and ring.is_empty():
-                    return
-                else:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("consumer stuck")
-                    time.sleep(0)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    cthreads = [threading.Thread(target=consume, args=(c,)) for c in range(consumers)]
-    pthreads = [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
+    cthreads = [
+        threading.Thread(target=_consume, args=(ring, c, got[c], done, deadline, errors)) for c in range(consumers)
+    ]
+    pthreads = [
+        threading.Thread(target=_produce, args=(ring, p, per_producer, deadline, errors)) for p in range(producers)
+    ]
     for t in cthreads + pthreads:
         t.start()
     for t in pthreads:

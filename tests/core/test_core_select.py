@@ -485,3 +485,9 @@ def test_versions_agree(rs: ModuleType, py: ModuleType) -> None:
     import logdist
 
     assert rs.__version__ == py.__version__ == logdist.__version__
+
+
+def test_backends_export_the_same_names(rs: ModuleType, py: ModuleType) -> None:
+    assert sorted(rs.__all__) == sorted(py.__all__)
+    for name in rs.__all__:
+        assert hasattr(py, name), name

@@ -453,7 +453,7 @@ def test_both_backends_recycle_identically(writer_reader: tuple[Any, Any], tmp_p
 
 CHILD = """
 import importlib, sys
-Wal = importlib.import_module("logdist._wlb" if sys.argv[1] == "rs" else "logdist._pywal").Wal
+Wal = importlib.import_module("logdist._wlb" if sys.argv[1] == "rs" else "logdist._py").Wal
 wal = Wal(sys.argv[2], segment_bytes=4096, commit_delay_us=200)
 i = 0
 while True:

@@ -1,9 +1,9 @@
-"""The pure-Python twin of `logdist._wlb.BatchAnalyzer` (crates/wlb/src/analyze.rs).
+"""The analyzer's batch work (twin of crates/wlb/src/analyze.rs and its `BatchAnalyzer`).
 
 The analyzer's per-batch work: read a request body (orjson), deduplicate its messages by id
 against a bounded two-generation window, and tally the unique ones by level and source. The
-contract, which the Rust backend implements bit for bit, is in `_wlb.pyi`. Re-exported by
-`logdist._pycore`; the analyzer daemon reaches it through `logdist.core`.
+contract, which the Rust backend implements bit for bit, is in `_wlb.pyi`. The window itself
+is `dedup.DedupWindow`; the analyzer daemon reaches this class through `logdist.core`.
 
 Per-batch work is kept to C-level operations (one `orjson.loads`, `map`, `dict.fromkeys`, set
 operations, `Counter`) when no id repeats and no generation rolls over; otherwise a plain loop
@@ -18,9 +18,10 @@ from typing import Any
 
 import orjson
 
+from logdist._py.dedup import DedupWindow
 from logdist.errors import PacketError
 
-__all__ = ["BatchAnalyzer", "DedupWindow", "parse_messages"]
+__all__ = ["BatchAnalyzer", "parse_messages"]
 
 _get_id = methodcaller("get", "id")
 _get_level = methodcaller("get", "level")
@@ -29,46 +30,6 @@ _ID_TYPES = frozenset({str, int, float, type(None)})
 _TALLY_TYPES = frozenset({str, type(None)})
 
 Id = str | int | float
-
-
-class DedupWindow:
-    """The last ~`capacity` ids in two generations of sets.
-
-    A fresh id goes into `current`; when `current` holds capacity//2 ids it becomes `previous`
-    and the old `previous` is dropped whole. So between capacity//2 and capacity ids are
-    remembered, memory is bounded, and there is no per-id eviction work.
-    """
-
-    __slots__ = ("current", "half", "previous")
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 2:
-            raise ValueError("dedup window must hold at least 2 ids")
-        self.half = capacity // 2
-        self.current: set[Any] = set()
-        self.previous: set[Any] = set()
-
-    def __len__(self) -> int:
-        return len(self.current) + len(self.previous)
-
-    def __contains__(self, item: object) -> bool:
-        return item in self.current or item in self.previous
-
-    def add(self, item: Any) -> None:
-        """Remember one id (known not to be remembered), rolling over at half capacity."""
-        cur = self.current
-        cur.add(item)
-        if len(cur) >= self.half:
-            self.previous = cur
-            self.current = set()
-
-    def add_all(self, ids: Any) -> None:
-        """add() of each id in order (ids known not to be remembered)."""
-        if len(self.current) + len(ids) < self.half:  # no rollover: one C-level union
-            self.current.update(ids)
-            return
-        for i in ids:
-            self.add(i)
 
 
 def parse_messages(body: bytes) -> list[Any]:
@@ -100,7 +61,7 @@ def _messages_of(doc: Any) -> list[Any]:
         if msgs is None:
             msgs = doc.get("messages")
         if msgs is None:
-            return [doc]  # one message (seed 000's distributor posts them one by one)
+            return [doc]  # one message: the single-message analyzer format posts them one by one
         if type(msgs) is not list:
             raise PacketError("bad_schema", "packet field 'messages'/'log_messages' must be an array")
         return msgs

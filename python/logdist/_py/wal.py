@@ -165,6 +165,26 @@ def _scan_segment(data: bytes, first_lsn: int, verify: bool = True) -> _Scan:
     return _Scan(records, pos, None if why is None else (why, _count_frames(data, pos)))
 
 
+def _scan_found_segment(data: bytes, first: int, prev_end: int, next_first: int | None) -> _Scan:
+    """What recovery keeps of one segment file: its intact records, or why it stops."""
+    ours = len(data) >= SEGMENT_HEADER_LEN and data[:8] in (SEGMENT_MAGIC, RECYCLED_MAGIC)
+    recycled = ours and data[:8] == RECYCLED_MAGIC
+    header_ok = ours and _U64.unpack_from(data, 8)[0] == first and first >= prev_end
+    if header_ok:
+        scan = _scan_segment(data, first)
+    elif ours and _U64.unpack_from(data, 8)[0] < first and not _scan_segment(data, first).records:
+        scan = _Scan([], 0, None)  # a spare renamed for reuse whose new header never reached the disk
+    else:
+        frames = _count_frames(data, 16) if len(data) >= SEGMENT_HEADER_LEN else 0
+        scan = _Scan([], 0, ("bad segment header", frames))
+    end = scan.records[-1][0] + 1 if scan.records else None
+    if recycled and (next_first is None or end == next_first):
+        # the stale frames of the file's previous use (or a torn, never acknowledged last
+        # write); a recycled segment stopping short of the next one is damaged: reported
+        scan.bad = None
+    return scan
+
+
 def _encode_checkpoint(next_lsn: int, ranges: list[tuple[int, int]]) -> bytes:
     body = bytearray(_U64.pack(next_lsn) + _U64.pack(len(ranges)))
     for a, b in ranges:
@@ -302,34 +322,10 @@ class Wal:
         except OSError as exc:
             raise _io_error("create directory", d, exc) from exc
         _remove(d / _CHECKPOINT_TMP)
-        next_lsn = 0
-        ranges: list[tuple[int, int]] = []
-        ckpt_path = d / CHECKPOINT_FILE
-        ck = None
-        try:
-            ck = _decode_checkpoint(ckpt_path.read_bytes())
-            if ck is None:
-                self._notes.append(f"{CHECKPOINT_FILE}: bad checkpoint, ignored")
-            else:
-                next_lsn, ranges = ck
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise _io_error("read", ckpt_path, exc) from exc
+        ck = self._read_checkpoint()
+        next_lsn, ranges = ck if ck is not None else (0, [])
         starts = [a for a, _ in ranges]
-
-        found: list[tuple[int, Path]] = []
-        try:
-            for entry in os.scandir(d):
-                first = _parse_segment_name(entry.name)
-                if first is not None:
-                    found.append((first, Path(entry.path)))
-                elif entry.name in {f"{_SPARE_PREFIX}{i}" for i in range(MAX_SPARES)}:
-                    self._spares.append(Path(entry.path))
-        except OSError as exc:
-            raise _io_error("list directory", d, exc) from exc
-        found.sort()
-        self._spares.sort()
+        found = self._list_dir()
         if ck is None:
             # spares only ever follow a checkpoint; without one the lsns may restart at 0 and a
             # stale frame could pass for a new record: drop them
@@ -341,34 +337,13 @@ class Wal:
         prev_end = 0
         touched = False
         for idx, (first, path) in enumerate(found):
-            name = segment_name(first)
             try:
                 data = path.read_bytes()
             except OSError as exc:
                 raise _io_error("read", path, exc) from exc
-            ours = len(data) >= SEGMENT_HEADER_LEN and data[:8] in (SEGMENT_MAGIC, RECYCLED_MAGIC)
-            recycled = ours and data[:8] == RECYCLED_MAGIC
-            header_ok = ours and _U64.unpack_from(data, 8)[0] == first and first >= prev_end
-            if header_ok:
-                scan = _scan_segment(data, first)
-            elif ours and _U64.unpack_from(data, 8)[0] < first and not _scan_segment(data, first).records:
-                scan = _Scan([], 0, None)  # a spare renamed for reuse whose new header never reached the disk
-            else:
-                frames = _count_frames(data, 16) if len(data) >= SEGMENT_HEADER_LEN else 0
-                scan = _Scan([], 0, ("bad segment header", frames))
-            end = scan.records[-1][0] + 1 if scan.records else None
-            if recycled and (next_first[idx] is None or end == next_first[idx]):
-                # the stale frames of the file's previous use (or a torn, never acknowledged last
-                # write); a recycled segment stopping short of the next one is damaged: reported
-                scan.bad = None
+            scan = _scan_found_segment(data, first, prev_end, next_first[idx])
             if scan.bad is not None:
-                why, frames = scan.bad
-                skipped = len(data) - scan.valid_len
-                self._notes.append(
-                    f"{name}: {why} at offset {scan.valid_len}: skipped {skipped} bytes, {frames} records"
-                )
-                self._skipped_bytes += skipped
-                self._skipped_records += frames
+                self._note_skipped(segment_name(first), scan, len(data))
                 if scan.records:
                     _truncate(path, scan.valid_len)
                     touched = True
@@ -376,19 +351,63 @@ class Wal:
                 _remove(path)
                 touched = True
                 continue
-            seg = _Segment(path, scan.valid_len)
-            for lsn, _, _ in scan.records:
-                seg.records += 1
-                if not _in_ranges(starts, ranges, lsn):
-                    self._undelivered.add(lsn)
-                    seg.undelivered += 1
+            self._adopt_segment(first, path, scan, starts, ranges)
             prev_end = scan.records[-1][0] + 1
-            self._total += seg.bytes
-            self._segments[first] = seg
-            self._firsts.append(first)
         if touched:
             _sync_dir(d)
         return max(next_lsn, prev_end)
+
+    def _read_checkpoint(self) -> tuple[int, list[tuple[int, int]]] | None:
+        """(next_lsn, delivered ranges) from progress.ckpt; None when absent or corrupt (noted)."""
+        ckpt_path = self._dir / CHECKPOINT_FILE
+        try:
+            ck = _decode_checkpoint(ckpt_path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _io_error("read", ckpt_path, exc) from exc
+        if ck is None:
+            self._notes.append(f"{CHECKPOINT_FILE}: bad checkpoint, ignored")
+        return ck
+
+    def _list_dir(self) -> list[tuple[int, Path]]:
+        """The segment files as (first_lsn, path) in lsn order; the spares go to self._spares."""
+        found: list[tuple[int, Path]] = []
+        spare_names = {f"{_SPARE_PREFIX}{i}" for i in range(MAX_SPARES)}
+        try:
+            for entry in os.scandir(self._dir):
+                first = _parse_segment_name(entry.name)
+                if first is not None:
+                    found.append((first, Path(entry.path)))
+                elif entry.name in spare_names:
+                    self._spares.append(Path(entry.path))
+        except OSError as exc:
+            raise _io_error("list directory", self._dir, exc) from exc
+        found.sort()
+        self._spares.sort()
+        return found
+
+    def _note_skipped(self, name: str, scan: _Scan, size: int) -> None:
+        assert scan.bad is not None
+        why, frames = scan.bad
+        skipped = size - scan.valid_len
+        self._notes.append(f"{name}: {why} at offset {scan.valid_len}: skipped {skipped} bytes, {frames} records")
+        self._skipped_bytes += skipped
+        self._skipped_records += frames
+
+    def _adopt_segment(
+        self, first: int, path: Path, scan: _Scan, starts: list[int], ranges: list[tuple[int, int]]
+    ) -> None:
+        """Count a recovered segment's records, undelivered ones included, into the log."""
+        seg = _Segment(path, scan.valid_len)
+        for lsn, _, _ in scan.records:
+            seg.records += 1
+            if not _in_ranges(starts, ranges, lsn):
+                self._undelivered.add(lsn)
+                seg.undelivered += 1
+        self._total += seg.bytes
+        self._segments[first] = seg
+        self._firsts.append(first)
 
     # -- appending --------------------------------------------------------------------------
 
@@ -407,37 +426,9 @@ class Wal:
         with self._lock:
             if self._closed:
                 raise WalError("write-ahead log is closed")
-            active = self._active
-            roll = active is None or (
-                self._segments[active[0]].records > 0 and self._segments[active[0]].bytes + need > self._segment_bytes
-            )
-            extra = SEGMENT_HEADER_LEN if roll else 0
-            if self._total + need + extra > self._max_bytes:
-                raise WalFullError(
-                    f"write-ahead log full: {self._total} bytes on disk + {need + extra} needed "
-                    f"> max_bytes {self._max_bytes}"
-                )
-            if roll:
-                self._active = None
-                self._create_segment()
-            assert self._active is not None
-            active_first, f = self._active
+            active_first, f = self._room_for(need)
             first = self._next_lsn
-            buf = bytearray()
-            for i, p in enumerate(payloads):
-                lsn = first + i
-                buf += _REC.pack(len(p), record_crc(lsn, p), lsn)
-                buf += p
-            try:
-                view = memoryview(buf)
-                while view:
-                    written = f.write(view)
-                    if not written:
-                        raise OSError(_errno.EIO, "short write")
-                    view = view[written:]
-            except OSError as exc:
-                self._retire_after_write_error(active_first, f)
-                raise _io_error("append", self._dir / segment_name(active_first), exc) from exc
+            self._write_frames(active_first, f, first, payloads)
             seg = self._segments[active_first]
             seg.bytes += need
             seg.records += n
@@ -448,20 +439,62 @@ class Wal:
             if not self._dirty or self._dirty[-1] is not f:
                 self._dirty.append(f)
             self._written_seq += 1
-            my_seq = self._written_seq
-            while True:
-                for lo, hi, err in self._failures:
-                    if lo < my_seq <= hi:
-                        self._forget(range(first, first + n))
-                        raise err
-                if self._synced_seq >= my_seq:
-                    self._appends += 1
-                    self._appended_records += n
-                    return list(range(first, first + n))
-                if self._syncing:
-                    self._synced.wait()
-                else:
-                    self._lead_sync()
+            self._wait_synced(self._written_seq, first, n)
+            self._appends += 1
+            self._appended_records += n
+            return list(range(first, first + n))
+
+    def _room_for(self, need: int) -> tuple[int, _File]:
+        """The active segment for a batch of `need` bytes, new if it would overflow; under the lock.
+        WalFullError, before anything is written, when the log's byte bound would be exceeded."""
+        active = self._active
+        roll = active is None or (
+            self._segments[active[0]].records > 0 and self._segments[active[0]].bytes + need > self._segment_bytes
+        )
+        extra = SEGMENT_HEADER_LEN if roll else 0
+        if self._total + need + extra > self._max_bytes:
+            raise WalFullError(
+                f"write-ahead log full: {self._total} bytes on disk + {need + extra} needed "
+                f"> max_bytes {self._max_bytes}"
+            )
+        if roll:
+            self._active = None
+            self._create_segment()
+        assert self._active is not None
+        return self._active
+
+    def _write_frames(self, active_first: int, f: _File, first: int, payloads: Sequence[bytes]) -> None:
+        """Frame the payloads as lsns first, first + 1, ... and write them to f; under the lock."""
+        buf = bytearray()
+        for i, p in enumerate(payloads):
+            lsn = first + i
+            buf += _REC.pack(len(p), record_crc(lsn, p), lsn)
+            buf += p
+        try:
+            view = memoryview(buf)
+            while view:
+                written = f.write(view)
+                if not written:
+                    raise OSError(_errno.EIO, "short write")
+                view = view[written:]
+        except OSError as exc:
+            self._retire_after_write_error(active_first, f)
+            raise _io_error("append", self._dir / segment_name(active_first), exc) from exc
+
+    def _wait_synced(self, my_seq: int, first: int, n: int) -> None:
+        """Wait (leading a group commit when none runs) until write `my_seq` is fsynced; under the
+        lock. Its failure raises, and its records do not count as stored."""
+        while True:
+            for lo, hi, err in self._failures:
+                if lo < my_seq <= hi:
+                    self._forget(range(first, first + n))
+                    raise err
+            if self._synced_seq >= my_seq:
+                return
+            if self._syncing:
+                self._synced.wait()
+            else:
+                self._lead_sync()
 
     def _lead_sync(self) -> None:
         """One group commit; called and returns with the lock held."""
