@@ -8,7 +8,8 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
-use wlb::packet::{decode_json_string, valid_prefix, Decoded, Format, Options};
+use wlb::json::{decode_json_string, Decoded};
+use wlb::packet::{valid_prefix, Format, Options};
 
 /// The result of route_packet.
 #[pyclass(name = "RoutedPacket", module = "logdist._wlb", frozen)]

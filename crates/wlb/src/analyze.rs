@@ -14,7 +14,8 @@
 //! `"1"` is another (an integer literal in [-2^63, 2^64) is exact, any other number is the
 //! nearest double, as orjson reads it).
 
-use crate::packet::{decode_json_string, is_ws, Decoded, ErrorCode, Kind, PacketError, Scanner};
+use crate::json::{decode_json_string, is_ws, Decoded, JsonError, Key, Kind, Scan, Scanner};
+use crate::packet::{ErrorCode, PacketError};
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
@@ -371,13 +372,11 @@ struct Walker<'s, 'a> {
     msgs: &'s mut Vec<Msg>,
 }
 
-type Scan<T> = crate::packet::Scan<T>;
-
 impl Walker<'_, '_> {
     /// Any value at `pos` (whitespace skipped), classified; returns (end, field).
     fn field(&mut self, pos: usize, depth: i64) -> Scan<(usize, Field)> {
-        let buf = self.sc.buf;
-        if pos < self.sc.lim && buf[pos] == b'"' {
+        let buf = self.sc.buf();
+        if self.sc.peek(pos) == Some(b'"') {
             let (end, escaped) = self.sc.string(pos)?;
             let f = Field {
                 val: Val::Str { escaped },
@@ -409,22 +408,14 @@ impl Walker<'_, '_> {
     }
 
     /// Which of the meaningful keys a member key is (decoded when it has escapes).
-    fn key(&self, (start, end, escaped): (usize, usize, bool)) -> u8 {
+    fn key(&self, key: Key) -> u8 {
         const NAMES: [&[u8]; 5] = [b"id", b"level", b"source", b"messages", b"log_messages"];
-        let raw = &self.sc.buf[start..end];
-        let decoded;
-        let name: &[u8] = if escaped {
-            decoded = match decode_json_string(raw) {
-                Decoded::Utf8(s) => s,
-                Decoded::Utf16(_) => return 0,
-            };
-            decoded.as_bytes()
-        } else {
-            raw
+        let Some(name) = self.sc.key_name(key) else {
+            return 0;
         };
         NAMES
             .iter()
-            .position(|&n| n == name)
+            .position(|&n| *n == *name)
             .map_or(0, |i| i as u8 + 1)
     }
 
@@ -436,13 +427,7 @@ impl Walker<'_, '_> {
         depth: i64,
         top: bool,
     ) -> Scan<(usize, Msg, Member, Member)> {
-        if depth > MAX_DEPTH {
-            return Err(crate::packet::JsonError {
-                code: ErrorCode::TooDeep,
-                offset: pos,
-                what: "nesting too deep",
-            });
-        }
+        self.sc.check_depth(pos, depth)?;
         let mut msg = Msg {
             object: true,
             ..Msg::default()
@@ -450,17 +435,17 @@ impl Walker<'_, '_> {
         let (mut log_messages, mut messages) = (Member::Absent, Member::Absent);
         pos += 1;
         let p = self.sc.ws(pos);
-        if p < self.sc.lim && self.sc.buf[p] == b'}' {
+        if self.sc.peek(p) == Some(b'}') {
             return Ok((p + 1, msg, log_messages, messages));
         }
         loop {
-            let (ks, ke, esc, vpos) = self.sc.member_key(pos)?;
-            if vpos >= self.sc.lim {
-                return Err(crate::packet::bad(vpos, crate::packet::EOF));
-            }
-            let which = self.key((ks, ke, esc));
+            let (key, vpos) = self.sc.member_key(pos)?;
+            let Some(c) = self.sc.peek(vpos) else {
+                return Err(JsonError::eof(vpos));
+            };
+            let which = self.key(key);
             if top && which >= 4 {
-                let member = if self.sc.buf[vpos] == b'[' {
+                let member = if c == b'[' {
                     let first = self.msgs.len();
                     pos = self.array(vpos, depth + 1)?;
                     Member::Array(first, self.msgs.len())
@@ -499,24 +484,18 @@ impl Walker<'_, '_> {
 
     /// An array of messages at `pos` (at `depth`); appends one `Msg` per element.
     fn array(&mut self, mut pos: usize, depth: i64) -> Scan<usize> {
-        if depth > MAX_DEPTH {
-            return Err(crate::packet::JsonError {
-                code: ErrorCode::TooDeep,
-                offset: pos,
-                what: "nesting too deep",
-            });
-        }
+        self.sc.check_depth(pos, depth)?;
         pos += 1;
         let p = self.sc.ws(pos);
-        if p < self.sc.lim && self.sc.buf[p] == b']' {
+        if self.sc.peek(p) == Some(b']') {
             return Ok(p + 1);
         }
         loop {
             pos = self.sc.ws(pos);
-            if pos >= self.sc.lim {
-                return Err(crate::packet::bad(pos, crate::packet::EOF));
-            }
-            if self.sc.buf[pos] == b'{' {
+            let Some(c) = self.sc.peek(pos) else {
+                return Err(JsonError::eof(pos));
+            };
+            if c == b'{' {
                 let (end, msg, _, _) = self.object(pos, depth + 1, false)?;
                 pos = end;
                 self.msgs.push(msg);
@@ -536,19 +515,8 @@ impl Walker<'_, '_> {
     /// left at the end of `msgs` (anything else it appended is dropped).
     fn document(&mut self, pos: usize) -> Scan<Doc> {
         let base = self.msgs.len();
-        let lim = self.sc.lim;
-        let pos = self.sc.ws(pos);
-        if pos >= lim {
-            return Err(crate::packet::bad(
-                pos,
-                if lim == 0 {
-                    "empty body"
-                } else {
-                    "expected a JSON value, found only whitespace"
-                },
-            ));
-        }
-        let (end, doc) = match self.sc.buf[pos] {
+        let pos = self.sc.document_start(pos)?;
+        let (end, doc) = match self.sc.buf()[pos] {
             b'[' => (self.array(pos, 1)?, Doc::Messages(base..usize::MAX)),
             b'{' => {
                 let (end, msg, log_messages, messages) = self.object(pos, 1, true)?;
@@ -578,13 +546,7 @@ impl Walker<'_, '_> {
                 (end, Doc::Shape(detail))
             }
         };
-        let rest = self.sc.ws(end);
-        if rest < lim {
-            return Err(crate::packet::bad(
-                rest,
-                "unexpected data after the JSON value",
-            ));
-        }
+        self.sc.document_end(end)?;
         Ok(match doc {
             Doc::Messages(r) => {
                 let end = r.end.min(self.msgs.len());
@@ -614,10 +576,6 @@ fn bad_schema(detail: String) -> PacketError {
     }
 }
 
-fn syntax_detail(e: &crate::packet::JsonError) -> String {
-    format!("invalid JSON at byte {}: {}", e.offset, e.what)
-}
-
 /// Python's `bytes.strip()` / `bytes.isspace()` whitespace.
 #[inline]
 fn py_space(c: u8) -> bool {
@@ -637,7 +595,7 @@ fn read_messages(body: &[u8], msgs: &mut Vec<Msg>) -> Result<(), PacketError> {
             match w.document(0) {
                 Ok(Doc::Messages(_)) => return Ok(()),
                 Ok(Doc::Shape(detail)) => return Err(bad_schema(detail)),
-                Err(e) => syntax_detail(&e),
+                Err(e) => e.to_string(),
             }
         }
     };
@@ -674,17 +632,12 @@ fn read_messages(body: &[u8], msgs: &mut Vec<Msg>) -> Result<(), PacketError> {
                 )));
             }
             let mut sc = Scanner::new_strict(body, MAX_DEPTH);
-            sc.lim = j;
+            sc.set_lim(j);
             let mut w = Walker { sc, msgs };
             match w.document(i) {
                 Ok(Doc::Messages(_)) => {}
                 Ok(Doc::Shape(detail)) => return Err(bad_schema(detail)),
-                Err(e) => {
-                    return Err(bad_json(format!(
-                        "line {line_no} is not JSON: {}",
-                        syntax_detail(&e)
-                    )))
-                }
+                Err(e) => return Err(bad_json(format!("line {line_no} is not JSON: {e}"))),
             }
         }
         i = next;

@@ -8,6 +8,7 @@
 
 pub mod alias;
 pub mod analyze;
+pub mod json;
 pub mod packet;
 pub mod retry;
 pub mod ring;

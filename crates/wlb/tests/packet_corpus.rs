@@ -1,9 +1,8 @@
 //! route_packet on a corpus of good and bad bodies (the same corpus as tests/core/test_core_packet.py),
 //! plus exact-output checks: ids, raw carry-through, routing by the router's picks.
 
-use wlb::packet::{
-    decode_json_string, route_packet, validate, Decoded, ErrorCode, Format, Options, RouteError,
-};
+use wlb::json::{decode_json_string, Decoded};
+use wlb::packet::{route_packet, validate, ErrorCode, Format, Options, RouteError};
 use wlb::router::{Router, RouterError, Strategy};
 
 const FB: &str = "req-7f3a:1/";
