@@ -9,7 +9,8 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 use std::sync::Mutex;
-use wlb::analyze::{BatchAnalyzer, IdValue};
+use wlb::analyze::BatchAnalyzer;
+use wlb::dedup::IdValue;
 
 /// Deduplicates messages by id over a bounded window and tallies the unique ones.
 #[pyclass(name = "BatchAnalyzer", module = "logdist._wlb", frozen)]
@@ -70,7 +71,8 @@ impl BatchAnalyzerPy {
         }
         let capacity = usize::try_from(dedup_capacity.0)
             .map_err(|_| errors::overflow("dedup_capacity is too large"))?;
-        let inner = BatchAnalyzer::new(capacity, record_ids).map_err(errors::value)?;
+        let inner =
+            BatchAnalyzer::new(capacity, record_ids).map_err(|e| errors::value(e.to_string()))?;
         Ok(Self {
             inner: Mutex::new(inner),
             capacity,

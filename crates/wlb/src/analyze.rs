@@ -4,7 +4,7 @@
 //!
 //! The semantics are those of the pure-Python twin (`logdist/_pyanalyze.py`, which reads the
 //! body with orjson) and are written down in `python/logdist/_wlb.pyi` (`BatchAnalyzer`).
-//! The syntax pass is `packet`'s validating scanner in strict mode, which also rejects what
+//! The syntax pass is [`crate::json`]'s scanner in strict mode, which also rejects what
 //! orjson rejects (unpaired surrogate escapes, numbers that overflow a double, nesting deeper
 //! than 1024). For each message only `id`, `level` and `source` are located (the last one wins
 //! when a key repeats, as in a dict); everything else is skipped.
@@ -12,298 +12,17 @@
 //! Ids are compared by their canonical value, as Python compares dict keys: a string by its
 //! decoded text; a number by its mathematical value, so `1`, `1.0` and `1e0` are one id while
 //! `"1"` is another (an integer literal in [-2^63, 2^64) is exact, any other number is the
-//! nearest double, as orjson reads it).
+//! nearest double, as orjson reads it). The window and the keys live in [`crate::dedup`].
 
+use crate::dedup::{hash_key, number_value, DedupError, DedupWindow, IdKey, IdValue};
 use crate::json::{decode_json_string, is_ws, Decoded, JsonError, Key, Kind, Scan, Scanner};
 use crate::packet::{ErrorCode, PacketError};
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
 /// Deepest nesting accepted (the top-level value is depth 1), as orjson.
 pub const MAX_DEPTH: i64 = 1024;
-
-// ------------------------------------------------------------------------------ dedup window
-
-/// 64-bit hash of a key, seeded (so that colliding ids cannot be chosen without the seed).
-#[inline]
-fn hash_key(seed: u64, key: &[u8]) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h = seed ^ (key.len() as u64).wrapping_mul(K);
-    let mut chunks = key.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        h = (h ^ w).wrapping_mul(K).rotate_left(29);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut buf = [0u8; 8];
-        buf[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(buf))
-            .wrapping_mul(K)
-            .rotate_left(29);
-    }
-    // SplitMix64's finaliser: every input bit reaches every output bit.
-    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    h ^ (h >> 31)
-}
-
-#[derive(Clone, Copy, Default)]
-struct Slot {
-    /// The key's hash with the top bit set; 0 marks an empty slot.
-    hash: u64,
-    /// Where the key sits in the arena: a LEB128 length, then the bytes.
-    off: u64,
-}
-
-const OCCUPIED: u64 = 1 << 63;
-
-/// One generation: an open-addressing (linear probing, load <= 1/2) set of 16-byte slots whose
-/// keys live in one arena, so it costs no allocation per id and is forgotten (cleared) whole.
-/// A key's bytes are read only when its full 64-bit hash matches.
-#[derive(Default)]
-struct Generation {
-    slots: Vec<Slot>,
-    len: usize,
-    arena: Vec<u8>,
-}
-
-impl Generation {
-    fn key_at(&self, off: u64) -> &[u8] {
-        let mut at = off as usize;
-        let mut len = 0usize;
-        let mut shift = 0;
-        loop {
-            let b = self.arena[at];
-            at += 1;
-            len |= usize::from(b & 0x7F) << shift;
-            if b < 0x80 {
-                break;
-            }
-            shift += 7;
-        }
-        &self.arena[at..at + len]
-    }
-
-    fn contains(&self, hash: u64, key: &[u8]) -> bool {
-        if self.len == 0 {
-            return false;
-        }
-        let mask = self.slots.len() - 1;
-        let tag = hash | OCCUPIED;
-        let mut i = hash as usize & mask;
-        loop {
-            let s = self.slots[i];
-            if s.hash == 0 {
-                return false;
-            }
-            if s.hash == tag && self.key_at(s.off) == key {
-                return true;
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Reads the home slot of `hash` (see `DedupWindow::touch`).
-    #[inline]
-    fn touch(&self, hash: u64) -> u64 {
-        match self.slots.len() {
-            0 => 0,
-            n => self.slots[hash as usize & (n - 1)].hash,
-        }
-    }
-
-    /// Inserts a key known to be absent.
-    fn insert(&mut self, hash: u64, key: &[u8]) {
-        if (self.len + 1) * 2 > self.slots.len() {
-            self.grow();
-        }
-        let off = self.arena.len() as u64;
-        let mut len = key.len();
-        while len >= 0x80 {
-            self.arena.push((len as u8 & 0x7F) | 0x80);
-            len >>= 7;
-        }
-        self.arena.push(len as u8);
-        self.arena.extend_from_slice(key);
-        self.place(Slot {
-            hash: hash | OCCUPIED,
-            off,
-        });
-        self.len += 1;
-    }
-
-    fn place(&mut self, slot: Slot) {
-        let mask = self.slots.len() - 1;
-        let mut i = slot.hash as usize & mask;
-        while self.slots[i].hash != 0 {
-            i = (i + 1) & mask;
-        }
-        self.slots[i] = slot;
-    }
-
-    fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(64);
-        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); size]);
-        for s in old.into_iter().filter(|s| s.hash != 0) {
-            self.place(s);
-        }
-    }
-
-    /// Forgets every key, keeping the allocations for the next use.
-    fn clear(&mut self) {
-        self.slots.fill(Slot::default());
-        self.arena.clear();
-        self.len = 0;
-    }
-}
-
-/// The last ~capacity ids, in two generations. A fresh id goes into `current`; when `current`
-/// holds capacity/2 ids it becomes `previous` and the old `previous` is forgotten whole. So
-/// between capacity/2 and capacity ids are remembered (all of them until the first rollover),
-/// memory is bounded, and there is no per-id eviction work.
-pub struct DedupWindow {
-    half: usize,
-    seed: u64,
-    current: Generation,
-    previous: Generation,
-}
-
-impl DedupWindow {
-    /// `capacity` >= 2.
-    pub fn new(capacity: usize) -> Result<Self, String> {
-        if capacity < 2 {
-            return Err("dedup window must hold at least 2 ids".into());
-        }
-        Ok(Self {
-            half: capacity / 2,
-            seed: RandomState::new().hash_one(0x5EED_u64),
-            current: Generation::default(),
-            previous: Generation::default(),
-        })
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.half * 2
-    }
-
-    /// Ids remembered now.
-    pub fn len(&self) -> usize {
-        self.current.len + self.previous.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The hash the window files `key` under.
-    pub fn hash(&self, key: &[u8]) -> u64 {
-        hash_key(self.seed, key)
-    }
-
-    /// Reads the slots `hash` would probe first, and returns a value that depends on them.
-    /// A batch touches all its hashes before inserting: the reads are independent, so their
-    /// cache misses overlap instead of costing one full memory latency per id.
-    pub fn touch(&self, hash: u64) -> u64 {
-        self.current.touch(hash) ^ self.previous.touch(hash)
-    }
-
-    /// True when the canonical key (see [`IdKey`]) is remembered.
-    pub fn contains(&self, key: &[u8]) -> bool {
-        let h = self.hash(key);
-        self.current.contains(h, key) || self.previous.contains(h, key)
-    }
-
-    /// Remembers `key` and returns true if it is fresh; false (and no change) if remembered.
-    pub fn insert(&mut self, key: &[u8]) -> bool {
-        let h = self.hash(key);
-        self.insert_hashed(h, key)
-    }
-
-    /// `insert` with `hash == self.hash(key)` computed already.
-    pub fn insert_hashed(&mut self, hash: u64, key: &[u8]) -> bool {
-        if self.current.contains(hash, key) || self.previous.contains(hash, key) {
-            return false;
-        }
-        self.current.insert(hash, key);
-        if self.current.len >= self.half {
-            std::mem::swap(&mut self.current, &mut self.previous);
-            self.current.clear();
-        }
-        true
-    }
-}
-
-// ------------------------------------------------------------------------------ ids and keys
-
-/// An id as the message gave it (the first occurrence's value, for `record_ids`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum IdValue {
-    Str(String),
-    /// An integer literal in [-2^63, 2^64).
-    Int(i128),
-    /// Any other number (orjson reads it as a double).
-    Float(f64),
-}
-
-const TAG_STR: u8 = b'S';
-const TAG_INT: u8 = b'I';
-const TAG_FLOAT: u8 = b'F';
-const INT_MIN: i128 = -(1 << 63);
-const INT_END: i128 = 1 << 64;
-
-/// Canonical key bytes of ids: equal keys exactly when Python's `==` says the ids are equal.
-pub struct IdKey;
-
-impl IdKey {
-    pub fn of_str(s: &str, out: &mut Vec<u8>) {
-        out.clear();
-        out.push(TAG_STR);
-        out.extend_from_slice(s.as_bytes());
-    }
-
-    pub fn of_int(v: i128, out: &mut Vec<u8>) {
-        out.clear();
-        out.push(TAG_INT);
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-
-    /// An integral double in the exact-int range is that int (so 1.0 == 1, -0.0 == 0).
-    pub fn of_float(f: f64, out: &mut Vec<u8>) {
-        if f.fract() == 0.0 && f >= INT_MIN as f64 && f < INT_END as f64 {
-            Self::of_int(f as i128, out);
-        } else {
-            out.clear();
-            out.push(TAG_FLOAT);
-            out.extend_from_slice(&f.to_bits().to_le_bytes());
-        }
-    }
-
-    pub fn of_value(v: &IdValue, out: &mut Vec<u8>) {
-        match v {
-            IdValue::Str(s) => Self::of_str(s, out),
-            IdValue::Int(i) => Self::of_int(*i, out),
-            IdValue::Float(f) => Self::of_float(*f, out),
-        }
-    }
-}
-
-/// The value of a number literal as orjson reads it: an int when it has no fraction or
-/// exponent and lies in [-2^63, 2^64), else the nearest double.
-fn number_value(text: &[u8], integer: bool) -> IdValue {
-    let text = std::str::from_utf8(text).expect("ASCII number");
-    if integer && text.len() <= 21 {
-        if let Ok(v) = text.parse::<i128>() {
-            if (INT_MIN..INT_END).contains(&v) {
-                return IdValue::Int(v);
-            }
-        }
-    }
-    // The scanner (strict mode) already rejected numbers that overflow.
-    IdValue::Float(text.parse::<f64>().expect("a validated JSON number"))
-}
 
 // ------------------------------------------------------------------------------ the scan
 
@@ -773,7 +492,7 @@ pub struct BatchAnalyzer {
 
 impl BatchAnalyzer {
     /// `capacity` >= 2 ids remembered at most.
-    pub fn new(capacity: usize, record_ids: bool) -> Result<Self, String> {
+    pub fn new(capacity: usize, record_ids: bool) -> Result<Self, DedupError> {
         Ok(Self {
             window: DedupWindow::new(capacity)?,
             record_ids,
@@ -848,10 +567,7 @@ impl BatchAnalyzer {
                     self.ids.push(None);
                     continue;
                 }
-                Val::Str { escaped: false } => {
-                    self.key.push(TAG_STR);
-                    self.key.extend_from_slice(raw);
-                }
+                Val::Str { escaped: false } => IdKey::append_str_bytes(raw, &mut self.key),
                 Val::Str { escaped: true } => match decode_json_string(raw) {
                     Decoded::Utf8(s) => {
                         IdKey::of_str(&s, &mut scratch);
@@ -1125,59 +841,6 @@ mod tests {
         assert!(a.ingest(br#"[{"id":"a"},{"id":"b","level":{}}]"#).is_err());
         assert!(a.window().is_empty());
         assert_eq!(ingest(&mut a, r#"[{"id":"a"}]"#).unique, 1);
-    }
-
-    #[test]
-    fn window_rolls_over_at_half_capacity() {
-        let mut w = DedupWindow::new(10).unwrap();
-        let key = |i: i128| {
-            let mut k = Vec::new();
-            IdKey::of_int(i, &mut k);
-            k
-        };
-        for i in 0..5 {
-            assert!(w.insert(&key(i)));
-        }
-        assert_eq!(w.len(), 5); // current became previous at 5
-        for i in 5..9 {
-            assert!(w.insert(&key(i)));
-        }
-        assert_eq!(w.len(), 9);
-        assert!(!w.insert(&key(0)));
-        assert!(w.insert(&key(9))); // second rollover: 0..5 forgotten
-        assert_eq!(w.len(), 5);
-        assert!(!w.contains(&key(4)));
-        assert!(w.contains(&key(5)));
-        for i in 0..100_000 {
-            w.insert(&key(i));
-            assert!(w.len() < 10);
-        }
-        assert!(DedupWindow::new(1).is_err());
-    }
-
-    #[test]
-    fn generation_tables_grow_and_find_everything() {
-        let mut w = DedupWindow::new(1_000_000).unwrap();
-        let mut k = Vec::new();
-        for i in 0..20_000 {
-            IdKey::of_str(&format!("id-{i}"), &mut k);
-            assert!(w.insert(&k));
-        }
-        for i in 0..20_000 {
-            IdKey::of_str(&format!("id-{i}"), &mut k);
-            assert!(w.contains(&k));
-            assert!(!w.insert(&k));
-        }
-        IdKey::of_str("id-20000", &mut k);
-        assert!(!w.contains(&k));
-        // keys longer than one LEB128 length byte
-        for len in [127, 128, 300, 20_000] {
-            IdKey::of_str(&"x".repeat(len), &mut k);
-            assert!(w.insert(&k));
-            assert!(w.contains(&k));
-            k.push(b'z');
-            assert!(!w.contains(&k));
-        }
     }
 
     #[test]
