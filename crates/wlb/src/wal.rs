@@ -290,6 +290,21 @@ pub fn record_header(lsn: u64, payload: &[u8]) -> [u8; RECORD_HEADER_LEN as usiz
     h
 }
 
+/// The bytes the payloads take as frames; Err when one is over [`MAX_RECORD_LEN`].
+fn frames_len<P: AsRef<[u8]>>(payloads: &[P]) -> Result<u64> {
+    let mut need = 0u64;
+    for p in payloads {
+        let len = p.as_ref().len() as u64;
+        if len > MAX_RECORD_LEN {
+            return Err(WalError::Invalid(format!(
+                "record of {len} bytes is over the limit of {MAX_RECORD_LEN}"
+            )));
+        }
+        need += RECORD_HEADER_LEN + len;
+    }
+    Ok(need)
+}
+
 /// `write_all` over several buffers: writev until every byte is written.
 fn write_all_vectored(mut w: impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
     while !bufs.is_empty() {
@@ -434,6 +449,207 @@ fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
+// ---------------------------------------------------------------------------------- recovery
+
+/// What recovery rebuilt from the files of the log directory.
+struct Recovered {
+    segments: BTreeMap<u64, Segment>,
+    undelivered: BTreeSet<u64>,
+    total_bytes: u64,
+    /// One past the last lsn found (or the checkpoint's `next_lsn`, when above).
+    next_lsn: u64,
+    spares: Vec<PathBuf>,
+    report: Recovery,
+}
+
+/// Reads the progress file; None when there is none or it is damaged (noted in `report`).
+fn read_checkpoint(dir: &Path, report: &mut Recovery) -> Result<Option<Checkpoint>> {
+    let path = dir.join(CHECKPOINT_FILE);
+    match fs::read(&path) {
+        Ok(data) => {
+            let c = decode_checkpoint(&data);
+            if c.is_none() {
+                report
+                    .notes
+                    .push(format!("{CHECKPOINT_FILE}: bad checkpoint, ignored"));
+            }
+            Ok(c)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(WalError::io("read", &path, &e)),
+    }
+}
+
+/// The segment files (first lsn, path) and the spare files of `dir`, both sorted.
+fn list_dir(dir: &Path) -> Result<(Vec<(u64, PathBuf)>, Vec<PathBuf>)> {
+    let mut found = Vec::new();
+    let mut spares = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| WalError::io("list directory", dir, &e))? {
+        let entry = entry.map_err(|e| WalError::io("list directory", dir, &e))?;
+        let name = entry.file_name();
+        let name = name.to_str().unwrap_or("");
+        if let Some(first) = parse_segment_name(name) {
+            found.push((first, entry.path()));
+        } else if let Some(k) = name.strip_prefix(SPARE_PREFIX) {
+            if (0..MAX_SPARES).any(|i| k == i.to_string()) {
+                spares.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    spares.sort();
+    Ok((found, spares))
+}
+
+/// The records of a segment file's bytes that recovery may keep. `prev_end` is one past the
+/// last lsn of the segments before it; `next_first` the first lsn of the next segment file.
+fn scan_file(data: &[u8], first: u64, prev_end: u64, next_first: Option<u64>) -> Scan {
+    let ours = data.len() >= SEGMENT_HEADER_LEN as usize
+        && (&data[..8] == SEGMENT_MAGIC || &data[..8] == RECYCLED_MAGIC);
+    let recycled = ours && &data[..8] == RECYCLED_MAGIC;
+    let header_ok = ours && u64_at(data, 8) == first && first >= prev_end;
+    let mut scan = if header_ok {
+        scan_segment(data, first)
+    } else if ours && u64_at(data, 8) < first && scan_segment(data, first).records.is_empty() {
+        // A spare renamed for reuse whose new header never reached the disk: no records.
+        Scan {
+            records: Vec::new(),
+            valid_len: 0,
+            bad: None,
+        }
+    } else {
+        let frames = if data.len() >= SEGMENT_HEADER_LEN as usize {
+            count_frames(data, 16)
+        } else {
+            0
+        };
+        Scan {
+            records: Vec::new(),
+            valid_len: 0,
+            bad: Some(("bad segment header", frames)),
+        }
+    };
+    let end = scan.records.last().map(|r| r.0 + 1);
+    if recycled && (next_first.is_none() || end == next_first) {
+        // The stale frames of the file's previous use (or a torn last write, which was never
+        // acknowledged). A recycled segment that stops short of the next one's first lsn is
+        // damaged, and reported as any other.
+        scan.bad = None;
+    }
+    scan
+}
+
+impl Recovered {
+    /// Scans every segment file in lsn order: cuts off torn or corrupt tails, deletes files
+    /// without a good record, and counts what is not in `delivered`.
+    fn segments(&mut self, found: Vec<(u64, PathBuf)>, delivered: &[(u64, u64)]) -> Result<bool> {
+        let firsts: Vec<u64> = found.iter().map(|f| f.0).collect();
+        let mut prev_end = 0;
+        let mut touched = false;
+        for (idx, (first, path)) in found.into_iter().enumerate() {
+            let data = fs::read(&path).map_err(|e| WalError::io("read", &path, &e))?;
+            let scan = scan_file(&data, first, prev_end, firsts.get(idx + 1).copied());
+            if let Some((why, frames)) = scan.bad {
+                let skipped = (data.len() - scan.valid_len) as u64;
+                self.report.notes.push(format!(
+                    "{}: {why} at offset {}: skipped {skipped} bytes, {frames} records",
+                    segment_name(first),
+                    scan.valid_len
+                ));
+                self.report.skipped_bytes += skipped;
+                self.report.skipped_records += frames;
+                if !scan.records.is_empty() {
+                    truncate_file(&path, scan.valid_len as u64)?;
+                    touched = true;
+                }
+            }
+            if scan.records.is_empty() {
+                remove_file(&path)?;
+                touched = true;
+                continue;
+            }
+            prev_end = scan.records.last().map_or(first, |r| r.0 + 1);
+            self.keep(first, path, &scan, delivered);
+        }
+        self.next_lsn = self.next_lsn.max(prev_end);
+        Ok(touched)
+    }
+
+    /// Lists a segment with its intact records.
+    fn keep(&mut self, first: u64, path: PathBuf, scan: &Scan, delivered: &[(u64, u64)]) {
+        let mut seg = Segment {
+            path,
+            bytes: scan.valid_len as u64,
+            records: 0,
+            undelivered: 0,
+        };
+        for &(lsn, _, _) in &scan.records {
+            seg.records += 1;
+            if !in_ranges(delivered, lsn) {
+                self.undelivered.insert(lsn);
+                seg.undelivered += 1;
+            }
+        }
+        self.total_bytes += seg.bytes;
+        self.segments.insert(first, seg);
+    }
+}
+
+/// Recovers the log in `dir` (which exists): the progress file, then every segment file.
+fn recover(dir: &Path) -> Result<Recovered> {
+    remove_file(&dir.join(CHECKPOINT_TMP))?;
+    let mut report = Recovery::default();
+    let ckpt = read_checkpoint(dir, &mut report)?;
+    let (found, mut spares) = list_dir(dir)?;
+    if ckpt.is_none() {
+        // Spares only ever follow a checkpoint; without one the lsns may restart at 0, and a
+        // stale frame could then pass for a new record: drop them.
+        for spare in spares.drain(..) {
+            remove_file(&spare)?;
+        }
+    }
+    let (next_lsn, delivered) = ckpt.map_or((0, Vec::new()), |c| (c.next_lsn, c.ranges));
+    let mut rec = Recovered {
+        segments: BTreeMap::new(),
+        undelivered: BTreeSet::new(),
+        total_bytes: 0,
+        next_lsn,
+        spares,
+        report,
+    };
+    if rec.segments(found, &delivered)? {
+        sync_dir(dir)?;
+    }
+    rec.report.recovered_records = rec.undelivered.len() as u64;
+    Ok(rec)
+}
+
+impl State {
+    /// The state of a log just recovered: nothing active, written or synced yet.
+    fn recovered(rec: Recovered) -> (Self, Recovery) {
+        let state = State {
+            closed: false,
+            spares: rec.spares,
+            segments: rec.segments,
+            active: None,
+            dirty: Vec::new(),
+            next_lsn: rec.next_lsn,
+            undelivered: rec.undelivered,
+            total_bytes: rec.total_bytes,
+            written_seq: 0,
+            synced_seq: 0,
+            settled_seq: 0,
+            syncing: false,
+            failures: Vec::new(),
+            appends: 0,
+            appended_records: 0,
+            fsyncs: 0,
+            last_fsync: Duration::ZERO,
+        };
+        (state, rec.report)
+    }
+}
+
 impl Wal {
     /// Opens (creating it if needed) the log in `dir` and recovers it: every segment is
     /// scanned, a torn or corrupt tail is cut off and reported in [`Wal::recovery`], and the
@@ -446,166 +662,16 @@ impl Wal {
         }
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| WalError::io("create directory", &dir, &e))?;
-        remove_file(&dir.join(CHECKPOINT_TMP))?;
-        let mut recovery = Recovery::default();
-
-        let ckpt_path = dir.join(CHECKPOINT_FILE);
-        let ckpt = match fs::read(&ckpt_path) {
-            Ok(data) => {
-                let c = decode_checkpoint(&data);
-                if c.is_none() {
-                    recovery
-                        .notes
-                        .push(format!("{CHECKPOINT_FILE}: bad checkpoint, ignored"));
-                }
-                c
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(WalError::io("read", &ckpt_path, &e)),
-        };
-        let have_checkpoint = ckpt.is_some();
-        let (mut next_lsn, delivered) = match ckpt {
-            Some(c) => (c.next_lsn, c.ranges),
-            None => (0, Vec::new()),
-        };
-
-        let mut found = Vec::new();
-        let mut spares = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(|e| WalError::io("list directory", &dir, &e))? {
-            let entry = entry.map_err(|e| WalError::io("list directory", &dir, &e))?;
-            let name = entry.file_name();
-            let name = name.to_str().unwrap_or("");
-            if let Some(first) = parse_segment_name(name) {
-                found.push((first, entry.path()));
-            } else if let Some(k) = name.strip_prefix(SPARE_PREFIX) {
-                if (0..MAX_SPARES).any(|i| k == i.to_string()) {
-                    spares.push(entry.path());
-                }
-            }
-        }
-        found.sort();
-        spares.sort();
-        if !have_checkpoint {
-            // Spares only ever follow a checkpoint; without one the lsns may restart at 0, and
-            // a stale frame could then pass for a new record: drop them.
-            for spare in spares.drain(..) {
-                remove_file(&spare)?;
-            }
-        }
-        let next_first: Vec<Option<u64>> = (0..found.len())
-            .map(|i| found.get(i + 1).map(|f| f.0))
-            .collect();
-
-        let mut segments = BTreeMap::new();
-        let mut undelivered = BTreeSet::new();
-        let mut total_bytes = 0;
-        let mut prev_end: u64 = 0;
-        let mut touched = false;
-        for (idx, (first, path)) in found.into_iter().enumerate() {
-            let name = segment_name(first);
-            let data = fs::read(&path).map_err(|e| WalError::io("read", &path, &e))?;
-            let ours = data.len() >= SEGMENT_HEADER_LEN as usize
-                && (&data[..8] == SEGMENT_MAGIC || &data[..8] == RECYCLED_MAGIC);
-            let recycled = ours && &data[..8] == RECYCLED_MAGIC;
-            let header_ok = ours && u64_at(&data, 8) == first && first >= prev_end;
-            let mut scan = if header_ok {
-                scan_segment(&data, first)
-            } else if ours
-                && u64_at(&data, 8) < first
-                && scan_segment(&data, first).records.is_empty()
-            {
-                // A spare renamed for reuse whose new header never reached the disk: no records.
-                Scan {
-                    records: Vec::new(),
-                    valid_len: 0,
-                    bad: None,
-                }
-            } else {
-                let frames = if data.len() >= SEGMENT_HEADER_LEN as usize {
-                    count_frames(&data, 16)
-                } else {
-                    0
-                };
-                Scan {
-                    records: Vec::new(),
-                    valid_len: 0,
-                    bad: Some(("bad segment header", frames)),
-                }
-            };
-            let end = scan.records.last().map(|r| r.0 + 1);
-            if recycled && (next_first[idx].is_none() || end == next_first[idx]) {
-                // The stale frames of the file's previous use (or a torn last write, which was
-                // never acknowledged). A recycled segment that stops short of the next one's
-                // first lsn is damaged, and reported as any other.
-                scan.bad = None;
-            }
-            if let Some((why, frames)) = scan.bad {
-                let skipped = (data.len() - scan.valid_len) as u64;
-                recovery.notes.push(format!(
-                    "{name}: {why} at offset {}: skipped {skipped} bytes, {frames} records",
-                    scan.valid_len
-                ));
-                recovery.skipped_bytes += skipped;
-                recovery.skipped_records += frames;
-                if !scan.records.is_empty() {
-                    truncate_file(&path, scan.valid_len as u64)?;
-                    touched = true;
-                }
-            }
-            if scan.records.is_empty() {
-                remove_file(&path)?;
-                touched = true;
-                continue;
-            }
-            let mut seg = Segment {
-                path,
-                bytes: scan.valid_len as u64,
-                records: 0,
-                undelivered: 0,
-            };
-            for &(lsn, _, _) in &scan.records {
-                seg.records += 1;
-                if !in_ranges(&delivered, lsn) {
-                    undelivered.insert(lsn);
-                    seg.undelivered += 1;
-                }
-            }
-            prev_end = scan.records.last().map_or(first, |r| r.0 + 1);
-            total_bytes += seg.bytes;
-            segments.insert(first, seg);
-        }
-        if touched {
-            sync_dir(&dir)?;
-        }
-        next_lsn = next_lsn.max(prev_end);
-        recovery.recovered_records = undelivered.len() as u64;
-
+        let (state, recovery) = State::recovered(recover(&dir)?);
+        let replay_end = state.next_lsn;
         let wal = Wal {
             dir,
             opts,
-            state: Mutex::new(State {
-                closed: false,
-                spares,
-                segments,
-                active: None,
-                dirty: Vec::new(),
-                next_lsn,
-                undelivered,
-                total_bytes,
-                written_seq: 0,
-                synced_seq: 0,
-                settled_seq: 0,
-                syncing: false,
-                failures: Vec::new(),
-                appends: 0,
-                appended_records: 0,
-                fsyncs: 0,
-                last_fsync: Duration::ZERO,
-            }),
+            state: Mutex::new(state),
             synced: Condvar::new(),
             checkpointing: Mutex::new(()),
             recovery,
-            replay_end: next_lsn,
+            replay_end,
         };
         // Drop the segments that the progress file already marks delivered.
         wal.checkpoint()?;
@@ -632,20 +698,41 @@ impl Wal {
         if payloads.is_empty() {
             return Ok(Vec::new());
         }
-        let mut need = 0u64;
-        for p in payloads {
-            let len = p.as_ref().len() as u64;
-            if len > MAX_RECORD_LEN {
-                return Err(WalError::Invalid(format!(
-                    "record of {len} bytes is over the limit of {MAX_RECORD_LEN}"
-                )));
-            }
-            need += RECORD_HEADER_LEN + len;
-        }
+        let need = frames_len(payloads)?;
         let mut st = lock(&self.state);
         if st.closed {
             return Err(WalError::Closed);
         }
+        self.make_room(&mut st, need)?;
+        let first = st.next_lsn;
+        let n = payloads.len() as u64;
+        self.write_frames(&mut st, payloads, need)?;
+        st.written_seq += 1;
+        let my_seq = st.written_seq;
+        loop {
+            if let Some(f) = st.failures.iter().find(|f| f.lo < my_seq && my_seq <= f.hi) {
+                let err = f.err.clone();
+                // The caller is told these records are not stored; they no longer hold back
+                // segment deletion (if they did reach the disk, a restart redelivers them).
+                st.forget(first..first + n);
+                return Err(err);
+            }
+            if st.synced_seq >= my_seq {
+                st.appends += 1;
+                st.appended_records += n;
+                return Ok((first..first + n).collect());
+            }
+            if st.syncing {
+                st = self.synced.wait(st).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            st = self.lead_sync(st);
+        }
+    }
+
+    /// Checks that `need` more bytes fit under `max_bytes`, and starts a new segment when the
+    /// active one is full (or there is none).
+    fn make_room(&self, st: &mut State, need: u64) -> Result<()> {
         let roll = match &st.active {
             None => true,
             Some(a) => {
@@ -663,8 +750,19 @@ impl Wal {
         }
         if roll {
             st.active = None;
-            self.create_segment(&mut st)?;
+            self.create_segment(st)?;
         }
+        Ok(())
+    }
+
+    /// Writes the payloads' frames (`need` bytes) at the end of the active segment, with lsns
+    /// from `next_lsn` on, and counts them as undelivered. Nothing is synced yet.
+    fn write_frames<P: AsRef<[u8]>>(
+        &self,
+        st: &mut State,
+        payloads: &[P],
+        need: u64,
+    ) -> Result<()> {
         let first = st.next_lsn;
         let n = payloads.len() as u64;
         // One write of every frame, gathered from the callers' buffers (writev): the payloads
@@ -686,7 +784,7 @@ impl Wal {
             (a.first_lsn, Arc::clone(&a.file))
         };
         if let Err(e) = write_all_vectored(&*file, &mut slices) {
-            self.retire_after_write_error(&mut st, active_first, &file);
+            self.retire_after_write_error(st, active_first, &file);
             return Err(WalError::io(
                 "append",
                 &self.dir.join(segment_name(active_first)),
@@ -706,28 +804,7 @@ impl Wal {
         if !st.dirty.last().is_some_and(|f| Arc::ptr_eq(f, &file)) {
             st.dirty.push(file);
         }
-        st.written_seq += 1;
-        let my_seq = st.written_seq;
-
-        loop {
-            if let Some(f) = st.failures.iter().find(|f| f.lo < my_seq && my_seq <= f.hi) {
-                let err = f.err.clone();
-                // The caller is told these records are not stored; they no longer hold back
-                // segment deletion (if they did reach the disk, a restart redelivers them).
-                st.forget(first..first + n);
-                return Err(err);
-            }
-            if st.synced_seq >= my_seq {
-                st.appends += 1;
-                st.appended_records += n;
-                return Ok((first..first + n).collect());
-            }
-            if st.syncing {
-                st = self.synced.wait(st).unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            st = self.lead_sync(st);
-        }
+        Ok(())
     }
 
     /// Appends one record; see [`Wal::append_many`].
