@@ -4,7 +4,6 @@
 use crate::convert::{lock, Int};
 use crate::errors;
 use crate::select::RouterPy;
-use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
@@ -128,10 +127,7 @@ pub fn route_packet(
     } else if body.is_instance_of::<PyByteArray>() || body.is_instance_of::<PyMemoryView>() {
         py.get_type::<PyBytes>().call1((body,))?.extract()?
     } else {
-        return Err(PyTypeError::new_err(format!(
-            "body must be bytes, not {}",
-            body.get_type().name()?
-        )));
+        return Err(errors::not_bytes(body));
     };
     let opts = Options {
         format,

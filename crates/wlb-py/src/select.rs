@@ -5,7 +5,7 @@ use crate::errors;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::sync::Mutex;
-use wlb::alias::AliasTable;
+use wlb::alias::{AliasTable, WeightError};
 use wlb::rng::SplitMix64;
 use wlb::router::{Router, Strategy};
 use wlb::swrr::SmoothWeighted;
@@ -59,7 +59,7 @@ impl AliasTablePy {
     #[new]
     fn new(weights: Vec<f64>) -> PyResult<Self> {
         Ok(Self {
-            inner: AliasTable::new(&weights).map_err(errors::weight)?,
+            inner: AliasTable::new(&weights).map_err(|e| errors::weight(&e))?,
         })
     }
 
@@ -113,9 +113,10 @@ impl SmoothWeightedPy {
         for (i, w) in weights.iter().enumerate() {
             let v: i128 = w.extract()?;
             if v < 0 {
-                return Err(errors::weight(wlb::alias::WeightError(format!(
-                    "weights[{i}]: {v} is negative"
-                ))));
+                return Err(errors::weight(&WeightError::NegativeInteger {
+                    index: i,
+                    weight: v,
+                }));
             }
             ws.push(
                 u64::try_from(v)
@@ -123,7 +124,7 @@ impl SmoothWeightedPy {
             );
         }
         Ok(Self {
-            inner: Mutex::new(SmoothWeighted::new(&ws).map_err(errors::weight)?),
+            inner: Mutex::new(SmoothWeighted::new(&ws).map_err(|e| errors::weight(&e))?),
         })
     }
 
@@ -171,7 +172,7 @@ impl RouterPy {
     fn set_target(&self, name: &str, weight: f64) -> PyResult<()> {
         lock(&self.inner)
             .set_target(name, weight)
-            .map_err(errors::weight)
+            .map_err(|e| errors::weight(&e))
     }
 
     fn remove_target(&self, name: &str) -> PyResult<()> {

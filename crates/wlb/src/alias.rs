@@ -6,13 +6,45 @@
 use crate::rng::SplitMix64;
 use std::fmt;
 
-/// Weights that cannot define a distribution.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WeightError(pub String);
+/// Weights that cannot define a distribution, one variant per reason.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightError {
+    /// No weight at all.
+    Empty,
+    /// Weight `index` is NaN or infinite.
+    NotFinite { index: usize, weight: f64 },
+    /// Weight `index` is below zero.
+    Negative { index: usize, weight: f64 },
+    /// An integer weight (of [`crate::swrr::SmoothWeighted`]) is below zero.
+    NegativeInteger { index: usize, weight: i128 },
+    /// Every weight is zero.
+    AllZero,
+    /// The weights are finite but their sum is not.
+    SumNotFinite,
+    /// A router target's weight is NaN, infinite or below zero.
+    Target { name: String, weight: f64 },
+}
 
 impl fmt::Display for WeightError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Self::Empty => f.write_str("weights must not be empty"),
+            Self::NotFinite { index, weight } => {
+                write!(f, "weight {index} is not finite ({weight})")
+            }
+            Self::Negative { index, weight } => write!(f, "weight {index} is negative ({weight})"),
+            Self::NegativeInteger { index, weight } => {
+                write!(f, "weights[{index}]: {weight} is negative")
+            }
+            Self::AllZero => f.write_str("all weights are zero"),
+            Self::SumNotFinite => f.write_str("the sum of the weights is not finite"),
+            Self::Target { name, weight } => {
+                write!(
+                    f,
+                    "weight of {name:?} must be finite and >= 0, got {weight}"
+                )
+            }
+        }
     }
 }
 
@@ -22,23 +54,29 @@ impl std::error::Error for WeightError {}
 /// and a finite left-to-right sum. Returns the sum.
 pub fn validate_weights(weights: &[f64]) -> Result<f64, WeightError> {
     if weights.is_empty() {
-        return Err(WeightError("weights must not be empty".into()));
+        return Err(WeightError::Empty);
     }
     let mut total = 0.0f64;
     for (i, &w) in weights.iter().enumerate() {
         if !w.is_finite() {
-            return Err(WeightError(format!("weight {i} is not finite ({w})")));
+            return Err(WeightError::NotFinite {
+                index: i,
+                weight: w,
+            });
         }
         if w < 0.0 {
-            return Err(WeightError(format!("weight {i} is negative ({w})")));
+            return Err(WeightError::Negative {
+                index: i,
+                weight: w,
+            });
         }
         total += w;
     }
     if !weights.iter().any(|&w| w > 0.0) {
-        return Err(WeightError("all weights are zero".into()));
+        return Err(WeightError::AllZero);
     }
     if !total.is_finite() {
-        return Err(WeightError("the sum of the weights is not finite".into()));
+        return Err(WeightError::SumNotFinite);
     }
     Ok(total)
 }

@@ -89,8 +89,8 @@ pub enum RouteError {
     Packet(PacketError),
     /// The router could not pick (no eligible target, or unusable weights).
     Router(RouterError),
-    /// A bad argument (format, fallback prefix).
-    Argument(String),
+    /// The fallback prefix holds a character outside ASCII letters, digits and `._:/-`.
+    InvalidPrefix(String),
 }
 
 impl fmt::Display for RouteError {
@@ -98,7 +98,10 @@ impl fmt::Display for RouteError {
         match self {
             Self::Packet(e) => write!(f, "{e}"),
             Self::Router(e) => write!(f, "{e}"),
-            Self::Argument(e) => f.write_str(e),
+            Self::InvalidPrefix(p) => write!(
+                f,
+                "fallback_prefix may only hold ASCII letters, digits and '._:/-': {p:?}"
+            ),
         }
     }
 }
@@ -679,9 +682,7 @@ pub fn route_packet(
     opts: &Options,
 ) -> Result<RoutedPacket, RouteError> {
     if !valid_prefix(fallback_prefix) {
-        return Err(RouteError::Argument(format!(
-            "fallback_prefix may only hold ASCII letters, digits and '._:/-': {fallback_prefix:?}"
-        )));
+        return Err(RouteError::InvalidPrefix(fallback_prefix.to_owned()));
     }
     let v = validate(body, opts)?;
     let count = v.count();

@@ -6,13 +6,29 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fmt;
 
-/// Invalid scheduler parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryConfigError(pub String);
+/// Invalid scheduler parameters, one variant per reason.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetryConfigError {
+    /// `base`, `cap` or `multiplier` is NaN or infinite.
+    NotFinite,
+    /// `base` is zero or below.
+    BaseNotPositive { base: f64 },
+    /// `cap` is below `base`.
+    CapBelowBase { cap: f64, base: f64 },
+    /// `multiplier` is outside [1, 16].
+    MultiplierOutOfRange { multiplier: f64 },
+}
 
 impl fmt::Display for RetryConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Self::NotFinite => f.write_str("base, cap and multiplier must be finite"),
+            Self::BaseNotPositive { base } => write!(f, "base must be > 0, got {base}"),
+            Self::CapBelowBase { cap, base } => write!(f, "cap ({cap}) must be >= base ({base})"),
+            Self::MultiplierOutOfRange { multiplier } => {
+                write!(f, "multiplier must be in [1, 16], got {multiplier}")
+            }
+        }
     }
 }
 
@@ -77,22 +93,16 @@ impl RetryScheduler {
     /// `base > 0`, `cap >= base`, `1 <= multiplier <= 16`, all finite.
     pub fn new(base: f64, cap: f64, multiplier: f64, seed: u64) -> Result<Self, RetryConfigError> {
         if !(base.is_finite() && cap.is_finite() && multiplier.is_finite()) {
-            return Err(RetryConfigError(
-                "base, cap and multiplier must be finite".into(),
-            ));
+            return Err(RetryConfigError::NotFinite);
         }
         if base <= 0.0 {
-            return Err(RetryConfigError(format!("base must be > 0, got {base}")));
+            return Err(RetryConfigError::BaseNotPositive { base });
         }
         if cap < base {
-            return Err(RetryConfigError(format!(
-                "cap ({cap}) must be >= base ({base})"
-            )));
+            return Err(RetryConfigError::CapBelowBase { cap, base });
         }
         if !(1.0..=16.0).contains(&multiplier) {
-            return Err(RetryConfigError(format!(
-                "multiplier must be in [1, 16], got {multiplier}"
-            )));
+            return Err(RetryConfigError::MultiplierOutOfRange { multiplier });
         }
         Ok(Self {
             base,

@@ -93,13 +93,21 @@ struct Slot<T> {
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
-/// Capacity 0 (or one too large to allocate) was asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CapacityError(pub String);
+/// A capacity the ring cannot have, one variant per reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapacityError {
+    /// Capacity 0.
+    Zero,
+    /// A capacity too large to index or to allocate.
+    TooLarge(usize),
+}
 
 impl fmt::Display for CapacityError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Self::Zero => f.write_str("capacity must be at least 1"),
+            Self::TooLarge(cap) => write!(f, "capacity {cap} is too large"),
+        }
     }
 }
 
@@ -126,9 +134,9 @@ impl<T> RingBuffer<T> {
     /// A queue holding at most `cap` items; `cap` must be at least 1.
     pub fn new(cap: usize) -> Result<Self, CapacityError> {
         if cap == 0 {
-            return Err(CapacityError("capacity must be at least 1".into()));
+            return Err(CapacityError::Zero);
         }
-        let too_big = || CapacityError(format!("capacity {cap} is too large"));
+        let too_big = || CapacityError::TooLarge(cap);
         let one_lap = cap
             .checked_add(1)
             .and_then(usize::checked_next_power_of_two)

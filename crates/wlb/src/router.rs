@@ -36,7 +36,7 @@ impl Strategy {
 }
 
 /// Why a router call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RouterError {
     /// No candidate: nothing eligible with a positive weight outside the exclusion set.
     NoTarget,
@@ -150,9 +150,10 @@ impl Router {
     /// its position).
     pub fn set_target(&mut self, name: &str, weight: f64) -> Result<(), WeightError> {
         if !weight.is_finite() || weight < 0.0 {
-            return Err(WeightError(format!(
-                "weight of {name:?} must be finite and >= 0, got {weight}"
-            )));
+            return Err(WeightError::Target {
+                name: name.to_owned(),
+                weight,
+            });
         }
         match self.by_name.get(name) {
             Some(&i) => self.targets[i].weight = weight,

@@ -40,10 +40,10 @@ impl SmoothWeighted {
     /// Weights must be non-negative and not all zero.
     pub fn new(weights: &[u64]) -> Result<Self, WeightError> {
         if weights.is_empty() {
-            return Err(WeightError("weights must not be empty".into()));
+            return Err(WeightError::Empty);
         }
         if weights.iter().all(|&w| w == 0) {
-            return Err(WeightError("all weights are zero".into()));
+            return Err(WeightError::AllZero);
         }
         Ok(Self {
             weights: weights.iter().map(|&w| w as i128).collect(),

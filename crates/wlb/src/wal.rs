@@ -87,7 +87,7 @@ impl Default for WalOptions {
 }
 
 /// Everything that can go wrong. `Io` and `Closed` map to `logdist.errors.WalError`,
-/// `Full` to `WalFullError`, `Invalid` to `ValueError`.
+/// `Full` to `WalFullError`, `InvalidOptions` and `RecordTooLarge` to `ValueError`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WalError {
     /// The append would take the log past `max_bytes`.
@@ -101,8 +101,10 @@ pub enum WalError {
     },
     /// The log was closed.
     Closed,
-    /// A bad argument (options, or a payload over [`MAX_RECORD_LEN`]).
-    Invalid(String),
+    /// `segment_bytes` or `max_bytes` is zero.
+    InvalidOptions,
+    /// A payload of `len` bytes, over [`MAX_RECORD_LEN`].
+    RecordTooLarge { len: u64 },
 }
 
 impl WalError {
@@ -133,7 +135,11 @@ impl fmt::Display for WalError {
                 )
             }
             WalError::Closed => write!(f, "write-ahead log is closed"),
-            WalError::Invalid(msg) => write!(f, "{msg}"),
+            WalError::InvalidOptions => f.write_str("segment_bytes and max_bytes must be >= 1"),
+            WalError::RecordTooLarge { len } => write!(
+                f,
+                "record of {len} bytes is over the limit of {MAX_RECORD_LEN}"
+            ),
         }
     }
 }
@@ -296,9 +302,7 @@ fn frames_len<P: AsRef<[u8]>>(payloads: &[P]) -> Result<u64> {
     for p in payloads {
         let len = p.as_ref().len() as u64;
         if len > MAX_RECORD_LEN {
-            return Err(WalError::Invalid(format!(
-                "record of {len} bytes is over the limit of {MAX_RECORD_LEN}"
-            )));
+            return Err(WalError::RecordTooLarge { len });
         }
         need += RECORD_HEADER_LEN + len;
     }
@@ -656,9 +660,7 @@ impl Wal {
     /// undelivered records become available through [`Wal::replay`].
     pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
         if opts.segment_bytes == 0 || opts.max_bytes == 0 {
-            return Err(WalError::Invalid(
-                "segment_bytes and max_bytes must be >= 1".into(),
-            ));
+            return Err(WalError::InvalidOptions);
         }
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| WalError::io("create directory", &dir, &e))?;

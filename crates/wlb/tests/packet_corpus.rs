@@ -322,7 +322,7 @@ fn bad_fallback_prefix_is_an_argument_error() {
     for prefix in ["a b", "\u{e9}", "x\\y", "q\""] {
         assert!(matches!(
             route_packet(b"[{\"message\":\"x\"}]", None, prefix, &Options::default()),
-            Err(RouteError::Argument(_))
+            Err(RouteError::InvalidPrefix(_))
         ));
     }
 }

@@ -407,7 +407,7 @@ fn foreign_files_are_left_alone_and_bad_options_refused() {
     assert!(d.0.join("notes.txt").exists() && d.0.join("12.wal").exists());
     assert!(matches!(
         Wal::open(&d.0, opts(0, 10)),
-        Err(WalError::Invalid(_))
+        Err(WalError::InvalidOptions)
     ));
 }
 
