@@ -19,7 +19,7 @@ pub struct BatchAnalyzerPy {
     record_ids: bool,
 }
 
-fn id_object<'py>(py: Python<'py>, id: IdValue) -> PyResult<Bound<'py, PyAny>> {
+fn id_object(py: Python<'_>, id: IdValue) -> PyResult<Bound<'_, PyAny>> {
     Ok(match id {
         IdValue::Str(s) => PyString::new(py, &s).into_any(),
         IdValue::Int(i) => i.into_pyobject(py)?.into_any(),
@@ -66,13 +66,13 @@ impl BatchAnalyzerPy {
     )]
     fn new(dedup_capacity: Int, record_ids: bool) -> PyResult<Self> {
         if dedup_capacity.0 < 2 {
-            return Err(errors::dedup(&DedupError::CapacityTooSmall(
+            return Err(errors::dedup(DedupError::CapacityTooSmall(
                 usize::try_from(dedup_capacity.0).unwrap_or(0),
             )));
         }
         let capacity = usize::try_from(dedup_capacity.0)
             .map_err(|_| errors::overflow("dedup_capacity is too large"))?;
-        let inner = BatchAnalyzer::new(capacity, record_ids).map_err(|e| errors::dedup(&e))?;
+        let inner = BatchAnalyzer::new(capacity, record_ids).map_err(errors::dedup)?;
         Ok(Self {
             inner: Mutex::new(inner),
             capacity,
@@ -101,7 +101,7 @@ impl BatchAnalyzerPy {
         })
     }
 
-    /// (unique, duplicates, levels, sources, fresh_ids); see _wlb.pyi.
+    /// (unique, duplicates, levels, sources, `fresh_ids`); see `_wlb.pyi`.
     fn ingest<'py>(
         &self,
         py: Python<'py>,

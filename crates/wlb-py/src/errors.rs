@@ -60,7 +60,7 @@ pub fn retry_config(e: &RetryConfigError) -> PyErr {
 }
 
 /// `ValueError` for capacity 0, `MemoryError` for one too large to allocate.
-pub fn capacity(e: &CapacityError) -> PyErr {
+pub fn capacity(e: CapacityError) -> PyErr {
     match e {
         CapacityError::Zero => PyValueError::new_err(e.to_string()),
         CapacityError::TooLarge(_) => PyMemoryError::new_err(e.to_string()),
@@ -68,7 +68,7 @@ pub fn capacity(e: &CapacityError) -> PyErr {
 }
 
 /// `ValueError`.
-pub fn dedup(e: &DedupError) -> PyErr {
+pub fn dedup(e: DedupError) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
 

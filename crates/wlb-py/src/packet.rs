@@ -10,7 +10,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
 use wlb::json::{decode_json_string, Decoded};
 use wlb::packet::{valid_prefix, Format, Options};
 
-/// The result of route_packet.
+/// The result of `route_packet`.
 #[pyclass(name = "RoutedPacket", module = "logdist._wlb", frozen)]
 pub struct RoutedPacketPy {
     emitter_id: Option<Py<PyString>>,
@@ -134,30 +134,30 @@ pub fn route_packet(
         max_messages: max_messages.0,
         max_depth: max_depth.0,
     };
-    let router_ref = router.as_ref().map(|r| r.get());
-    let routed = py
+    let shared = router.as_ref().map(pyo3::Bound::get);
+    let out = py
         .detach(|| {
-            let mut guard = router_ref.map(|r| lock(&r.inner));
+            let mut guard = shared.map(|r| lock(&r.inner));
             wlb::packet::route_packet(&body, guard.as_deref_mut(), &prefix, &opts)
         })
         .map_err(errors::route)?;
-    let batches = routed
+    let batches = out
         .batches
         .into_iter()
         .map(|b| (b.target, PyBytes::new(py, &b.bytes).unbind(), b.count))
         .collect();
     Ok(RoutedPacketPy {
-        emitter_id: routed
+        emitter_id: out
             .emitter_raw
             .as_deref()
             .map(|r| py_str(py, r))
             .transpose()?,
-        packet_id: routed
+        packet_id: out
             .packet_id_raw
             .as_deref()
             .map(|r| py_str(py, r))
             .transpose()?,
-        count: routed.count,
+        count: out.count,
         batches,
     })
 }

@@ -1,4 +1,4 @@
-//! Queues for Python: the lock-free RingBuffer of bytes objects and the RetryScheduler.
+//! Queues for Python: the lock-free `RingBuffer` of bytes objects and the `RetryScheduler`.
 
 use crate::convert::{lock, Int, Seed};
 use crate::errors;
@@ -27,7 +27,7 @@ impl RingBufferPy {
         }
         let cap =
             usize::try_from(capacity.0).map_err(|_| errors::overflow("capacity is too large"))?;
-        let inner = RingBuffer::new(cap).map_err(|e| errors::capacity(&e))?;
+        let inner = RingBuffer::new(cap).map_err(errors::capacity)?;
         Ok(Self { inner })
     }
 

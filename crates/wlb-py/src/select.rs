@@ -1,4 +1,4 @@
-//! Weighted selection for Python: SplitMix64, AliasTable, SmoothWeighted, Router.
+//! Weighted selection for Python: `SplitMix64`, `AliasTable`, `SmoothWeighted`, `Router`.
 
 use crate::convert::{lock, Int, Seed};
 use crate::errors;
@@ -10,7 +10,7 @@ use wlb::rng::SplitMix64;
 use wlb::router::{Router, Strategy};
 use wlb::swrr::SmoothWeighted;
 
-/// SplitMix64 PRNG; the seed (mod 2**64) is the initial state.
+/// `SplitMix64` PRNG; the seed (mod 2**64) is the initial state.
 #[pyclass(name = "SplitMix64", module = "logdist._wlb", frozen)]
 pub struct SplitMix64Py {
     inner: Mutex<SplitMix64>,
@@ -88,7 +88,7 @@ impl AliasTablePy {
         Ok(py.detach(|| self.inner.sample_many(count, seed.0)))
     }
 
-    /// The same draws as sample_many, counted per index, without the GIL.
+    /// The same draws as `sample_many`, counted per index, without the GIL.
     fn histogram(&self, py: Python<'_>, count: Int, seed: Seed) -> PyResult<Vec<u64>> {
         let count = count.count("count")?;
         Ok(py.detach(|| self.inner.histogram(count, seed.0)))

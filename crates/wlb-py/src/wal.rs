@@ -1,6 +1,6 @@
 //! `Wal`: the write-ahead log of `wlb::wal` for Python. Opening, appending, checkpointing,
-//! replay and close release the GIL, so several threads (asyncio.to_thread) append at once
-//! and share fsyncs. Errors become `logdist.errors.WalError` / `WalFullError` / ValueError
+//! replay and close release the GIL, so several threads (`asyncio.to_thread`) append at once
+//! and share fsyncs. Errors become `logdist.errors.WalError` / `WalFullError` / `ValueError`
 //! (see `errors::wal`).
 
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ pub struct WalPy {
 #[pymethods]
 impl WalPy {
     #[new]
-    #[pyo3(signature = (path, *, segment_bytes = 67108864, max_bytes = 1073741824, commit_delay_us = 0))]
+    #[pyo3(signature = (path, *, segment_bytes = 67_108_864, max_bytes = 1_073_741_824, commit_delay_us = 0))]
     fn new(
         py: Python<'_>,
         path: PathBuf,

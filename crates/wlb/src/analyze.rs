@@ -58,7 +58,7 @@ struct Msg {
     source: Field,
 }
 
-/// What a top-level "messages"/"log_messages" member held (the last one, if repeated).
+/// What a top-level `"messages"`/`"log_messages"` member held (the last one, if repeated).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Member {
     Absent,
@@ -139,7 +139,7 @@ impl Walker<'_, '_> {
     }
 
     /// An object at `pos` (at `depth`) read as a message. With `top`, also the packet members;
-    /// returns (end, message, log_messages, messages).
+    /// returns (end, message, `log_messages`, messages).
     fn object(
         &mut self,
         mut pos: usize,
@@ -273,9 +273,9 @@ impl Walker<'_, '_> {
                 self.msgs.truncate(base + (end - r.start));
                 Doc::Messages(base..self.msgs.len())
             }
-            shape => {
+            Doc::Shape(detail) => {
                 self.msgs.truncate(base);
-                shape
+                Doc::Shape(detail)
             }
         })
     }
@@ -304,18 +304,17 @@ fn py_space(c: u8) -> bool {
 /// Fills `msgs` with the body's messages (in order), or returns the verdict.
 fn read_messages(body: &[u8], msgs: &mut Vec<Msg>) -> Result<(), PacketError> {
     msgs.clear();
-    let detail = match std::str::from_utf8(body) {
-        Err(e) => format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-        Ok(_) => {
-            let mut w = Walker {
-                sc: Scanner::new_strict(body, MAX_DEPTH),
-                msgs,
-            };
-            match w.document(0) {
-                Ok(Doc::Messages(_)) => return Ok(()),
-                Ok(Doc::Shape(detail)) => return Err(bad_schema(detail)),
-                Err(e) => e.to_string(),
-            }
+    let detail = if let Err(e) = std::str::from_utf8(body) {
+        format!("invalid UTF-8 at byte {}", e.valid_up_to())
+    } else {
+        let mut w = Walker {
+            sc: Scanner::new_strict(body, MAX_DEPTH),
+            msgs,
+        };
+        match w.document(0) {
+            Ok(Doc::Messages(_)) => return Ok(()),
+            Ok(Doc::Shape(detail)) => return Err(bad_schema(detail)),
+            Err(e) => e.to_string(),
         }
     };
     // Not one JSON document: NDJSON when a newline is inside the stripped body.
@@ -438,14 +437,13 @@ impl<'a> Tally<'a> {
             },
             _ => None,
         };
-        let slot = match self.index.get(&key) {
-            Some(&slot) => slot,
-            None => {
-                let slot = self.counts.len();
-                self.index.insert(key.clone(), slot);
-                self.counts.push((key, 0));
-                slot
-            }
+        let slot = if let Some(&slot) = self.index.get(&key) {
+            slot
+        } else {
+            let slot = self.counts.len();
+            self.index.insert(key.clone(), slot);
+            self.counts.push((key, 0));
+            slot
         };
         self.counts[slot].1 += 1;
         self.last = Some((f, slot));
@@ -647,6 +645,8 @@ mod tests {
         (e.code, e.detail)
     }
 
+    /// Shorthand for an expected tally key.
+    #[allow(clippy::unnecessary_wraps)]
     fn s(v: &str) -> Option<String> {
         Some(v.to_owned())
     }

@@ -57,7 +57,9 @@ pub fn decode_json_string(raw: &[u8]) -> Decoded {
             }
         }
         // An unescaped character: copy its UTF-16 form.
-        let ch = text[i..].chars().next().expect("in bounds");
+        let Some(ch) = text[i..].chars().next() else {
+            break;
+        };
         let mut buf = [0u16; 2];
         units.extend_from_slice(ch.encode_utf16(&mut buf));
         i += ch.len_utf8();
@@ -585,7 +587,7 @@ mod tests {
             let mut bytes = [0u8; 8];
             for b in &mut bytes {
                 let r = rng.next_u64();
-                *b = if (r & 3) == 0 {
+                *b = if r.trailing_zeros() >= 2 {
                     alphabet[(r >> 8) as usize % alphabet.len()]
                 } else {
                     (r >> 16) as u8

@@ -5,8 +5,8 @@
 //! the three levels that carry meaning (packet object, messages array, message object) and
 //! lets the scanner skip every other value. It records message spans and the first schema
 //! error of each step; syntax errors stop it at once. The verdict order is the contract's
-//! (`python/logdist/_wlb.pyi`): bad_utf8, bad_json/too_deep (whichever comes first in the
-//! body), bad_schema (packet fields, then messages), empty_packet, too_many_messages.
+//! (`python/logdist/_wlb.pyi`): `bad_utf8`, `bad_json`/`too_deep` (whichever comes first in the
+//! body), `bad_schema` (packet fields, then messages), `empty_packet`, `too_many_messages`.
 
 use crate::json::{is_ws, JsonError, Key, Kind, Scan, Scanner};
 use crate::router::{Router, RouterError};
@@ -34,7 +34,7 @@ impl Format {
     }
 }
 
-/// The stable error codes (the distributor answers 400, or 413 for too_many_messages).
+/// The stable error codes (the distributor answers 400, or 413 for `too_many_messages`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     BadUtf8,
@@ -228,7 +228,7 @@ struct Found {
     msg_err: Option<String>,
     /// First packet-level schema error (step 3).
     pkt_err: Option<String>,
-    /// How many "messages"/"log_messages" members the packet had.
+    /// How many `"messages"`/`"log_messages"` members the packet had.
     arrays: u32,
     emitter_raw: Option<(usize, usize)>,
     agent_raw: Option<(usize, usize)>,
@@ -559,17 +559,17 @@ impl<'a> Validated<'a> {
         self.msgs.len()
     }
 
-    /// The raw text between the quotes of emitter_id (or agent_id).
+    /// The raw text between the quotes of `emitter_id` (or `agent_id`).
     pub fn emitter_raw(&self) -> Option<&'a [u8]> {
         self.emitter_raw
     }
 
-    /// The raw text of packet_id (between the quotes for a string).
+    /// The raw text of `packet_id` (between the quotes for a string).
     pub fn packet_id_raw(&self) -> Option<&'a [u8]> {
         self.packet_id_raw
     }
 
-    /// The id prefix: `E/P/` when the packet has a packet_id, else the fallback.
+    /// The id prefix: `E/P/` when the packet has a `packet_id`, else the fallback.
     pub fn id_prefix(&self, fallback: &str) -> Vec<u8> {
         match self.packet_id_raw {
             Some(pid) => {
@@ -656,9 +656,10 @@ pub struct Batch {
 /// The result of [`route_packet`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutedPacket {
-    /// Raw text between the quotes of emitter_id (or agent_id); decode with [`crate::json::decode_json_string`].
+    /// Raw text between the quotes of `emitter_id` (or `agent_id`); decode with
+    /// [`crate::json::decode_json_string`].
     pub emitter_raw: Option<Vec<u8>>,
-    /// Raw text of packet_id (between the quotes for a string, the digits for an integer).
+    /// Raw text of `packet_id` (between the quotes for a string, the digits for an integer).
     pub packet_id_raw: Option<Vec<u8>>,
     pub count: usize,
     /// Batches in the order their targets were first picked.

@@ -131,16 +131,15 @@ impl RetryScheduler {
 
     /// The delay a `schedule` call would use, drawing jitter when there is no retry-after.
     fn delay(&mut self, attempt: u64, retry_after: Option<f64>) -> f64 {
-        match retry_after {
+        if let Some(ra) = retry_after {
             // NaN counts as 0.0 (IEEE maxNum), so a bad header can never park an item forever.
-            Some(ra) => py_min(
+            py_min(
                 if ra.is_nan() || ra < 0.0 { 0.0 } else { ra },
                 MAX_RETRY_AFTER,
-            ),
-            None => {
-                let u = self.rng.next_f64();
-                self.backoff(attempt, u)
-            }
+            )
+        } else {
+            let u = self.rng.next_f64();
+            self.backoff(attempt, u)
         }
     }
 

@@ -359,7 +359,7 @@ impl<T> fmt::Debug for RingBuffer<T> {
         f.debug_struct("RingBuffer")
             .field("capacity", &self.cap)
             .field("len", &self.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,8 +1,8 @@
-//! SplitMix64 (Steele, Lea, Flood 2014): the one source of randomness in the core.
+//! `SplitMix64` (Steele, Lea, Flood 2014): the one source of randomness in the core.
 //!
 //! Both backends draw from it, so identical seeds give bit-identical picks.
 
-/// SplitMix64 pseudo-random generator. All arithmetic is mod 2^64.
+/// `SplitMix64` pseudo-random generator. All arithmetic is mod 2^64.
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {
     state: u64,
@@ -62,6 +62,6 @@ mod tests {
         let mut a = SplitMix64::new(7);
         let mut b = SplitMix64::new(7);
         let u = a.next_f64();
-        assert_eq!(u, (b.next_u64() >> 11) as f64 / 9007199254740992.0);
+        assert_eq!(u, (b.next_u64() >> 11) as f64 / 9_007_199_254_740_992.0);
     }
 }

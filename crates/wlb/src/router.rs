@@ -155,18 +155,17 @@ impl Router {
                 weight,
             });
         }
-        match self.by_name.get(name) {
-            Some(&i) => self.targets[i].weight = weight,
-            None => {
-                self.by_name.insert(name.to_owned(), self.targets.len());
-                self.targets.push(Target {
-                    name: name.to_owned(),
-                    weight,
-                    eligible: true,
-                    int_weight: 0,
-                    current: 0,
-                });
-            }
+        if let Some(&i) = self.by_name.get(name) {
+            self.targets[i].weight = weight;
+        } else {
+            self.by_name.insert(name.to_owned(), self.targets.len());
+            self.targets.push(Target {
+                name: name.to_owned(),
+                weight,
+                eligible: true,
+                int_weight: 0,
+                current: 0,
+            });
         }
         self.changed();
         Ok(())

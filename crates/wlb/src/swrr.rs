@@ -46,7 +46,7 @@ impl SmoothWeighted {
             return Err(WeightError::AllZero);
         }
         Ok(Self {
-            weights: weights.iter().map(|&w| w as i128).collect(),
+            weights: weights.iter().map(|&w| i128::from(w)).collect(),
             current: vec![0; weights.len()],
         })
     }

@@ -280,7 +280,7 @@ fn u64_at(data: &[u8], pos: usize) -> u64 {
     u64::from_le_bytes(data[pos..pos + 8].try_into().expect("8 bytes"))
 }
 
-/// crc32c(len_le ++ lsn_le ++ payload), the checksum of one record.
+/// `crc32c(len_le ++ lsn_le ++ payload)`, the checksum of one record.
 pub fn record_crc(lsn: u64, payload: &[u8]) -> u32 {
     let crc = crc32c::crc32c(&(payload.len() as u32).to_le_bytes());
     let crc = crc32c::crc32c_append(crc, &lsn.to_le_bytes());
@@ -360,7 +360,7 @@ fn scan_segment(data: &[u8], first_lsn: u64) -> Scan {
         if data.len() - pos < hdr {
             break Some("torn record");
         }
-        let len = u32_at(data, pos) as u64;
+        let len = u64::from(u32_at(data, pos));
         if len > MAX_RECORD_LEN || (data.len() - pos - hdr) < len as usize {
             break Some("torn record");
         }
@@ -484,8 +484,11 @@ fn read_checkpoint(dir: &Path, report: &mut Recovery) -> Result<Option<Checkpoin
     }
 }
 
-/// The segment files (first lsn, path) and the spare files of `dir`, both sorted.
-fn list_dir(dir: &Path) -> Result<(Vec<(u64, PathBuf)>, Vec<PathBuf>)> {
+/// Segment files as (first lsn, path).
+type SegmentFiles = Vec<(u64, PathBuf)>;
+
+/// The segment files and the spare files of `dir`, both sorted.
+fn list_dir(dir: &Path) -> Result<(SegmentFiles, Vec<PathBuf>)> {
     let mut found = Vec::new();
     let mut spares = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| WalError::io("list directory", dir, &e))? {
@@ -546,7 +549,7 @@ fn scan_file(data: &[u8], first: u64, prev_end: u64, next_first: Option<u64>) ->
 impl Recovered {
     /// Scans every segment file in lsn order: cuts off torn or corrupt tails, deletes files
     /// without a good record, and counts what is not in `delivered`.
-    fn segments(&mut self, found: Vec<(u64, PathBuf)>, delivered: &[(u64, u64)]) -> Result<bool> {
+    fn segments(&mut self, found: SegmentFiles, delivered: &[(u64, u64)]) -> Result<bool> {
         let firsts: Vec<u64> = found.iter().map(|f| f.0).collect();
         let mut prev_end = 0;
         let mut touched = false;
@@ -786,7 +789,7 @@ impl Wal {
             (a.first_lsn, Arc::clone(&a.file))
         };
         if let Err(e) = write_all_vectored(&*file, &mut slices) {
-            self.retire_after_write_error(st, active_first, &file);
+            Self::retire_after_write_error(st, active_first, &file);
             return Err(WalError::io(
                 "append",
                 &self.dir.join(segment_name(active_first)),
@@ -888,16 +891,12 @@ impl Wal {
                     .open(&path)
                     .and_then(|mut f| f.write_all(&header(RECYCLED_MAGIC)).map(|()| f))
             });
-            match opened {
-                Ok(f) => {
-                    reused = Some(f);
-                    break;
-                }
-                Err(_) => {
-                    let _ = fs::remove_file(&spare);
-                    let _ = fs::remove_file(&path);
-                }
+            if let Ok(f) = opened {
+                reused = Some(f);
+                break;
             }
+            let _ = fs::remove_file(&spare);
+            let _ = fs::remove_file(&path);
         }
         let file = match reused {
             Some(f) => f,
@@ -932,7 +931,7 @@ impl Wal {
         Ok(())
     }
 
-    fn retire_after_write_error(&self, st: &mut State, first: u64, file: &File) {
+    fn retire_after_write_error(st: &mut State, first: u64, file: &File) {
         st.active = None;
         let seg = st.segments.get(&first).expect("active segment is listed");
         // Cut a partial frame off, so the segment stays readable to its end.

@@ -1,4 +1,4 @@
-//! route_packet on a corpus of good and bad bodies (the same corpus as tests/core/test_core_packet.py),
+//! `route_packet` on a corpus of good and bad bodies (the same corpus as `tests/core/test_core_packet.py`),
 //! plus exact-output checks: ids, raw carry-through, routing by the router's picks.
 
 use wlb::json::{decode_json_string, Decoded};
