@@ -490,6 +490,21 @@ pub struct BatchAnalyzer {
 
 impl BatchAnalyzer {
     /// `capacity` >= 2 ids remembered at most.
+    ///
+    /// # Errors
+    ///
+    /// [`DedupError::CapacityTooSmall`] when `capacity` < 2.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::analyze::BatchAnalyzer;
+    ///
+    /// let mut a = BatchAnalyzer::new(1000, true)?;
+    /// assert_eq!(a.window().capacity(), 1000);
+    /// assert!(BatchAnalyzer::new(1, false).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(capacity: usize, record_ids: bool) -> Result<Self, DedupError> {
         Ok(Self {
             window: DedupWindow::new(capacity)?,
@@ -500,21 +515,78 @@ impl BatchAnalyzer {
         })
     }
 
+    /// The dedup window (what is remembered).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::analyze::BatchAnalyzer;
+    ///
+    /// let mut a = BatchAnalyzer::new(1000, true)?;
+    /// a.ingest(br#"[{"id":"x"}]"#)?;
+    /// assert_eq!(a.window().len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn window(&self) -> &DedupWindow {
         &self.window
     }
 
+    /// Whether reports list the fresh ids.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::analyze::BatchAnalyzer;
+    ///
+    /// let mut a = BatchAnalyzer::new(1000, true)?;
+    /// assert!(a.record_ids());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn record_ids(&self) -> bool {
         self.record_ids
     }
 
     /// True when the id is remembered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::analyze::BatchAnalyzer;
+    /// use wlb::dedup::IdValue;
+    ///
+    /// let mut a = BatchAnalyzer::new(1000, false)?;
+    /// a.ingest(br#"[{"id":1}]"#)?;
+    /// assert!(a.contains(&IdValue::Float(1.0)));
+    /// assert!(!a.contains(&IdValue::Str("1".into())));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn contains(&mut self, id: &IdValue) -> bool {
         IdKey::of_value(id, &mut self.key);
         self.window.contains(&self.key)
     }
 
     /// Analyses one body. On an error nothing is remembered or counted.
+    ///
+    /// # Errors
+    ///
+    /// [`PacketError`] with code `bad_json` (not JSON or NDJSON, as orjson reads it) or
+    /// `bad_schema` (a body, message, id, level or source of the wrong type).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::analyze::BatchAnalyzer;
+    /// use wlb::dedup::IdValue;
+    /// use wlb::packet::ErrorCode;
+    ///
+    /// let mut a = BatchAnalyzer::new(1000, true)?;
+    /// let r = a.ingest(br#"[{"id":1,"level":"INFO"},{"id":1.0,"level":"WARN"},{"level":"INFO"}]"#)?;
+    /// assert_eq!((r.unique, r.duplicates), (2, 1));
+    /// assert_eq!(r.levels, [(Some("INFO".into()), 2)]);
+    /// assert_eq!(r.fresh_ids, Some(vec![IdValue::Int(1)]));
+    /// assert_eq!(a.ingest(b"[1,").unwrap_err().code, ErrorCode::BadJson);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ingest(&mut self, body: &[u8]) -> Result<BatchReport, PacketError> {
         let mut msgs = std::mem::take(&mut self.msgs);
         let result = read_messages(body, &mut msgs)
@@ -544,6 +616,17 @@ impl BatchAnalyzer {
     }
 
     /// Bytes held by the per-batch scratch buffers (their capacity).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::analyze::BatchAnalyzer;
+    ///
+    /// let mut a = BatchAnalyzer::new(1000, true)?;
+    /// a.ingest(br#"[{"id":"x"}]"#)?;
+    /// assert!(a.scratch_bytes() > 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn scratch_bytes(&self) -> usize {
         self.msgs.capacity() * std::mem::size_of::<Msg>()
             + self.ids.capacity() * std::mem::size_of::<Option<(u64, usize, usize)>>()

@@ -173,6 +173,20 @@ pub struct DedupWindow {
 
 impl DedupWindow {
     /// `capacity` >= 2.
+    ///
+    /// # Errors
+    ///
+    /// [`DedupError::CapacityTooSmall`] when `capacity` < 2.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::dedup::{DedupError, DedupWindow};
+    ///
+    /// assert_eq!(DedupWindow::new(1000)?.capacity(), 1000);
+    /// assert_eq!(DedupWindow::new(1).err(), Some(DedupError::CapacityTooSmall(1)));
+    /// # Ok::<(), wlb::dedup::DedupError>(())
+    /// ```
     pub fn new(capacity: usize) -> Result<Self, DedupError> {
         if capacity < 2 {
             return Err(DedupError::CapacityTooSmall(capacity));
@@ -185,20 +199,65 @@ impl DedupWindow {
         })
     }
 
+    /// The most ids remembered (rounded down to even).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::dedup::DedupWindow;
+    ///
+    /// assert_eq!(DedupWindow::new(7)?.capacity(), 6);
+    /// # Ok::<(), wlb::dedup::DedupError>(())
+    /// ```
     pub fn capacity(&self) -> usize {
         self.half * 2
     }
 
     /// Ids remembered now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::dedup::{DedupWindow, IdKey};
+    ///
+    /// let mut w = DedupWindow::new(1000)?;
+    /// let mut key = Vec::new();
+    /// IdKey::of_str("m-1", &mut key);
+    /// w.insert(&key);
+    /// assert_eq!(w.len(), 1);
+    /// # Ok::<(), wlb::dedup::DedupError>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.current.len + self.previous.len
     }
 
+    /// True when no id is remembered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::dedup::DedupWindow;
+    ///
+    /// assert!(DedupWindow::new(10)?.is_empty());
+    /// # Ok::<(), wlb::dedup::DedupError>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The hash the window files `key` under.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::dedup::{DedupWindow, IdKey};
+    ///
+    /// let mut w = DedupWindow::new(1000)?;
+    /// let mut key = Vec::new();
+    /// IdKey::of_str("m-1", &mut key);
+    /// assert_eq!(w.hash(&key), w.hash(&key));
+    /// # Ok::<(), wlb::dedup::DedupError>(())
+    /// ```
     pub fn hash(&self, key: &[u8]) -> u64 {
         hash_key(self.seed, key)
     }
@@ -206,23 +265,78 @@ impl DedupWindow {
     /// Reads the slots `hash` would probe first, and returns a value that depends on them.
     /// A batch touches all its hashes before inserting: the reads are independent, so their
     /// cache misses overlap instead of costing one full memory latency per id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::dedup::{DedupWindow, IdKey};
+    ///
+    /// let mut w = DedupWindow::new(1000)?;
+    /// let mut key = Vec::new();
+    /// IdKey::of_str("m-1", &mut key);
+    /// let h = w.hash(&key);
+    /// let _ = w.touch(h); // a read only: nothing changes
+    /// assert!(w.is_empty());
+    /// # Ok::<(), wlb::dedup::DedupError>(())
+    /// ```
     pub fn touch(&self, hash: u64) -> u64 {
         self.current.touch(hash) ^ self.previous.touch(hash)
     }
 
     /// True when the canonical key (see [`IdKey`]) is remembered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::dedup::{DedupWindow, IdKey};
+    ///
+    /// let mut w = DedupWindow::new(1000)?;
+    /// let mut key = Vec::new();
+    /// IdKey::of_str("m-1", &mut key);
+    /// assert!(!w.contains(&key));
+    /// w.insert(&key);
+    /// assert!(w.contains(&key));
+    /// # Ok::<(), wlb::dedup::DedupError>(())
+    /// ```
     pub fn contains(&self, key: &[u8]) -> bool {
         let h = self.hash(key);
         self.current.contains(h, key) || self.previous.contains(h, key)
     }
 
     /// Remembers `key` and returns true if it is fresh; false (and no change) if remembered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::dedup::{DedupWindow, IdKey};
+    ///
+    /// let mut w = DedupWindow::new(1000)?;
+    /// let mut key = Vec::new();
+    /// IdKey::of_str("m-1", &mut key);
+    /// assert!(w.insert(&key));
+    /// assert!(!w.insert(&key)); // remembered
+    /// # Ok::<(), wlb::dedup::DedupError>(())
+    /// ```
     pub fn insert(&mut self, key: &[u8]) -> bool {
         let h = self.hash(key);
         self.insert_hashed(h, key)
     }
 
     /// `insert` with `hash == self.hash(key)` computed already.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::dedup::{DedupWindow, IdKey};
+    ///
+    /// let mut w = DedupWindow::new(1000)?;
+    /// let mut key = Vec::new();
+    /// IdKey::of_str("m-1", &mut key);
+    /// let h = w.hash(&key);
+    /// assert!(w.insert_hashed(h, &key));
+    /// assert!(w.contains(&key));
+    /// # Ok::<(), wlb::dedup::DedupError>(())
+    /// ```
     pub fn insert_hashed(&mut self, hash: u64, key: &[u8]) -> bool {
         if self.current.contains(hash, key) || self.previous.contains(hash, key) {
             return false;
@@ -258,6 +372,18 @@ const INT_END: i128 = 1 << 64;
 pub struct IdKey;
 
 impl IdKey {
+    /// The key of a string id (its decoded text), written over `out`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::dedup::IdKey;
+    ///
+    /// let (mut a, mut b) = (Vec::new(), Vec::new());
+    /// IdKey::of_str("1", &mut a);
+    /// IdKey::of_int(1, &mut b);
+    /// assert_ne!(a, b); // "1" is not 1
+    /// ```
     pub fn of_str(s: &str, out: &mut Vec<u8>) {
         out.clear();
         out.push(TAG_STR);
@@ -270,6 +396,18 @@ impl IdKey {
         out.extend_from_slice(s);
     }
 
+    /// The key of an integer id, written over `out`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::dedup::IdKey;
+    ///
+    /// let (mut a, mut b) = (Vec::new(), Vec::new());
+    /// IdKey::of_int(-5, &mut a);
+    /// IdKey::of_int(-5, &mut b);
+    /// assert_eq!(a, b);
+    /// ```
     pub fn of_int(v: i128, out: &mut Vec<u8>) {
         out.clear();
         out.push(TAG_INT);
@@ -277,6 +415,19 @@ impl IdKey {
     }
 
     /// An integral double in the exact-int range is that int (so 1.0 == 1, -0.0 == 0).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::dedup::IdKey;
+    ///
+    /// let (mut a, mut b) = (Vec::new(), Vec::new());
+    /// IdKey::of_float(1.0, &mut a);
+    /// IdKey::of_int(1, &mut b);
+    /// assert_eq!(a, b); // 1.0 == 1, as in Python
+    /// IdKey::of_float(1.5, &mut a);
+    /// assert_ne!(a, b);
+    /// ```
     pub fn of_float(f: f64, out: &mut Vec<u8>) {
         if f.fract() == 0.0 && f >= INT_MIN as f64 && f < INT_END as f64 {
             Self::of_int(f as i128, out);
@@ -287,6 +438,18 @@ impl IdKey {
         }
     }
 
+    /// The key of any id, written over `out`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::dedup::{IdKey, IdValue};
+    ///
+    /// let (mut a, mut b) = (Vec::new(), Vec::new());
+    /// IdKey::of_value(&IdValue::Float(-0.0), &mut a);
+    /// IdKey::of_value(&IdValue::Int(0), &mut b);
+    /// assert_eq!(a, b);
+    /// ```
     pub fn of_value(v: &IdValue, out: &mut Vec<u8>) {
         match v {
             IdValue::Str(s) => Self::of_str(s, out),

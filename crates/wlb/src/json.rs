@@ -4,7 +4,7 @@
 //! The scanner is a hand-written RFC 8259 validator over raw bytes. It builds no values: its
 //! methods step over one piece of the grammar (a string, a scalar, a member key, a separator,
 //! any value) and return where it ends and what kind it was. Its callers descend by hand
-//! through the levels that carry meaning to them and let [`Scanner::value`] skip the rest with
+//! through the levels that carry meaning to them and let `Scanner::value` skip the rest with
 //! an iterative (stack-based, so never stack-overflowing) validator. Strings, most of a log
 //! message's bytes, are skipped eight bytes at a time (SWAR).
 

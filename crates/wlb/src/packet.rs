@@ -24,6 +24,16 @@ pub enum Format {
 }
 
 impl Format {
+    /// The format of a name (`"auto"`, `"json"` or `"ndjson"`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::packet::Format;
+    ///
+    /// assert_eq!(Format::parse("ndjson"), Some(Format::Ndjson));
+    /// assert_eq!(Format::parse("xml"), None);
+    /// ```
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "auto" => Some(Self::Auto),
@@ -46,6 +56,15 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as the distributor answers it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::packet::ErrorCode;
+    ///
+    /// assert_eq!(ErrorCode::TooManyMessages.as_str(), "too_many_messages");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadUtf8 => "bad_utf8",
@@ -490,6 +509,24 @@ pub struct Validated<'a> {
 }
 
 /// Checks steps 1 to 5 of the contract and returns the messages, or the verdict.
+///
+/// # Errors
+///
+/// [`PacketError`] with the first verdict in the contract's order: `bad_utf8`, `bad_json` or
+/// `too_deep`, `bad_schema`, `empty_packet`, `too_many_messages`.
+///
+/// # Examples
+///
+/// ```
+/// use wlb::packet::{validate, ErrorCode, Options};
+///
+/// let v = validate(b"{\"message\":\"a\"}\n{\"message\":\"b\"}", &Options::default())?;
+/// assert_eq!(v.count(), 2); // NDJSON
+/// let e = validate(br#"[{"level":"INFO"}]"#, &Options::default()).unwrap_err();
+/// assert_eq!(e.code, ErrorCode::BadSchema);
+/// assert_eq!(e.detail, "messages[0].message: required string is missing");
+/// # Ok::<(), wlb::packet::PacketError>(())
+/// ```
 pub fn validate<'a>(body: &'a [u8], opts: &Options) -> Result<Validated<'a>, PacketError> {
     if let Err(e) = std::str::from_utf8(body) {
         return Err(PacketError::new(
@@ -555,21 +592,66 @@ pub fn validate<'a>(body: &'a [u8], opts: &Options) -> Result<Validated<'a>, Pac
 }
 
 impl<'a> Validated<'a> {
+    /// The number of messages.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::packet::{validate, Options};
+    ///
+    /// let body = br#"{"emitter_id":"e1","packet_id":7,"messages":[{"message":"hi"},{"id":"x","message":"yo"}]}"#;
+    /// let v = validate(body, &Options::default())?;
+    /// assert_eq!(v.count(), 2);
+    /// # Ok::<(), wlb::packet::PacketError>(())
+    /// ```
     pub fn count(&self) -> usize {
         self.msgs.len()
     }
 
     /// The raw text between the quotes of `emitter_id` (or `agent_id`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::packet::{validate, Options};
+    ///
+    /// let body = br#"{"emitter_id":"e1","packet_id":7,"messages":[{"message":"hi"},{"id":"x","message":"yo"}]}"#;
+    /// let v = validate(body, &Options::default())?;
+    /// assert_eq!(v.emitter_raw(), Some(&b"e1"[..]));
+    /// # Ok::<(), wlb::packet::PacketError>(())
+    /// ```
     pub fn emitter_raw(&self) -> Option<&'a [u8]> {
         self.emitter_raw
     }
 
     /// The raw text of `packet_id` (between the quotes for a string).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::packet::{validate, Options};
+    ///
+    /// let body = br#"{"emitter_id":"e1","packet_id":7,"messages":[{"message":"hi"},{"id":"x","message":"yo"}]}"#;
+    /// let v = validate(body, &Options::default())?;
+    /// assert_eq!(v.packet_id_raw(), Some(&b"7"[..]));
+    /// # Ok::<(), wlb::packet::PacketError>(())
+    /// ```
     pub fn packet_id_raw(&self) -> Option<&'a [u8]> {
         self.packet_id_raw
     }
 
     /// The id prefix: `E/P/` when the packet has a `packet_id`, else the fallback.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::packet::{validate, Options};
+    ///
+    /// let body = br#"{"emitter_id":"e1","packet_id":7,"messages":[{"message":"hi"},{"id":"x","message":"yo"}]}"#;
+    /// let v = validate(body, &Options::default())?;
+    /// assert_eq!(v.id_prefix("fb/"), b"e1/7/");
+    /// # Ok::<(), wlb::packet::PacketError>(())
+    /// ```
     pub fn id_prefix(&self, fallback: &str) -> Vec<u8> {
         match self.packet_id_raw {
             Some(pid) => {
@@ -602,6 +684,23 @@ impl<'a> Validated<'a> {
     }
 
     /// Appends message `i`'s text, with `"id":"<prefix><i>"` inserted when it has no id.
+    ///
+    /// # Panics
+    ///
+    /// When `i` is not below [`Validated::count`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::packet::{validate, Options};
+    ///
+    /// let body = br#"{"emitter_id":"e1","packet_id":7,"messages":[{"message":"hi"},{"id":"x","message":"yo"}]}"#;
+    /// let v = validate(body, &Options::default())?;
+    /// let mut out = Vec::new();
+    /// v.write_message(0, b"e1/7/", &mut out);
+    /// assert_eq!(out, br#"{"id":"e1/7/0","message":"hi"}"#);
+    /// # Ok::<(), wlb::packet::PacketError>(())
+    /// ```
     pub fn write_message(&self, i: usize, prefix: &[u8], out: &mut Vec<u8>) {
         let m = self.msgs[i];
         if m.has_id {
@@ -667,6 +766,15 @@ pub struct RoutedPacket {
 }
 
 /// True when `prefix` only holds ASCII letters, digits and `._:/-`.
+///
+/// # Examples
+///
+/// ```
+/// use wlb::packet::valid_prefix;
+///
+/// assert!(valid_prefix("req-1:2/"));
+/// assert!(!valid_prefix("a b"));
+/// ```
 pub fn valid_prefix(prefix: &str) -> bool {
     prefix
         .bytes()
@@ -676,6 +784,29 @@ pub fn valid_prefix(prefix: &str) -> bool {
 /// Validates `body`, assigns ids, and routes each message with one `router` pick (in order),
 /// or puts everything under "" without a router. On any error nothing is routed and no pick
 /// is drawn.
+///
+/// # Errors
+///
+/// [`RouteError::InvalidPrefix`] for a bad `fallback_prefix`, [`RouteError::Packet`] for a
+/// body [`validate`] rejects, [`RouteError::Router`] when the router cannot pick.
+///
+/// # Examples
+///
+/// ```
+/// use wlb::packet::{route_packet, Options};
+/// use wlb::router::{Router, Strategy};
+///
+/// let mut router = Router::new(Strategy::Swrr, 0);
+/// router.set_target("a1", 1.0)?;
+/// router.set_target("a2", 1.0)?;
+/// let body = br#"[{"message":"x"},{"message":"y"},{"message":"z"}]"#;
+/// let routed = route_packet(body, Some(&mut router), "req-9/", &Options::default())?;
+/// assert_eq!(routed.count, 3);
+/// assert_eq!(routed.batches[0].target, "a1");
+/// assert_eq!(routed.batches[0].bytes, br#"{"id":"req-9/0","message":"x"},{"id":"req-9/2","message":"z"}"#);
+/// assert_eq!(routed.batches[1].count, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn route_packet(
     body: &[u8],
     router: Option<&mut Router>,

@@ -259,6 +259,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The file name of the segment whose first lsn is `first_lsn`.
+///
+/// # Examples
+///
+/// ```
+/// use wlb::wal::segment_name;
+///
+/// assert_eq!(segment_name(7), "00000000000000000007.wal");
+/// ```
 pub fn segment_name(first_lsn: u64) -> String {
     format!("{first_lsn:020}{SEGMENT_SUFFIX}")
 }
@@ -281,6 +289,14 @@ fn u64_at(data: &[u8], pos: usize) -> u64 {
 }
 
 /// `crc32c(len_le ++ lsn_le ++ payload)`, the checksum of one record.
+///
+/// # Examples
+///
+/// ```
+/// use wlb::wal::record_crc;
+///
+/// assert_ne!(record_crc(0, b"a"), record_crc(1, b"a")); // the lsn is covered
+/// ```
 pub fn record_crc(lsn: u64, payload: &[u8]) -> u32 {
     let crc = crc32c::crc32c(&(payload.len() as u32).to_le_bytes());
     let crc = crc32c::crc32c_append(crc, &lsn.to_le_bytes());
@@ -288,6 +304,17 @@ pub fn record_crc(lsn: u64, payload: &[u8]) -> u32 {
 }
 
 /// The frame header of a record: `len: u32`, `crc: u32`, `lsn: u64` (the payload follows).
+///
+/// # Examples
+///
+/// ```
+/// use wlb::wal::{record_crc, record_header};
+///
+/// let h = record_header(5, b"abc");
+/// assert_eq!(h[..4], 3u32.to_le_bytes());
+/// assert_eq!(h[4..8], record_crc(5, b"abc").to_le_bytes());
+/// assert_eq!(h[8..], 5u64.to_le_bytes());
+/// ```
 pub fn record_header(lsn: u64, payload: &[u8]) -> [u8; RECORD_HEADER_LEN as usize] {
     let mut h = [0u8; RECORD_HEADER_LEN as usize];
     h[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -661,6 +688,28 @@ impl Wal {
     /// Opens (creating it if needed) the log in `dir` and recovers it: every segment is
     /// scanned, a torn or corrupt tail is cut off and reported in [`Wal::recovery`], and the
     /// undelivered records become available through [`Wal::replay`].
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::InvalidOptions`] for a zero size; [`WalError::Io`] when the directory or a
+    /// file in it cannot be created, read, truncated or synced.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-open-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// wal.append(b"one")?;
+    /// drop(wal); // no close: as after a crash
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// assert_eq!(wal.replay()?, [(0, b"one".to_vec())]);
+    /// assert_eq!(wal.recovery().recovered_records, 1);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
         if opts.segment_bytes == 0 || opts.max_bytes == 0 {
             return Err(WalError::InvalidOptions);
@@ -684,21 +733,80 @@ impl Wal {
     }
 
     /// The directory of the log.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-dir-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// assert_eq!(wal.dir(), dir.as_path());
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The options it was opened with.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-options-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions { max_bytes: 1 << 20, ..WalOptions::default() })?;
+    /// assert_eq!(wal.options().max_bytes, 1 << 20);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn options(&self) -> &WalOptions {
         &self.opts
     }
 
     /// What recovery found when the log was opened.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-recovery-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// assert!(wal.recovery().notes.is_empty());
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
     }
 
     /// Appends the payloads as consecutive records and returns their lsns, once they are all
     /// fsynced. Concurrent calls share fsyncs (group commit).
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::RecordTooLarge`] for a payload over [`MAX_RECORD_LEN`]; [`WalError::Full`]
+    /// when the records would take the log past `max_bytes`; [`WalError::Closed`];
+    /// [`WalError::Io`] when a write or its fsync fails (the records are then not stored).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-append-many-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// assert_eq!(wal.append_many(&[b"a", b"b"])?, [0, 1]);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn append_many<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Vec<u64>> {
         if payloads.is_empty() {
             return Ok(Vec::new());
@@ -813,6 +921,24 @@ impl Wal {
     }
 
     /// Appends one record; see [`Wal::append_many`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Wal::append_many`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-append-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// assert_eq!(wal.append(b"a")?, 0);
+    /// assert_eq!(wal.append(b"b")?, 1);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn append(&self, payload: &[u8]) -> Result<u64> {
         Ok(self.append_many(&[payload])?[0])
     }
@@ -949,6 +1075,22 @@ impl Wal {
     /// Marks records delivered (acknowledged by an analyzer). Unknown and already delivered
     /// lsns are ignored. Returns how many were newly marked. In memory only: the next
     /// [`Wal::checkpoint`] persists it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-ack-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// let lsns = wal.append_many(&[b"a", b"b"])?;
+    /// assert_eq!(wal.ack(&lsns), 2);
+    /// assert_eq!(wal.ack(&lsns), 0); // already delivered
+    /// assert_eq!(wal.stats().undelivered, 0);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ack(&self, lsns: &[u64]) -> u64 {
         let mut st = lock(&self.state);
         let mut n = 0;
@@ -966,6 +1108,27 @@ impl Wal {
     /// Persists delivery progress (the acks so far) and then deletes every fully delivered
     /// segment, the active one included (the next append starts a new one). Returns the
     /// number of segments deleted. Call it periodically (it fsyncs, so off the event loop).
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Closed`]; [`WalError::Io`] when the progress file cannot be written or a
+    /// segment cannot be deleted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-checkpoint-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// let lsns = wal.append_many(&[b"a", b"b"])?;
+    /// wal.ack(&lsns);
+    /// assert_eq!(wal.checkpoint()?, 1);
+    /// assert_eq!(wal.stats().segments, 0);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn checkpoint(&self) -> Result<u64> {
         if lock(&self.state).closed {
             return Err(WalError::Closed);
@@ -1063,6 +1226,27 @@ impl Wal {
 
     /// Every record that recovery found undelivered and that is still undelivered now, as
     /// (lsn, payload) in lsn order, read back from disk.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Closed`]; [`WalError::Io`] when a segment cannot be read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-replay-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// let lsns = wal.append_many(&[b"a", b"b"])?;
+    /// wal.ack(&lsns[..1]);
+    /// wal.close()?;
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// assert_eq!(wal.replay()?, [(1, b"b".to_vec())]);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn replay(&self) -> Result<Vec<(u64, Vec<u8>)>> {
         let (want, files): (BTreeSet<u64>, Vec<(u64, PathBuf, u64)>) = {
             let st = lock(&self.state);
@@ -1101,6 +1285,22 @@ impl Wal {
     }
 
     /// Counters; see [`WalStats`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-stats-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// wal.append(b"abc")?;
+    /// let s = wal.stats();
+    /// assert_eq!((s.records, s.undelivered, s.next_lsn), (1, 1, 1));
+    /// assert_eq!(s.bytes, 16 + 16 + 3); // segment header, record header, payload
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> WalStats {
         let st = lock(&self.state);
         WalStats {
@@ -1123,6 +1323,25 @@ impl Wal {
     /// Stops new appends, waits until every write is synced (or failed), persists progress,
     /// deletes fully delivered segments, and closes the files. Later calls fail with
     /// [`WalError::Closed`]; closing twice is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Io`] when the final checkpoint fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalError, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-close-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// wal.close()?;
+    /// wal.close()?; // a no-op
+    /// assert_eq!(wal.append(b"late"), Err(WalError::Closed));
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) -> Result<()> {
         {
             let mut st = lock(&self.state);
