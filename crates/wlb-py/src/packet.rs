@@ -86,6 +86,43 @@ fn py_str(py: Python<'_>, raw: &[u8]) -> PyResult<Py<PyString>> {
     }
 }
 
+/// The `format` argument: "auto" when absent.
+fn format_arg(format: Option<&Bound<'_, PyAny>>) -> PyResult<Format> {
+    let Some(f) = format else {
+        return Ok(Format::Auto);
+    };
+    f.extract::<&str>()
+        .ok()
+        .and_then(Format::parse)
+        .ok_or_else(|| {
+            errors::value(format!(
+                "unknown format {f} (expected 'auto', 'json' or 'ndjson')"
+            ))
+        })
+}
+
+/// The `fallback_prefix` argument: a str of the characters ids may hold.
+fn prefix_arg(prefix: &Bound<'_, PyAny>) -> PyResult<String> {
+    match prefix.extract::<String>() {
+        Ok(p) if valid_prefix(&p) => Ok(p),
+        _ => Err(errors::value(format!(
+            "fallback_prefix may only hold ASCII letters, digits and '._:/-': {prefix}"
+        ))),
+    }
+}
+
+/// The body as bytes: a bytes object as is, a bytearray or memoryview copied (the twin accepts
+/// those too), anything else a `TypeError`.
+fn body_arg(py: Python<'_>, body: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> {
+    if body.is_instance_of::<PyBytes>() {
+        body.extract()
+    } else if body.is_instance_of::<PyByteArray>() || body.is_instance_of::<PyMemoryView>() {
+        py.get_type::<PyBytes>().call1((body,))?.extract()
+    } else {
+        Err(errors::not_bytes(body))
+    }
+}
+
 /// Validate a request body, give every message an id, and route each message (see _wlb.pyi).
 #[pyfunction]
 #[pyo3(
@@ -102,33 +139,9 @@ pub fn route_packet(
     max_depth: Int,
 ) -> PyResult<RoutedPacketPy> {
     // Argument checks, in the twin's order: format, prefix, then the body's type.
-    let format = match format {
-        None => Format::Auto,
-        Some(f) => f
-            .extract::<&str>()
-            .ok()
-            .and_then(Format::parse)
-            .ok_or_else(|| {
-                errors::value(format!(
-                    "unknown format {f} (expected 'auto', 'json' or 'ndjson')"
-                ))
-            })?,
-    };
-    let prefix: String = match fallback_prefix.extract::<String>() {
-        Ok(p) if valid_prefix(&p) => p,
-        _ => {
-            return Err(errors::value(format!(
-                "fallback_prefix may only hold ASCII letters, digits and '._:/-': {fallback_prefix}"
-            )))
-        }
-    };
-    let body: PyBackedBytes = if body.is_instance_of::<PyBytes>() {
-        body.extract()?
-    } else if body.is_instance_of::<PyByteArray>() || body.is_instance_of::<PyMemoryView>() {
-        py.get_type::<PyBytes>().call1((body,))?.extract()?
-    } else {
-        return Err(errors::not_bytes(body));
-    };
+    let format = format_arg(format)?;
+    let prefix = prefix_arg(fallback_prefix)?;
+    let body = body_arg(py, body)?;
     let opts = Options {
         format,
         max_messages: max_messages.0,

@@ -718,6 +718,63 @@ impl<'a> Validated<'a> {
     }
 }
 
+impl Validated<'_> {
+    /// Every message in one batch for the target "" (routing without a router).
+    fn one_batch(&self, prefix: &[u8]) -> Batch {
+        let count = self.count();
+        let mut size = count.saturating_sub(1);
+        for i in 0..count {
+            size += self.message_len(i, prefix.len());
+        }
+        let mut bytes = Vec::with_capacity(size);
+        for i in 0..count {
+            if i > 0 {
+                bytes.push(b',');
+            }
+            self.write_message(i, prefix, &mut bytes);
+        }
+        Batch {
+            target: String::new(),
+            bytes,
+            count,
+        }
+    }
+
+    /// Message `i` in the batch of target `picks[i]`; batches in order of first pick, each
+    /// allocated once at its final size.
+    fn batches_by_pick(&self, prefix: &[u8], picks: &[usize], router: &Router) -> Vec<Batch> {
+        let mut batches: Vec<Batch> = Vec::new();
+        // target index -> batch index, in order of first pick
+        let mut slot: Vec<usize> = vec![usize::MAX; router.len()];
+        let mut sizes: Vec<usize> = Vec::new();
+        for (i, &t) in picks.iter().enumerate() {
+            if slot[t] == usize::MAX {
+                slot[t] = batches.len();
+                batches.push(Batch {
+                    target: router.name(t).to_owned(),
+                    bytes: Vec::new(),
+                    count: 0,
+                });
+                sizes.push(0);
+            }
+            let b = slot[t];
+            sizes[b] += self.message_len(i, prefix.len()) + usize::from(batches[b].count > 0);
+            batches[b].count += 1;
+        }
+        for (b, size) in batches.iter_mut().zip(sizes) {
+            b.bytes.reserve_exact(size);
+        }
+        for (i, &t) in picks.iter().enumerate() {
+            let out = &mut batches[slot[t]].bytes;
+            if !out.is_empty() {
+                out.push(b',');
+            }
+            self.write_message(i, prefix, out);
+        }
+        batches
+    }
+}
+
 fn decimal_len(mut i: usize) -> usize {
     let mut n = 1;
     while i >= 10 {
@@ -819,57 +876,13 @@ pub fn route_packet(
     let v = validate(body, opts)?;
     let count = v.count();
     let prefix = v.id_prefix(fallback_prefix);
-    let mut batches: Vec<Batch> = Vec::new();
-    match router {
-        None => {
-            let mut size = count.saturating_sub(1);
-            for i in 0..count {
-                size += v.message_len(i, prefix.len());
-            }
-            let mut bytes = Vec::with_capacity(size);
-            for i in 0..count {
-                if i > 0 {
-                    bytes.push(b',');
-                }
-                v.write_message(i, &prefix, &mut bytes);
-            }
-            batches.push(Batch {
-                target: String::new(),
-                bytes,
-                count,
-            });
-        }
+    let batches = match router {
+        None => vec![v.one_batch(&prefix)],
         Some(router) => {
             let picks = router.pick_many(count).map_err(RouteError::Router)?;
-            // target index -> batch index, in order of first pick
-            let mut slot: Vec<usize> = vec![usize::MAX; router.len()];
-            let mut sizes: Vec<usize> = Vec::new();
-            for (i, &t) in picks.iter().enumerate() {
-                if slot[t] == usize::MAX {
-                    slot[t] = batches.len();
-                    batches.push(Batch {
-                        target: router.name(t).to_owned(),
-                        bytes: Vec::new(),
-                        count: 0,
-                    });
-                    sizes.push(0);
-                }
-                let b = slot[t];
-                sizes[b] += v.message_len(i, prefix.len()) + usize::from(batches[b].count > 0);
-                batches[b].count += 1;
-            }
-            for (b, size) in batches.iter_mut().zip(sizes) {
-                b.bytes.reserve_exact(size);
-            }
-            for (i, &t) in picks.iter().enumerate() {
-                let out = &mut batches[slot[t]].bytes;
-                if !out.is_empty() {
-                    out.push(b',');
-                }
-                v.write_message(i, &prefix, out);
-            }
+            v.batches_by_pick(&prefix, &picks, router)
         }
-    }
+    };
     Ok(RoutedPacket {
         emitter_raw: v.emitter_raw().map(<[u8]>::to_vec),
         packet_id_raw: v.packet_id_raw().map(<[u8]>::to_vec),
