@@ -99,6 +99,11 @@ pub fn validate_weights(weights: &[f64]) -> Result<f64, WeightError> {
 }
 
 /// An alias table over `n` indices.
+///
+/// # Performance
+///
+/// Building is O(n) in time and memory. A sample is O(1) whatever the weights: one multiply,
+/// one comparison and two lookups.
 #[derive(Debug, Clone)]
 pub struct AliasTable {
     prob: Vec<f64>,

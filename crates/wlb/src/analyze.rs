@@ -478,6 +478,12 @@ pub struct BatchReport {
 }
 
 /// Deduplicates and tallies batches of messages; see the module doc and `_wlb.pyi`.
+///
+/// # Performance
+///
+/// `ingest` is one pass over the body plus three over its messages (keys, a prefetching
+/// touch of the window, the count); it builds no value per message and reuses its scratch
+/// buffers from batch to batch (shrinking them after an outsized one).
 pub struct BatchAnalyzer {
     window: DedupWindow,
     record_ids: bool,

@@ -842,6 +842,11 @@ pub fn valid_prefix(prefix: &str) -> bool {
 /// or puts everything under "" without a router. On any error nothing is routed and no pick
 /// is drawn.
 ///
+/// # Performance
+///
+/// One pass over the body, eight bytes at a time inside strings; no value per message; each
+/// batch is allocated once, at its final size.
+///
 /// # Errors
 ///
 /// [`RouteError::InvalidPrefix`] for a bad `fallback_prefix`, [`RouteError::Packet`] for a

@@ -114,6 +114,11 @@ impl fmt::Display for CapacityError {
 impl std::error::Error for CapacityError {}
 
 /// A bounded MPMC FIFO. `push` hands the item back when full; nothing ever blocks.
+///
+/// # Performance
+///
+/// `push` and `pop` are lock-free: one compare-and-swap on the tail or the head when there is
+/// no contention, with exponential backoff when there is. Nothing allocates after `new`.
 pub struct RingBuffer<T> {
     head: CachePadded<AtomicUsize>,
     tail: CachePadded<AtomicUsize>,

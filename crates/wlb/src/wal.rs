@@ -789,6 +789,11 @@ impl Wal {
     /// Appends the payloads as consecutive records and returns their lsns, once they are all
     /// fsynced. Concurrent calls share fsyncs (group commit).
     ///
+    /// # Performance
+    ///
+    /// One `writev` per call, from the callers' buffers; concurrent calls share one fsync (group
+    /// commit), so throughput grows with the number of appending threads.
+    ///
     /// # Errors
     ///
     /// [`WalError::RecordTooLarge`] for a payload over [`MAX_RECORD_LEN`]; [`WalError::Full`]
