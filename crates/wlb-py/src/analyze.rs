@@ -4,12 +4,12 @@
 
 use crate::convert::{lock, Int};
 use crate::errors;
-use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 use std::sync::Mutex;
-use wlb::analyze::{BatchAnalyzer, IdValue};
+use wlb::analyze::BatchAnalyzer;
+use wlb::dedup::{DedupError, IdValue};
 
 /// Deduplicates messages by id over a bounded window and tallies the unique ones.
 #[pyclass(name = "BatchAnalyzer", module = "logdist._wlb", frozen)]
@@ -19,7 +19,7 @@ pub struct BatchAnalyzerPy {
     record_ids: bool,
 }
 
-fn id_object<'py>(py: Python<'py>, id: IdValue) -> PyResult<Bound<'py, PyAny>> {
+fn id_object(py: Python<'_>, id: IdValue) -> PyResult<Bound<'_, PyAny>> {
     Ok(match id {
         IdValue::Str(s) => PyString::new(py, &s).into_any(),
         IdValue::Int(i) => i.into_pyobject(py)?.into_any(),
@@ -66,11 +66,13 @@ impl BatchAnalyzerPy {
     )]
     fn new(dedup_capacity: Int, record_ids: bool) -> PyResult<Self> {
         if dedup_capacity.0 < 2 {
-            return Err(errors::value("dedup window must hold at least 2 ids"));
+            return Err(errors::dedup(DedupError::CapacityTooSmall(
+                usize::try_from(dedup_capacity.0).unwrap_or(0),
+            )));
         }
         let capacity = usize::try_from(dedup_capacity.0)
             .map_err(|_| errors::overflow("dedup_capacity is too large"))?;
-        let inner = BatchAnalyzer::new(capacity, record_ids).map_err(errors::value)?;
+        let inner = BatchAnalyzer::new(capacity, record_ids).map_err(errors::dedup)?;
         Ok(Self {
             inner: Mutex::new(inner),
             capacity,
@@ -99,7 +101,7 @@ impl BatchAnalyzerPy {
         })
     }
 
-    /// (unique, duplicates, levels, sources, fresh_ids); see _wlb.pyi.
+    /// (unique, duplicates, levels, sources, `fresh_ids`); see `_wlb.pyi`.
     fn ingest<'py>(
         &self,
         py: Python<'py>,
@@ -107,10 +109,7 @@ impl BatchAnalyzerPy {
     ) -> PyResult<Bound<'py, PyTuple>> {
         // bytes only, as the twin (a bytearray could change while the GIL is released)
         if !body.is_instance_of::<PyBytes>() {
-            return Err(PyTypeError::new_err(format!(
-                "body must be bytes, not {}",
-                body.get_type().name()?
-            )));
+            return Err(errors::not_bytes(body));
         }
         let body: PyBackedBytes = body.extract()?;
         let report = py

@@ -32,7 +32,7 @@ impl<'py> FromPyObject<'py> for Int {
 }
 
 impl Int {
-    /// A count: >= 0 (ValueError otherwise).
+    /// A count: >= 0 (`ValueError` otherwise).
     pub fn count(self, what: &str) -> PyResult<usize> {
         if self.0 < 0 {
             return Err(errors::value(format!(
@@ -47,5 +47,5 @@ impl Int {
 /// Locks a mutex, recovering from poisoning: no critical section here can panic half-way
 /// through an update, so a poisoned lock still guards consistent state.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -1,7 +1,11 @@
-//! logdist._wlb: thin PyO3 wrappers over the `wlb` core. The only crate with #[pymodule].
+//! logdist._wlb: thin `PyO3` wrappers over the `wlb` core. The only crate with `#[pymodule]`.
 //!
 //! Each wrapper is named `FooPy` here and `Foo` in Python. Errors are mapped in `errors`,
 //! to the exception classes of `logdist/errors.py`.
+// PyO3 hands `#[pymethods]` owned arguments (`Vec`, `PathBuf`, `PyBackedBytes`, `Bound`)
+// that have no borrowed form to extract instead.
+#![allow(clippy::needless_pass_by_value)]
+
 use pyo3::prelude::*;
 
 mod analyze;

@@ -4,13 +4,13 @@
 use crate::convert::{lock, Int};
 use crate::errors;
 use crate::select::RouterPy;
-use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
-use wlb::packet::{decode_json_string, valid_prefix, Decoded, Format, Options};
+use wlb::json::{decode_json_string, Decoded};
+use wlb::packet::{valid_prefix, Format, Options};
 
-/// The result of route_packet.
+/// The result of `route_packet`.
 #[pyclass(name = "RoutedPacket", module = "logdist._wlb", frozen)]
 pub struct RoutedPacketPy {
     emitter_id: Option<Py<PyString>>,
@@ -86,6 +86,43 @@ fn py_str(py: Python<'_>, raw: &[u8]) -> PyResult<Py<PyString>> {
     }
 }
 
+/// The `format` argument: "auto" when absent.
+fn format_arg(format: Option<&Bound<'_, PyAny>>) -> PyResult<Format> {
+    let Some(f) = format else {
+        return Ok(Format::Auto);
+    };
+    f.extract::<&str>()
+        .ok()
+        .and_then(Format::parse)
+        .ok_or_else(|| {
+            errors::value(format!(
+                "unknown format {f} (expected 'auto', 'json' or 'ndjson')"
+            ))
+        })
+}
+
+/// The `fallback_prefix` argument: a str of the characters ids may hold.
+fn prefix_arg(prefix: &Bound<'_, PyAny>) -> PyResult<String> {
+    match prefix.extract::<String>() {
+        Ok(p) if valid_prefix(&p) => Ok(p),
+        _ => Err(errors::value(format!(
+            "fallback_prefix may only hold ASCII letters, digits and '._:/-': {prefix}"
+        ))),
+    }
+}
+
+/// The body as bytes: a bytes object as is, a bytearray or memoryview copied (the twin accepts
+/// those too), anything else a `TypeError`.
+fn body_arg(py: Python<'_>, body: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> {
+    if body.is_instance_of::<PyBytes>() {
+        body.extract()
+    } else if body.is_instance_of::<PyByteArray>() || body.is_instance_of::<PyMemoryView>() {
+        py.get_type::<PyBytes>().call1((body,))?.extract()
+    } else {
+        Err(errors::not_bytes(body))
+    }
+}
+
 /// Validate a request body, give every message an id, and route each message (see _wlb.pyi).
 #[pyfunction]
 #[pyo3(
@@ -102,65 +139,38 @@ pub fn route_packet(
     max_depth: Int,
 ) -> PyResult<RoutedPacketPy> {
     // Argument checks, in the twin's order: format, prefix, then the body's type.
-    let format = match format {
-        None => Format::Auto,
-        Some(f) => f
-            .extract::<&str>()
-            .ok()
-            .and_then(Format::parse)
-            .ok_or_else(|| {
-                errors::value(format!(
-                    "unknown format {f} (expected 'auto', 'json' or 'ndjson')"
-                ))
-            })?,
-    };
-    let prefix: String = match fallback_prefix.extract::<String>() {
-        Ok(p) if valid_prefix(&p) => p,
-        _ => {
-            return Err(errors::value(format!(
-                "fallback_prefix may only hold ASCII letters, digits and '._:/-': {fallback_prefix}"
-            )))
-        }
-    };
-    let body: PyBackedBytes = if body.is_instance_of::<PyBytes>() {
-        body.extract()?
-    } else if body.is_instance_of::<PyByteArray>() || body.is_instance_of::<PyMemoryView>() {
-        py.get_type::<PyBytes>().call1((body,))?.extract()?
-    } else {
-        return Err(PyTypeError::new_err(format!(
-            "body must be bytes, not {}",
-            body.get_type().name()?
-        )));
-    };
+    let format = format_arg(format)?;
+    let prefix = prefix_arg(fallback_prefix)?;
+    let body = body_arg(py, body)?;
     let opts = Options {
         format,
         max_messages: max_messages.0,
         max_depth: max_depth.0,
     };
-    let router_ref = router.as_ref().map(|r| r.get());
-    let routed = py
+    let shared = router.as_ref().map(pyo3::Bound::get);
+    let out = py
         .detach(|| {
-            let mut guard = router_ref.map(|r| lock(&r.inner));
+            let mut guard = shared.map(|r| lock(&r.inner));
             wlb::packet::route_packet(&body, guard.as_deref_mut(), &prefix, &opts)
         })
         .map_err(errors::route)?;
-    let batches = routed
+    let batches = out
         .batches
         .into_iter()
         .map(|b| (b.target, PyBytes::new(py, &b.bytes).unbind(), b.count))
         .collect();
     Ok(RoutedPacketPy {
-        emitter_id: routed
+        emitter_id: out
             .emitter_raw
             .as_deref()
             .map(|r| py_str(py, r))
             .transpose()?,
-        packet_id: routed
+        packet_id: out
             .packet_id_raw
             .as_deref()
             .map(|r| py_str(py, r))
             .transpose()?,
-        count: routed.count,
+        count: out.count,
         batches,
     })
 }

@@ -1,4 +1,4 @@
-//! Queues for Python: the lock-free RingBuffer of bytes objects and the RetryScheduler.
+//! Queues for Python: the lock-free `RingBuffer` of bytes objects and the `RetryScheduler`.
 
 use crate::convert::{lock, Int, Seed};
 use crate::errors;
@@ -27,7 +27,7 @@ impl RingBufferPy {
         }
         let cap =
             usize::try_from(capacity.0).map_err(|_| errors::overflow("capacity is too large"))?;
-        let inner = RingBuffer::new(cap).map_err(|e| errors::capacity(e, capacity.0))?;
+        let inner = RingBuffer::new(cap).map_err(errors::capacity)?;
         Ok(Self { inner })
     }
 
@@ -102,8 +102,8 @@ impl RetrySchedulerPy {
         text_signature = "(base=0.05, cap=30.0, multiplier=2.0, seed=0)"
     )]
     fn new(base: f64, cap: f64, multiplier: f64, seed: Seed) -> PyResult<Self> {
-        let inner =
-            RetryScheduler::new(base, cap, multiplier, seed.0).map_err(errors::retry_config)?;
+        let inner = RetryScheduler::new(base, cap, multiplier, seed.0)
+            .map_err(|e| errors::retry_config(&e))?;
         Ok(Self {
             inner: Mutex::new(inner),
         })

@@ -1,16 +1,16 @@
-//! Weighted selection for Python: SplitMix64, AliasTable, SmoothWeighted, Router.
+//! Weighted selection for Python: `SplitMix64`, `AliasTable`, `SmoothWeighted`, `Router`.
 
 use crate::convert::{lock, Int, Seed};
 use crate::errors;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::sync::Mutex;
-use wlb::alias::AliasTable;
+use wlb::alias::{AliasTable, WeightError};
 use wlb::rng::SplitMix64;
 use wlb::router::{Router, Strategy};
 use wlb::swrr::SmoothWeighted;
 
-/// SplitMix64 PRNG; the seed (mod 2**64) is the initial state.
+/// `SplitMix64` PRNG; the seed (mod 2**64) is the initial state.
 #[pyclass(name = "SplitMix64", module = "logdist._wlb", frozen)]
 pub struct SplitMix64Py {
     inner: Mutex<SplitMix64>,
@@ -59,7 +59,7 @@ impl AliasTablePy {
     #[new]
     fn new(weights: Vec<f64>) -> PyResult<Self> {
         Ok(Self {
-            inner: AliasTable::new(&weights).map_err(errors::weight)?,
+            inner: AliasTable::new(&weights).map_err(|e| errors::weight(&e))?,
         })
     }
 
@@ -88,7 +88,7 @@ impl AliasTablePy {
         Ok(py.detach(|| self.inner.sample_many(count, seed.0)))
     }
 
-    /// The same draws as sample_many, counted per index, without the GIL.
+    /// The same draws as `sample_many`, counted per index, without the GIL.
     fn histogram(&self, py: Python<'_>, count: Int, seed: Seed) -> PyResult<Vec<u64>> {
         let count = count.count("count")?;
         Ok(py.detach(|| self.inner.histogram(count, seed.0)))
@@ -113,9 +113,10 @@ impl SmoothWeightedPy {
         for (i, w) in weights.iter().enumerate() {
             let v: i128 = w.extract()?;
             if v < 0 {
-                return Err(errors::weight(wlb::alias::WeightError(format!(
-                    "weights[{i}]: {v} is negative"
-                ))));
+                return Err(errors::weight(&WeightError::NegativeInteger {
+                    index: i,
+                    weight: v,
+                }));
             }
             ws.push(
                 u64::try_from(v)
@@ -123,7 +124,7 @@ impl SmoothWeightedPy {
             );
         }
         Ok(Self {
-            inner: Mutex::new(SmoothWeighted::new(&ws).map_err(errors::weight)?),
+            inner: Mutex::new(SmoothWeighted::new(&ws).map_err(|e| errors::weight(&e))?),
         })
     }
 
@@ -171,7 +172,7 @@ impl RouterPy {
     fn set_target(&self, name: &str, weight: f64) -> PyResult<()> {
         lock(&self.inner)
             .set_target(name, weight)
-            .map_err(errors::weight)
+            .map_err(|e| errors::weight(&e))
     }
 
     fn remove_target(&self, name: &str) -> PyResult<()> {

@@ -1,47 +1,22 @@
 //! `Wal`: the write-ahead log of `wlb::wal` for Python. Opening, appending, checkpointing,
-//! replay and close release the GIL, so several threads (asyncio.to_thread) append at once
-//! and share fsyncs. Errors become `logdist.errors.WalError` / `WalFullError` / ValueError.
+//! replay and close release the GIL, so several threads (`asyncio.to_thread`) append at once
+//! and share fsyncs. Errors become `logdist.errors.WalError` / `WalFullError` / `ValueError`
+//! (see `errors::wal`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
-use wlb::wal::{Wal, WalError, WalOptions};
+use wlb::wal::{Wal, WalOptions};
 
-/// Maps a log error to the exception classes of `logdist.errors` (defined in Python, so both
-/// backends raise the same types). `WalError` is an OSError: it carries errno and the path.
-fn to_pyerr(py: Python<'_>, e: WalError) -> PyErr {
-    if let WalError::Invalid(msg) = e {
-        return PyValueError::new_err(msg);
-    }
-    let build = || -> PyResult<PyErr> {
-        let errors = py.import("logdist.errors")?;
-        let exc = match &e {
-            WalError::Full { .. } => errors.getattr("WalFullError")?.call1((e.to_string(),))?,
-            WalError::Io {
-                op,
-                path,
-                errno: Some(n),
-                detail,
-            } => errors.getattr("WalError")?.call1((
-                *n,
-                format!("write-ahead log {op} failed: {detail}"),
-                path.display().to_string(),
-            ))?,
-            _ => errors.getattr("WalError")?.call1((e.to_string(),))?,
-        };
-        Ok(PyErr::from_value(exc))
-    };
-    build().unwrap_or_else(|err| err)
-}
+use crate::errors;
 
 fn positive(name: &str, v: i64) -> PyResult<u64> {
     if v < 1 {
-        return Err(PyValueError::new_err(format!("{name} must be >= 1")));
+        return Err(errors::value(format!("{name} must be >= 1")));
     }
     Ok(v as u64)
 }
@@ -56,7 +31,7 @@ pub struct WalPy {
 #[pymethods]
 impl WalPy {
     #[new]
-    #[pyo3(signature = (path, *, segment_bytes = 67108864, max_bytes = 1073741824, commit_delay_us = 0))]
+    #[pyo3(signature = (path, *, segment_bytes = 67_108_864, max_bytes = 1_073_741_824, commit_delay_us = 0))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -67,7 +42,7 @@ impl WalPy {
         let segment_bytes = positive("segment_bytes", segment_bytes)?;
         let max_bytes = positive("max_bytes", max_bytes)?;
         if commit_delay_us < 0 {
-            return Err(PyValueError::new_err("commit_delay_us must be >= 0"));
+            return Err(errors::value("commit_delay_us must be >= 0"));
         }
         let opts = WalOptions {
             segment_bytes,
@@ -77,7 +52,7 @@ impl WalPy {
         let shown = path.display().to_string();
         let inner = py
             .detach(|| Wal::open(&path, opts))
-            .map_err(|e| to_pyerr(py, e))?;
+            .map_err(|e| errors::wal(&e))?;
         Ok(WalPy { inner, path: shown })
     }
 
@@ -88,12 +63,12 @@ impl WalPy {
 
     fn append(&self, py: Python<'_>, payload: PyBackedBytes) -> PyResult<u64> {
         py.detach(|| self.inner.append(&payload))
-            .map_err(|e| to_pyerr(py, e))
+            .map_err(|e| errors::wal(&e))
     }
 
     fn append_many(&self, py: Python<'_>, payloads: Vec<PyBackedBytes>) -> PyResult<Vec<u64>> {
         py.detach(|| self.inner.append_many(&payloads))
-            .map_err(|e| to_pyerr(py, e))
+            .map_err(|e| errors::wal(&e))
     }
 
     fn ack(&self, py: Python<'_>, lsns: &Bound<'_, PyAny>) -> PyResult<u64> {
@@ -101,7 +76,7 @@ impl WalPy {
         for item in lsns.try_iter()? {
             let item = item?;
             let Ok(lsn) = item.extract::<i128>() else {
-                return Err(PyTypeError::new_err("lsns must be ints"));
+                return Err(errors::type_error("lsns must be ints"));
             };
             // An lsn out of range is unknown, and unknown lsns are ignored.
             if let Ok(lsn) = u64::try_from(lsn) {
@@ -114,13 +89,13 @@ impl WalPy {
 
     fn checkpoint(&self, py: Python<'_>) -> PyResult<u64> {
         py.detach(|| self.inner.checkpoint())
-            .map_err(|e| to_pyerr(py, e))
+            .map_err(|e| errors::wal(&e))
     }
 
     fn replay<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let records = py
             .detach(|| self.inner.replay())
-            .map_err(|e| to_pyerr(py, e))?;
+            .map_err(|e| errors::wal(&e))?;
         records
             .into_iter()
             .map(|(lsn, payload)| (lsn, PyBytes::new(py, &payload)).into_pyobject(py))
@@ -153,7 +128,7 @@ impl WalPy {
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| self.inner.close())
-            .map_err(|e| to_pyerr(py, e))
+            .map_err(|e| errors::wal(&e))
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

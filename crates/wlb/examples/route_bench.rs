@@ -1,4 +1,4 @@
-//! Throughput of the pure-Rust route_packet on a 250-message packet of ~250-byte messages:
+//! Throughput of the pure-Rust `route_packet` on a 250-message packet of ~250-byte messages:
 //! `cargo run --release -p wlb --example route_bench`.
 use std::time::Instant;
 use wlb::packet::{route_packet, validate, Options};
@@ -35,8 +35,8 @@ fn main() {
     let dt = t0.elapsed().as_secs_f64();
     println!(
         "validate:     {:.2} M msgs/s ({:.0} MB/s)",
-        n as f64 * 250.0 / dt / 1e6,
-        n as f64 * body.len() as f64 / dt / 1e6
+        f64::from(n) * 250.0 / dt / 1e6,
+        f64::from(n) * body.len() as f64 / dt / 1e6
     );
     let t0 = Instant::now();
     for _ in 0..n {
@@ -45,7 +45,7 @@ fn main() {
     let dt = t0.elapsed().as_secs_f64();
     println!(
         "route_packet: {:.2} M msgs/s ({:.0} MB/s)",
-        n as f64 * 250.0 / dt / 1e6,
-        n as f64 * body.len() as f64 / dt / 1e6
+        f64::from(n) * 250.0 / dt / 1e6,
+        f64::from(n) * body.len() as f64 / dt / 1e6
     );
 }

@@ -6,13 +6,45 @@
 use crate::rng::SplitMix64;
 use std::fmt;
 
-/// Weights that cannot define a distribution.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WeightError(pub String);
+/// Weights that cannot define a distribution, one variant per reason.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightError {
+    /// No weight at all.
+    Empty,
+    /// Weight `index` is NaN or infinite.
+    NotFinite { index: usize, weight: f64 },
+    /// Weight `index` is below zero.
+    Negative { index: usize, weight: f64 },
+    /// An integer weight (of [`crate::swrr::SmoothWeighted`]) is below zero.
+    NegativeInteger { index: usize, weight: i128 },
+    /// Every weight is zero.
+    AllZero,
+    /// The weights are finite but their sum is not.
+    SumNotFinite,
+    /// A router target's weight is NaN, infinite or below zero.
+    Target { name: String, weight: f64 },
+}
 
 impl fmt::Display for WeightError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Self::Empty => f.write_str("weights must not be empty"),
+            Self::NotFinite { index, weight } => {
+                write!(f, "weight {index} is not finite ({weight})")
+            }
+            Self::Negative { index, weight } => write!(f, "weight {index} is negative ({weight})"),
+            Self::NegativeInteger { index, weight } => {
+                write!(f, "weights[{index}]: {weight} is negative")
+            }
+            Self::AllZero => f.write_str("all weights are zero"),
+            Self::SumNotFinite => f.write_str("the sum of the weights is not finite"),
+            Self::Target { name, weight } => {
+                write!(
+                    f,
+                    "weight of {name:?} must be finite and >= 0, got {weight}"
+                )
+            }
+        }
     }
 }
 
@@ -20,30 +52,58 @@ impl std::error::Error for WeightError {}
 
 /// Checks a list of float weights: non-empty, every weight finite and >= 0, not all zero,
 /// and a finite left-to-right sum. Returns the sum.
+///
+/// # Errors
+///
+/// [`WeightError`] naming the first weight that is not finite or is negative, or why the
+/// list as a whole is unusable (empty, all zero, sum not finite).
+///
+/// # Examples
+///
+/// ```
+/// use wlb::alias::{validate_weights, WeightError};
+///
+/// assert_eq!(validate_weights(&[1.0, 3.0]), Ok(4.0));
+/// assert_eq!(validate_weights(&[]), Err(WeightError::Empty));
+/// assert_eq!(validate_weights(&[0.0, 0.0]), Err(WeightError::AllZero));
+/// let e = validate_weights(&[1.0, -2.0]).unwrap_err();
+/// assert_eq!(e.to_string(), "weight 1 is negative (-2)");
+/// ```
 pub fn validate_weights(weights: &[f64]) -> Result<f64, WeightError> {
     if weights.is_empty() {
-        return Err(WeightError("weights must not be empty".into()));
+        return Err(WeightError::Empty);
     }
     let mut total = 0.0f64;
     for (i, &w) in weights.iter().enumerate() {
         if !w.is_finite() {
-            return Err(WeightError(format!("weight {i} is not finite ({w})")));
+            return Err(WeightError::NotFinite {
+                index: i,
+                weight: w,
+            });
         }
         if w < 0.0 {
-            return Err(WeightError(format!("weight {i} is negative ({w})")));
+            return Err(WeightError::Negative {
+                index: i,
+                weight: w,
+            });
         }
         total += w;
     }
     if !weights.iter().any(|&w| w > 0.0) {
-        return Err(WeightError("all weights are zero".into()));
+        return Err(WeightError::AllZero);
     }
     if !total.is_finite() {
-        return Err(WeightError("the sum of the weights is not finite".into()));
+        return Err(WeightError::SumNotFinite);
     }
     Ok(total)
 }
 
 /// An alias table over `n` indices.
+///
+/// # Performance
+///
+/// Building is O(n) in time and memory. A sample is O(1) whatever the weights: one multiply,
+/// one comparison and two lookups.
 #[derive(Debug, Clone)]
 pub struct AliasTable {
     prob: Vec<f64>,
@@ -52,6 +112,21 @@ pub struct AliasTable {
 
 impl AliasTable {
     /// Builds the table exactly as the contract specifies (Vose, stacks popped from the end).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`validate_weights`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::alias::AliasTable;
+    ///
+    /// let t = AliasTable::new(&[1.0, 3.0])?;
+    /// assert_eq!(t.prob(), &[0.5, 1.0]);
+    /// assert!(AliasTable::new(&[f64::NAN]).is_err());
+    /// # Ok::<(), wlb::alias::WeightError>(())
+    /// ```
     pub fn new(weights: &[f64]) -> Result<Self, WeightError> {
         let total = validate_weights(weights)?;
         let n = weights.len();
@@ -107,23 +182,79 @@ impl AliasTable {
         Ok(Self { prob, alias })
     }
 
+    /// The number of indices (weights) the table picks from.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::alias::AliasTable;
+    ///
+    /// let t = AliasTable::new(&[1.0, 3.0])?;
+    /// assert_eq!(t.len(), 2);
+    /// # Ok::<(), wlb::alias::WeightError>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.prob.len()
     }
 
+    /// Never true: a table has at least one index.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::alias::AliasTable;
+    ///
+    /// let t = AliasTable::new(&[1.0, 3.0])?;
+    /// assert!(!t.is_empty());
+    /// # Ok::<(), wlb::alias::WeightError>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.prob.is_empty()
     }
 
+    /// The probability column: index `i` is kept with probability `prob[i]`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::alias::AliasTable;
+    ///
+    /// let t = AliasTable::new(&[1.0, 3.0])?;
+    /// assert_eq!(t.prob(), &[0.5, 1.0]);
+    /// # Ok::<(), wlb::alias::WeightError>(())
+    /// ```
     pub fn prob(&self) -> &[f64] {
         &self.prob
     }
 
+    /// The alias column: where index `i` goes when it is not kept.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::alias::AliasTable;
+    ///
+    /// let t = AliasTable::new(&[1.0, 3.0])?;
+    /// assert_eq!(t.alias(), &[1, 1]);
+    /// # Ok::<(), wlb::alias::WeightError>(())
+    /// ```
     pub fn alias(&self) -> &[usize] {
         &self.alias
     }
 
     /// One pick from two uniforms in [0, 1) (the caller checks the range).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::alias::AliasTable;
+    ///
+    /// let t = AliasTable::new(&[1.0, 3.0])?;
+    /// assert_eq!(t.sample(0.0, 0.4), 0); // column 0, kept
+    /// assert_eq!(t.sample(0.0, 0.6), 1); // column 0, aliased to 1
+    /// assert_eq!(t.sample(0.9, 0.99), 1);
+    /// # Ok::<(), wlb::alias::WeightError>(())
+    /// ```
     #[inline]
     pub fn sample(&self, u1: f64, u2: f64) -> usize {
         let n = self.prob.len();
@@ -137,6 +268,18 @@ impl AliasTable {
     }
 
     /// One pick drawing u1 then u2 from `rng`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::alias::AliasTable;
+    /// use wlb::rng::SplitMix64;
+    ///
+    /// let t = AliasTable::new(&[1.0, 3.0])?;
+    /// let mut rng = SplitMix64::new(7);
+    /// assert!(t.sample_rng(&mut rng) < 2);
+    /// # Ok::<(), wlb::alias::WeightError>(())
+    /// ```
     #[inline]
     pub fn sample_rng(&self, rng: &mut SplitMix64) -> usize {
         let u1 = rng.next_f64();
@@ -145,12 +288,37 @@ impl AliasTable {
     }
 
     /// `count` picks from `SplitMix64(seed)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::alias::AliasTable;
+    ///
+    /// let t = AliasTable::new(&[1.0, 3.0])?;
+    /// let picks = t.sample_many(1000, 7);
+    /// assert_eq!(picks.len(), 1000);
+    /// assert!(picks.iter().filter(|&&i| i == 1).count() > 600); // about 3/4
+    /// # Ok::<(), wlb::alias::WeightError>(())
+    /// ```
     pub fn sample_many(&self, count: usize, seed: u64) -> Vec<usize> {
         let mut rng = SplitMix64::new(seed);
         (0..count).map(|_| self.sample_rng(&mut rng)).collect()
     }
 
     /// The same draws as [`AliasTable::sample_many`], counted per index.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::alias::AliasTable;
+    ///
+    /// let t = AliasTable::new(&[1.0, 3.0])?;
+    /// let h = t.histogram(1000, 7);
+    /// let ones = t.sample_many(1000, 7).into_iter().filter(|&i| i == 1).count();
+    /// assert_eq!(h[1], ones as u64);
+    /// assert_eq!(h.iter().sum::<u64>(), 1000);
+    /// # Ok::<(), wlb::alias::WeightError>(())
+    /// ```
     pub fn histogram(&self, count: usize, seed: u64) -> Vec<u64> {
         let mut rng = SplitMix64::new(seed);
         let mut counts = vec![0u64; self.len()];

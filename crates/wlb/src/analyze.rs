@@ -4,7 +4,7 @@
 //!
 //! The semantics are those of the pure-Python twin (`logdist/_pyanalyze.py`, which reads the
 //! body with orjson) and are written down in `python/logdist/_wlb.pyi` (`BatchAnalyzer`).
-//! The syntax pass is `packet`'s validating scanner in strict mode, which also rejects what
+//! The syntax pass is [`crate::json`]'s scanner in strict mode, which also rejects what
 //! orjson rejects (unpaired surrogate escapes, numbers that overflow a double, nesting deeper
 //! than 1024). For each message only `id`, `level` and `source` are located (the last one wins
 //! when a key repeats, as in a dict); everything else is skipped.
@@ -12,297 +12,17 @@
 //! Ids are compared by their canonical value, as Python compares dict keys: a string by its
 //! decoded text; a number by its mathematical value, so `1`, `1.0` and `1e0` are one id while
 //! `"1"` is another (an integer literal in [-2^63, 2^64) is exact, any other number is the
-//! nearest double, as orjson reads it).
+//! nearest double, as orjson reads it). The window and the keys live in [`crate::dedup`].
 
-use crate::packet::{decode_json_string, is_ws, Decoded, ErrorCode, Kind, PacketError, Scanner};
-use std::collections::hash_map::RandomState;
+use crate::dedup::{hash_key, number_value, DedupError, DedupWindow, IdKey, IdValue};
+use crate::json::{decode_json_string, is_ws, Decoded, JsonError, Key, Kind, Scan, Scanner};
+use crate::packet::{ErrorCode, PacketError};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
 /// Deepest nesting accepted (the top-level value is depth 1), as orjson.
 pub const MAX_DEPTH: i64 = 1024;
-
-// ------------------------------------------------------------------------------ dedup window
-
-/// 64-bit hash of a key, seeded (so that colliding ids cannot be chosen without the seed).
-#[inline]
-fn hash_key(seed: u64, key: &[u8]) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h = seed ^ (key.len() as u64).wrapping_mul(K);
-    let mut chunks = key.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        h = (h ^ w).wrapping_mul(K).rotate_left(29);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut buf = [0u8; 8];
-        buf[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(buf))
-            .wrapping_mul(K)
-            .rotate_left(29);
-    }
-    // SplitMix64's finaliser: every input bit reaches every output bit.
-    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    h ^ (h >> 31)
-}
-
-#[derive(Clone, Copy, Default)]
-struct Slot {
-    /// The key's hash with the top bit set; 0 marks an empty slot.
-    hash: u64,
-    /// Where the key sits in the arena: a LEB128 length, then the bytes.
-    off: u64,
-}
-
-const OCCUPIED: u64 = 1 << 63;
-
-/// One generation: an open-addressing (linear probing, load <= 1/2) set of 16-byte slots whose
-/// keys live in one arena, so it costs no allocation per id and is forgotten (cleared) whole.
-/// A key's bytes are read only when its full 64-bit hash matches.
-#[derive(Default)]
-struct Generation {
-    slots: Vec<Slot>,
-    len: usize,
-    arena: Vec<u8>,
-}
-
-impl Generation {
-    fn key_at(&self, off: u64) -> &[u8] {
-        let mut at = off as usize;
-        let mut len = 0usize;
-        let mut shift = 0;
-        loop {
-            let b = self.arena[at];
-            at += 1;
-            len |= usize::from(b & 0x7F) << shift;
-            if b < 0x80 {
-                break;
-            }
-            shift += 7;
-        }
-        &self.arena[at..at + len]
-    }
-
-    fn contains(&self, hash: u64, key: &[u8]) -> bool {
-        if self.len == 0 {
-            return false;
-        }
-        let mask = self.slots.len() - 1;
-        let tag = hash | OCCUPIED;
-        let mut i = hash as usize & mask;
-        loop {
-            let s = self.slots[i];
-            if s.hash == 0 {
-                return false;
-            }
-            if s.hash == tag && self.key_at(s.off) == key {
-                return true;
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Reads the home slot of `hash` (see `DedupWindow::touch`).
-    #[inline]
-    fn touch(&self, hash: u64) -> u64 {
-        match self.slots.len() {
-            0 => 0,
-            n => self.slots[hash as usize & (n - 1)].hash,
-        }
-    }
-
-    /// Inserts a key known to be absent.
-    fn insert(&mut self, hash: u64, key: &[u8]) {
-        if (self.len + 1) * 2 > self.slots.len() {
-            self.grow();
-        }
-        let off = self.arena.len() as u64;
-        let mut len = key.len();
-        while len >= 0x80 {
-            self.arena.push((len as u8 & 0x7F) | 0x80);
-            len >>= 7;
-        }
-        self.arena.push(len as u8);
-        self.arena.extend_from_slice(key);
-        self.place(Slot {
-            hash: hash | OCCUPIED,
-            off,
-        });
-        self.len += 1;
-    }
-
-    fn place(&mut self, slot: Slot) {
-        let mask = self.slots.len() - 1;
-        let mut i = slot.hash as usize & mask;
-        while self.slots[i].hash != 0 {
-            i = (i + 1) & mask;
-        }
-        self.slots[i] = slot;
-    }
-
-    fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(64);
-        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); size]);
-        for s in old.into_iter().filter(|s| s.hash != 0) {
-            self.place(s);
-        }
-    }
-
-    /// Forgets every key, keeping the allocations for the next use.
-    fn clear(&mut self) {
-        self.slots.fill(Slot::default());
-        self.arena.clear();
-        self.len = 0;
-    }
-}
-
-/// The last ~capacity ids, in two generations. A fresh id goes into `current`; when `current`
-/// holds capacity/2 ids it becomes `previous` and the old `previous` is forgotten whole. So
-/// between capacity/2 and capacity ids are remembered (all of them until the first rollover),
-/// memory is bounded, and there is no per-id eviction work.
-pub struct DedupWindow {
-    half: usize,
-    seed: u64,
-    current: Generation,
-    previous: Generation,
-}
-
-impl DedupWindow {
-    /// `capacity` >= 2.
-    pub fn new(capacity: usize) -> Result<Self, String> {
-        if capacity < 2 {
-            return Err("dedup window must hold at least 2 ids".into());
-        }
-        Ok(Self {
-            half: capacity / 2,
-            seed: RandomState::new().hash_one(0x5EED_u64),
-            current: Generation::default(),
-            previous: Generation::default(),
-        })
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.half * 2
-    }
-
-    /// Ids remembered now.
-    pub fn len(&self) -> usize {
-        self.current.len + self.previous.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The hash the window files `key` under.
-    pub fn hash(&self, key: &[u8]) -> u64 {
-        hash_key(self.seed, key)
-    }
-
-    /// Reads the slots `hash` would probe first, and returns a value that depends on them.
-    /// A batch touches all its hashes before inserting: the reads are independent, so their
-    /// cache misses overlap instead of costing one full memory latency per id.
-    pub fn touch(&self, hash: u64) -> u64 {
-        self.current.touch(hash) ^ self.previous.touch(hash)
-    }
-
-    /// True when the canonical key (see [`IdKey`]) is remembered.
-    pub fn contains(&self, key: &[u8]) -> bool {
-        let h = self.hash(key);
-        self.current.contains(h, key) || self.previous.contains(h, key)
-    }
-
-    /// Remembers `key` and returns true if it is fresh; false (and no change) if remembered.
-    pub fn insert(&mut self, key: &[u8]) -> bool {
-        let h = self.hash(key);
-        self.insert_hashed(h, key)
-    }
-
-    /// `insert` with `hash == self.hash(key)` computed already.
-    pub fn insert_hashed(&mut self, hash: u64, key: &[u8]) -> bool {
-        if self.current.contains(hash, key) || self.previous.contains(hash, key) {
-            return false;
-        }
-        self.current.insert(hash, key);
-        if self.current.len >= self.half {
-            std::mem::swap(&mut self.current, &mut self.previous);
-            self.current.clear();
-        }
-        true
-    }
-}
-
-// ------------------------------------------------------------------------------ ids and keys
-
-/// An id as the message gave it (the first occurrence's value, for `record_ids`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum IdValue {
-    Str(String),
-    /// An integer literal in [-2^63, 2^64).
-    Int(i128),
-    /// Any other number (orjson reads it as a double).
-    Float(f64),
-}
-
-const TAG_STR: u8 = b'S';
-const TAG_INT: u8 = b'I';
-const TAG_FLOAT: u8 = b'F';
-const INT_MIN: i128 = -(1 << 63);
-const INT_END: i128 = 1 << 64;
-
-/// Canonical key bytes of ids: equal keys exactly when Python's `==` says the ids are equal.
-pub struct IdKey;
-
-impl IdKey {
-    pub fn of_str(s: &str, out: &mut Vec<u8>) {
-        out.clear();
-        out.push(TAG_STR);
-        out.extend_from_slice(s.as_bytes());
-    }
-
-    pub fn of_int(v: i128, out: &mut Vec<u8>) {
-        out.clear();
-        out.push(TAG_INT);
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-
-    /// An integral double in the exact-int range is that int (so 1.0 == 1, -0.0 == 0).
-    pub fn of_float(f: f64, out: &mut Vec<u8>) {
-        if f.fract() == 0.0 && f >= INT_MIN as f64 && f < INT_END as f64 {
-            Self::of_int(f as i128, out);
-        } else {
-            out.clear();
-            out.push(TAG_FLOAT);
-            out.extend_from_slice(&f.to_bits().to_le_bytes());
-        }
-    }
-
-    pub fn of_value(v: &IdValue, out: &mut Vec<u8>) {
-        match v {
-            IdValue::Str(s) => Self::of_str(s, out),
-            IdValue::Int(i) => Self::of_int(*i, out),
-            IdValue::Float(f) => Self::of_float(*f, out),
-        }
-    }
-}
-
-/// The value of a number literal as orjson reads it: an int when it has no fraction or
-/// exponent and lies in [-2^63, 2^64), else the nearest double.
-fn number_value(text: &[u8], integer: bool) -> IdValue {
-    let text = std::str::from_utf8(text).expect("ASCII number");
-    if integer && text.len() <= 21 {
-        if let Ok(v) = text.parse::<i128>() {
-            if (INT_MIN..INT_END).contains(&v) {
-                return IdValue::Int(v);
-            }
-        }
-    }
-    // The scanner (strict mode) already rejected numbers that overflow.
-    IdValue::Float(text.parse::<f64>().expect("a validated JSON number"))
-}
 
 // ------------------------------------------------------------------------------ the scan
 
@@ -338,7 +58,7 @@ struct Msg {
     source: Field,
 }
 
-/// What a top-level "messages"/"log_messages" member held (the last one, if repeated).
+/// What a top-level `"messages"`/`"log_messages"` member held (the last one, if repeated).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Member {
     Absent,
@@ -371,13 +91,11 @@ struct Walker<'s, 'a> {
     msgs: &'s mut Vec<Msg>,
 }
 
-type Scan<T> = crate::packet::Scan<T>;
-
 impl Walker<'_, '_> {
     /// Any value at `pos` (whitespace skipped), classified; returns (end, field).
     fn field(&mut self, pos: usize, depth: i64) -> Scan<(usize, Field)> {
-        let buf = self.sc.buf;
-        if pos < self.sc.lim && buf[pos] == b'"' {
+        let buf = self.sc.buf();
+        if self.sc.peek(pos) == Some(b'"') {
             let (end, escaped) = self.sc.string(pos)?;
             let f = Field {
                 val: Val::Str { escaped },
@@ -409,40 +127,26 @@ impl Walker<'_, '_> {
     }
 
     /// Which of the meaningful keys a member key is (decoded when it has escapes).
-    fn key(&self, (start, end, escaped): (usize, usize, bool)) -> u8 {
+    fn key(&self, key: Key) -> u8 {
         const NAMES: [&[u8]; 5] = [b"id", b"level", b"source", b"messages", b"log_messages"];
-        let raw = &self.sc.buf[start..end];
-        let decoded;
-        let name: &[u8] = if escaped {
-            decoded = match decode_json_string(raw) {
-                Decoded::Utf8(s) => s,
-                Decoded::Utf16(_) => return 0,
-            };
-            decoded.as_bytes()
-        } else {
-            raw
+        let Some(name) = self.sc.key_name(key) else {
+            return 0;
         };
         NAMES
             .iter()
-            .position(|&n| n == name)
+            .position(|&n| *n == *name)
             .map_or(0, |i| i as u8 + 1)
     }
 
     /// An object at `pos` (at `depth`) read as a message. With `top`, also the packet members;
-    /// returns (end, message, log_messages, messages).
+    /// returns (end, message, `log_messages`, messages).
     fn object(
         &mut self,
         mut pos: usize,
         depth: i64,
         top: bool,
     ) -> Scan<(usize, Msg, Member, Member)> {
-        if depth > MAX_DEPTH {
-            return Err(crate::packet::JsonError {
-                code: ErrorCode::TooDeep,
-                offset: pos,
-                what: "nesting too deep",
-            });
-        }
+        self.sc.check_depth(pos, depth)?;
         let mut msg = Msg {
             object: true,
             ..Msg::default()
@@ -450,17 +154,17 @@ impl Walker<'_, '_> {
         let (mut log_messages, mut messages) = (Member::Absent, Member::Absent);
         pos += 1;
         let p = self.sc.ws(pos);
-        if p < self.sc.lim && self.sc.buf[p] == b'}' {
+        if self.sc.peek(p) == Some(b'}') {
             return Ok((p + 1, msg, log_messages, messages));
         }
         loop {
-            let (ks, ke, esc, vpos) = self.sc.member_key(pos)?;
-            if vpos >= self.sc.lim {
-                return Err(crate::packet::bad(vpos, crate::packet::EOF));
-            }
-            let which = self.key((ks, ke, esc));
+            let (key, vpos) = self.sc.member_key(pos)?;
+            let Some(c) = self.sc.peek(vpos) else {
+                return Err(JsonError::eof(vpos));
+            };
+            let which = self.key(key);
             if top && which >= 4 {
-                let member = if self.sc.buf[vpos] == b'[' {
+                let member = if c == b'[' {
                     let first = self.msgs.len();
                     pos = self.array(vpos, depth + 1)?;
                     Member::Array(first, self.msgs.len())
@@ -499,24 +203,18 @@ impl Walker<'_, '_> {
 
     /// An array of messages at `pos` (at `depth`); appends one `Msg` per element.
     fn array(&mut self, mut pos: usize, depth: i64) -> Scan<usize> {
-        if depth > MAX_DEPTH {
-            return Err(crate::packet::JsonError {
-                code: ErrorCode::TooDeep,
-                offset: pos,
-                what: "nesting too deep",
-            });
-        }
+        self.sc.check_depth(pos, depth)?;
         pos += 1;
         let p = self.sc.ws(pos);
-        if p < self.sc.lim && self.sc.buf[p] == b']' {
+        if self.sc.peek(p) == Some(b']') {
             return Ok(p + 1);
         }
         loop {
             pos = self.sc.ws(pos);
-            if pos >= self.sc.lim {
-                return Err(crate::packet::bad(pos, crate::packet::EOF));
-            }
-            if self.sc.buf[pos] == b'{' {
+            let Some(c) = self.sc.peek(pos) else {
+                return Err(JsonError::eof(pos));
+            };
+            if c == b'{' {
                 let (end, msg, _, _) = self.object(pos, depth + 1, false)?;
                 pos = end;
                 self.msgs.push(msg);
@@ -536,19 +234,8 @@ impl Walker<'_, '_> {
     /// left at the end of `msgs` (anything else it appended is dropped).
     fn document(&mut self, pos: usize) -> Scan<Doc> {
         let base = self.msgs.len();
-        let lim = self.sc.lim;
-        let pos = self.sc.ws(pos);
-        if pos >= lim {
-            return Err(crate::packet::bad(
-                pos,
-                if lim == 0 {
-                    "empty body"
-                } else {
-                    "expected a JSON value, found only whitespace"
-                },
-            ));
-        }
-        let (end, doc) = match self.sc.buf[pos] {
+        let pos = self.sc.document_start(pos)?;
+        let (end, doc) = match self.sc.buf()[pos] {
             b'[' => (self.array(pos, 1)?, Doc::Messages(base..usize::MAX)),
             b'{' => {
                 let (end, msg, log_messages, messages) = self.object(pos, 1, true)?;
@@ -578,13 +265,7 @@ impl Walker<'_, '_> {
                 (end, Doc::Shape(detail))
             }
         };
-        let rest = self.sc.ws(end);
-        if rest < lim {
-            return Err(crate::packet::bad(
-                rest,
-                "unexpected data after the JSON value",
-            ));
-        }
+        self.sc.document_end(end)?;
         Ok(match doc {
             Doc::Messages(r) => {
                 let end = r.end.min(self.msgs.len());
@@ -592,9 +273,9 @@ impl Walker<'_, '_> {
                 self.msgs.truncate(base + (end - r.start));
                 Doc::Messages(base..self.msgs.len())
             }
-            shape => {
+            Doc::Shape(detail) => {
                 self.msgs.truncate(base);
-                shape
+                Doc::Shape(detail)
             }
         })
     }
@@ -614,10 +295,6 @@ fn bad_schema(detail: String) -> PacketError {
     }
 }
 
-fn syntax_detail(e: &crate::packet::JsonError) -> String {
-    format!("invalid JSON at byte {}: {}", e.offset, e.what)
-}
-
 /// Python's `bytes.strip()` / `bytes.isspace()` whitespace.
 #[inline]
 fn py_space(c: u8) -> bool {
@@ -627,18 +304,17 @@ fn py_space(c: u8) -> bool {
 /// Fills `msgs` with the body's messages (in order), or returns the verdict.
 fn read_messages(body: &[u8], msgs: &mut Vec<Msg>) -> Result<(), PacketError> {
     msgs.clear();
-    let detail = match std::str::from_utf8(body) {
-        Err(e) => format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-        Ok(_) => {
-            let mut w = Walker {
-                sc: Scanner::new_strict(body, MAX_DEPTH),
-                msgs,
-            };
-            match w.document(0) {
-                Ok(Doc::Messages(_)) => return Ok(()),
-                Ok(Doc::Shape(detail)) => return Err(bad_schema(detail)),
-                Err(e) => syntax_detail(&e),
-            }
+    let detail = if let Err(e) = std::str::from_utf8(body) {
+        format!("invalid UTF-8 at byte {}", e.valid_up_to())
+    } else {
+        let mut w = Walker {
+            sc: Scanner::new_strict(body, MAX_DEPTH),
+            msgs,
+        };
+        match w.document(0) {
+            Ok(Doc::Messages(_)) => return Ok(()),
+            Ok(Doc::Shape(detail)) => return Err(bad_schema(detail)),
+            Err(e) => e.to_string(),
         }
     };
     // Not one JSON document: NDJSON when a newline is inside the stripped body.
@@ -674,17 +350,12 @@ fn read_messages(body: &[u8], msgs: &mut Vec<Msg>) -> Result<(), PacketError> {
                 )));
             }
             let mut sc = Scanner::new_strict(body, MAX_DEPTH);
-            sc.lim = j;
+            sc.set_lim(j);
             let mut w = Walker { sc, msgs };
             match w.document(i) {
                 Ok(Doc::Messages(_)) => {}
                 Ok(Doc::Shape(detail)) => return Err(bad_schema(detail)),
-                Err(e) => {
-                    return Err(bad_json(format!(
-                        "line {line_no} is not JSON: {}",
-                        syntax_detail(&e)
-                    )))
-                }
+                Err(e) => return Err(bad_json(format!("line {line_no} is not JSON: {e}"))),
             }
         }
         i = next;
@@ -766,14 +437,13 @@ impl<'a> Tally<'a> {
             },
             _ => None,
         };
-        let slot = match self.index.get(&key) {
-            Some(&slot) => slot,
-            None => {
-                let slot = self.counts.len();
-                self.index.insert(key.clone(), slot);
-                self.counts.push((key, 0));
-                slot
-            }
+        let slot = if let Some(&slot) = self.index.get(&key) {
+            slot
+        } else {
+            let slot = self.counts.len();
+            self.index.insert(key.clone(), slot);
+            self.counts.push((key, 0));
+            slot
         };
         self.counts[slot].1 += 1;
         self.last = Some((f, slot));
@@ -808,6 +478,12 @@ pub struct BatchReport {
 }
 
 /// Deduplicates and tallies batches of messages; see the module doc and `_wlb.pyi`.
+///
+/// # Performance
+///
+/// `ingest` is one pass over the body plus three over its messages (keys, a prefetching
+/// touch of the window, the count); it builds no value per message and reuses its scratch
+/// buffers from batch to batch (shrinking them after an outsized one).
 pub struct BatchAnalyzer {
     window: DedupWindow,
     record_ids: bool,
@@ -820,7 +496,22 @@ pub struct BatchAnalyzer {
 
 impl BatchAnalyzer {
     /// `capacity` >= 2 ids remembered at most.
-    pub fn new(capacity: usize, record_ids: bool) -> Result<Self, String> {
+    ///
+    /// # Errors
+    ///
+    /// [`DedupError::CapacityTooSmall`] when `capacity` < 2.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::analyze::BatchAnalyzer;
+    ///
+    /// let mut a = BatchAnalyzer::new(1000, true)?;
+    /// assert_eq!(a.window().capacity(), 1000);
+    /// assert!(BatchAnalyzer::new(1, false).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(capacity: usize, record_ids: bool) -> Result<Self, DedupError> {
         Ok(Self {
             window: DedupWindow::new(capacity)?,
             record_ids,
@@ -830,21 +521,78 @@ impl BatchAnalyzer {
         })
     }
 
+    /// The dedup window (what is remembered).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::analyze::BatchAnalyzer;
+    ///
+    /// let mut a = BatchAnalyzer::new(1000, true)?;
+    /// a.ingest(br#"[{"id":"x"}]"#)?;
+    /// assert_eq!(a.window().len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn window(&self) -> &DedupWindow {
         &self.window
     }
 
+    /// Whether reports list the fresh ids.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::analyze::BatchAnalyzer;
+    ///
+    /// let mut a = BatchAnalyzer::new(1000, true)?;
+    /// assert!(a.record_ids());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn record_ids(&self) -> bool {
         self.record_ids
     }
 
     /// True when the id is remembered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::analyze::BatchAnalyzer;
+    /// use wlb::dedup::IdValue;
+    ///
+    /// let mut a = BatchAnalyzer::new(1000, false)?;
+    /// a.ingest(br#"[{"id":1}]"#)?;
+    /// assert!(a.contains(&IdValue::Float(1.0)));
+    /// assert!(!a.contains(&IdValue::Str("1".into())));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn contains(&mut self, id: &IdValue) -> bool {
         IdKey::of_value(id, &mut self.key);
         self.window.contains(&self.key)
     }
 
     /// Analyses one body. On an error nothing is remembered or counted.
+    ///
+    /// # Errors
+    ///
+    /// [`PacketError`] with code `bad_json` (not JSON or NDJSON, as orjson reads it) or
+    /// `bad_schema` (a body, message, id, level or source of the wrong type).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::analyze::BatchAnalyzer;
+    /// use wlb::dedup::IdValue;
+    /// use wlb::packet::ErrorCode;
+    ///
+    /// let mut a = BatchAnalyzer::new(1000, true)?;
+    /// let r = a.ingest(br#"[{"id":1,"level":"INFO"},{"id":1.0,"level":"WARN"},{"level":"INFO"}]"#)?;
+    /// assert_eq!((r.unique, r.duplicates), (2, 1));
+    /// assert_eq!(r.levels, [(Some("INFO".into()), 2)]);
+    /// assert_eq!(r.fresh_ids, Some(vec![IdValue::Int(1)]));
+    /// assert_eq!(a.ingest(b"[1,").unwrap_err().code, ErrorCode::BadJson);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ingest(&mut self, body: &[u8]) -> Result<BatchReport, PacketError> {
         let mut msgs = std::mem::take(&mut self.msgs);
         let result = read_messages(body, &mut msgs)
@@ -874,6 +622,17 @@ impl BatchAnalyzer {
     }
 
     /// Bytes held by the per-batch scratch buffers (their capacity).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::analyze::BatchAnalyzer;
+    ///
+    /// let mut a = BatchAnalyzer::new(1000, true)?;
+    /// a.ingest(br#"[{"id":"x"}]"#)?;
+    /// assert!(a.scratch_bytes() > 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn scratch_bytes(&self) -> usize {
         self.msgs.capacity() * std::mem::size_of::<Msg>()
             + self.ids.capacity() * std::mem::size_of::<Option<(u64, usize, usize)>>()
@@ -895,10 +654,7 @@ impl BatchAnalyzer {
                     self.ids.push(None);
                     continue;
                 }
-                Val::Str { escaped: false } => {
-                    self.key.push(TAG_STR);
-                    self.key.extend_from_slice(raw);
-                }
+                Val::Str { escaped: false } => IdKey::append_str_bytes(raw, &mut self.key),
                 Val::Str { escaped: true } => match decode_json_string(raw) {
                     Decoded::Utf8(s) => {
                         IdKey::of_str(&s, &mut scratch);
@@ -978,6 +734,8 @@ mod tests {
         (e.code, e.detail)
     }
 
+    /// Shorthand for an expected tally key.
+    #[allow(clippy::unnecessary_wraps)]
     fn s(v: &str) -> Option<String> {
         Some(v.to_owned())
     }
@@ -1172,59 +930,6 @@ mod tests {
         assert!(a.ingest(br#"[{"id":"a"},{"id":"b","level":{}}]"#).is_err());
         assert!(a.window().is_empty());
         assert_eq!(ingest(&mut a, r#"[{"id":"a"}]"#).unique, 1);
-    }
-
-    #[test]
-    fn window_rolls_over_at_half_capacity() {
-        let mut w = DedupWindow::new(10).unwrap();
-        let key = |i: i128| {
-            let mut k = Vec::new();
-            IdKey::of_int(i, &mut k);
-            k
-        };
-        for i in 0..5 {
-            assert!(w.insert(&key(i)));
-        }
-        assert_eq!(w.len(), 5); // current became previous at 5
-        for i in 5..9 {
-            assert!(w.insert(&key(i)));
-        }
-        assert_eq!(w.len(), 9);
-        assert!(!w.insert(&key(0)));
-        assert!(w.insert(&key(9))); // second rollover: 0..5 forgotten
-        assert_eq!(w.len(), 5);
-        assert!(!w.contains(&key(4)));
-        assert!(w.contains(&key(5)));
-        for i in 0..100_000 {
-            w.insert(&key(i));
-            assert!(w.len() < 10);
-        }
-        assert!(DedupWindow::new(1).is_err());
-    }
-
-    #[test]
-    fn generation_tables_grow_and_find_everything() {
-        let mut w = DedupWindow::new(1_000_000).unwrap();
-        let mut k = Vec::new();
-        for i in 0..20_000 {
-            IdKey::of_str(&format!("id-{i}"), &mut k);
-            assert!(w.insert(&k));
-        }
-        for i in 0..20_000 {
-            IdKey::of_str(&format!("id-{i}"), &mut k);
-            assert!(w.contains(&k));
-            assert!(!w.insert(&k));
-        }
-        IdKey::of_str("id-20000", &mut k);
-        assert!(!w.contains(&k));
-        // keys longer than one LEB128 length byte
-        for len in [127, 128, 300, 20_000] {
-            IdKey::of_str(&"x".repeat(len), &mut k);
-            assert!(w.insert(&k));
-            assert!(w.contains(&k));
-            k.push(b'z');
-            assert!(!w.contains(&k));
-        }
     }
 
     #[test]

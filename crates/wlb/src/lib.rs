@@ -2,12 +2,18 @@
 //!
 //! Hot-path primitives of the distributor: weighted selection ([`alias`], [`swrr`], [`router`]),
 //! a bounded lock-free MPMC ring ([`ring`]), the retry scheduler ([`retry`]), packet
-//! validation/splitting/routing over raw bytes ([`packet`]), the write-ahead log ([`wal`]), and
-//! the analyzer's batch dedup and tallies ([`analyze`]).
+//! validation/splitting/routing over raw bytes ([`packet`]) with the JSON scanner it shares
+//! with the analyzer ([`json`]), the analyzer's dedup window ([`dedup`]) and per-batch tallies
+//! ([`analyze`]), and the write-ahead log ([`wal`]).
 //! `crates/wlb-py` wraps these for Python as `logdist._wlb`.
+//!
+//! Every fallible call returns a module's own error enum (one variant per reason); its
+//! `Display` text is the message Python shows.
 
 pub mod alias;
 pub mod analyze;
+pub mod dedup;
+pub mod json;
 pub mod packet;
 pub mod retry;
 pub mod ring;

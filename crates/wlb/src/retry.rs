@@ -6,13 +6,29 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fmt;
 
-/// Invalid scheduler parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryConfigError(pub String);
+/// Invalid scheduler parameters, one variant per reason.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetryConfigError {
+    /// `base`, `cap` or `multiplier` is NaN or infinite.
+    NotFinite,
+    /// `base` is zero or below.
+    BaseNotPositive { base: f64 },
+    /// `cap` is below `base`.
+    CapBelowBase { cap: f64, base: f64 },
+    /// `multiplier` is outside [1, 16].
+    MultiplierOutOfRange { multiplier: f64 },
+}
 
 impl fmt::Display for RetryConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Self::NotFinite => f.write_str("base, cap and multiplier must be finite"),
+            Self::BaseNotPositive { base } => write!(f, "base must be > 0, got {base}"),
+            Self::CapBelowBase { cap, base } => write!(f, "cap ({cap}) must be >= base ({base})"),
+            Self::MultiplierOutOfRange { multiplier } => {
+                write!(f, "multiplier must be in [1, 16], got {multiplier}")
+            }
+        }
     }
 }
 
@@ -75,24 +91,33 @@ pub struct RetryScheduler {
 
 impl RetryScheduler {
     /// `base > 0`, `cap >= base`, `1 <= multiplier <= 16`, all finite.
+    ///
+    /// # Errors
+    ///
+    /// [`RetryConfigError`] naming the parameter out of its range.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::retry::{RetryConfigError, RetryScheduler};
+    ///
+    /// assert!(RetryScheduler::new(0.05, 30.0, 2.0, 0).is_ok());
+    /// let e = RetryScheduler::new(1.0, 0.5, 2.0, 0).unwrap_err();
+    /// assert_eq!(e, RetryConfigError::CapBelowBase { cap: 0.5, base: 1.0 });
+    /// assert_eq!(e.to_string(), "cap (0.5) must be >= base (1)");
+    /// ```
     pub fn new(base: f64, cap: f64, multiplier: f64, seed: u64) -> Result<Self, RetryConfigError> {
         if !(base.is_finite() && cap.is_finite() && multiplier.is_finite()) {
-            return Err(RetryConfigError(
-                "base, cap and multiplier must be finite".into(),
-            ));
+            return Err(RetryConfigError::NotFinite);
         }
         if base <= 0.0 {
-            return Err(RetryConfigError(format!("base must be > 0, got {base}")));
+            return Err(RetryConfigError::BaseNotPositive { base });
         }
         if cap < base {
-            return Err(RetryConfigError(format!(
-                "cap ({cap}) must be >= base ({base})"
-            )));
+            return Err(RetryConfigError::CapBelowBase { cap, base });
         }
         if !(1.0..=16.0).contains(&multiplier) {
-            return Err(RetryConfigError(format!(
-                "multiplier must be in [1, 16], got {multiplier}"
-            )));
+            return Err(RetryConfigError::MultiplierOutOfRange { multiplier });
         }
         Ok(Self {
             base,
@@ -105,6 +130,16 @@ impl RetryScheduler {
     }
 
     /// The upper bound of the jittered delay after `attempt` failures.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::retry::RetryScheduler;
+    ///
+    /// let r = RetryScheduler::new(0.5, 3.0, 2.0, 0)?;
+    /// assert_eq!([r.ceiling(0), r.ceiling(1), r.ceiling(2), r.ceiling(3)], [0.5, 1.0, 2.0, 3.0]);
+    /// # Ok::<(), wlb::retry::RetryConfigError>(())
+    /// ```
     pub fn ceiling(&self, attempt: u64) -> f64 {
         if attempt >= 64 {
             self.cap
@@ -115,26 +150,47 @@ impl RetryScheduler {
     }
 
     /// `u * ceiling(attempt)` for a uniform `u` in [0, 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::retry::RetryScheduler;
+    ///
+    /// let r = RetryScheduler::new(0.5, 3.0, 2.0, 0)?;
+    /// assert_eq!(r.backoff(1, 0.5), 0.5);
+    /// # Ok::<(), wlb::retry::RetryConfigError>(())
+    /// ```
     pub fn backoff(&self, attempt: u64, u: f64) -> f64 {
         u * self.ceiling(attempt)
     }
 
     /// The delay a `schedule` call would use, drawing jitter when there is no retry-after.
     fn delay(&mut self, attempt: u64, retry_after: Option<f64>) -> f64 {
-        match retry_after {
+        if let Some(ra) = retry_after {
             // NaN counts as 0.0 (IEEE maxNum), so a bad header can never park an item forever.
-            Some(ra) => py_min(
+            py_min(
                 if ra.is_nan() || ra < 0.0 { 0.0 } else { ra },
                 MAX_RETRY_AFTER,
-            ),
-            None => {
-                let u = self.rng.next_f64();
-                self.backoff(attempt, u)
-            }
+            )
+        } else {
+            let u = self.rng.next_f64();
+            self.backoff(attempt, u)
         }
     }
 
     /// Schedules `token` and returns its deadline.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::retry::RetryScheduler;
+    ///
+    /// let mut r = RetryScheduler::new(0.5, 3.0, 2.0, 0)?;
+    /// assert_eq!(r.schedule(7, 100.0, 0, Some(2.0)), 102.0); // the retry-after wins
+    /// let d = r.schedule(8, 100.0, 1, None); // jittered in [0, 1)
+    /// assert!((100.0..101.0).contains(&d));
+    /// # Ok::<(), wlb::retry::RetryConfigError>(())
+    /// ```
     pub fn schedule(
         &mut self,
         token: i64,
@@ -153,6 +209,19 @@ impl RetryScheduler {
     }
 
     /// Tokens whose deadline is <= `now`, earliest first, at most `max_items`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::retry::RetryScheduler;
+    ///
+    /// let mut r = RetryScheduler::new(0.5, 3.0, 2.0, 0)?;
+    /// r.schedule(1, 0.0, 0, Some(2.0));
+    /// r.schedule(2, 0.0, 0, Some(1.0));
+    /// assert_eq!(r.pop_due(1.5, 10), [2]);
+    /// assert_eq!(r.pop_due(5.0, 10), [1]);
+    /// # Ok::<(), wlb::retry::RetryConfigError>(())
+    /// ```
     pub fn pop_due(&mut self, now: f64, max_items: usize) -> Vec<i64> {
         let mut out = Vec::new();
         while out.len() < max_items {
@@ -167,14 +236,49 @@ impl RetryScheduler {
         out
     }
 
+    /// The earliest deadline, if anything is scheduled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::retry::RetryScheduler;
+    ///
+    /// let mut r = RetryScheduler::new(0.5, 3.0, 2.0, 0)?;
+    /// assert_eq!(r.next_deadline(), None);
+    /// r.schedule(1, 10.0, 0, Some(2.0));
+    /// assert_eq!(r.next_deadline(), Some(12.0));
+    /// # Ok::<(), wlb::retry::RetryConfigError>(())
+    /// ```
     pub fn next_deadline(&self) -> Option<f64> {
         self.heap.peek().map(|e| e.deadline)
     }
 
+    /// The number of scheduled tokens.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::retry::RetryScheduler;
+    ///
+    /// let mut r = RetryScheduler::new(0.5, 3.0, 2.0, 0)?;
+    /// r.schedule(1, 0.0, 0, None);
+    /// assert_eq!(r.len(), 1);
+    /// # Ok::<(), wlb::retry::RetryConfigError>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.heap.len()
     }
 
+    /// True when nothing is scheduled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::retry::RetryScheduler;
+    ///
+    /// assert!(RetryScheduler::new(0.5, 3.0, 2.0, 0)?.is_empty());
+    /// # Ok::<(), wlb::retry::RetryConfigError>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }

@@ -93,19 +93,32 @@ struct Slot<T> {
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
-/// Capacity 0 (or one too large to allocate) was asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CapacityError(pub String);
+/// A capacity the ring cannot have, one variant per reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapacityError {
+    /// Capacity 0.
+    Zero,
+    /// A capacity too large to index or to allocate.
+    TooLarge(usize),
+}
 
 impl fmt::Display for CapacityError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Self::Zero => f.write_str("capacity must be at least 1"),
+            Self::TooLarge(cap) => write!(f, "capacity {cap} is too large"),
+        }
     }
 }
 
 impl std::error::Error for CapacityError {}
 
 /// A bounded MPMC FIFO. `push` hands the item back when full; nothing ever blocks.
+///
+/// # Performance
+///
+/// `push` and `pop` are lock-free: one compare-and-swap on the tail or the head when there is
+/// no contention, with exponential backoff when there is. Nothing allocates after `new`.
 pub struct RingBuffer<T> {
     head: CachePadded<AtomicUsize>,
     tail: CachePadded<AtomicUsize>,
@@ -124,11 +137,27 @@ unsafe impl<T: Send> Send for RingBuffer<T> {}
 
 impl<T> RingBuffer<T> {
     /// A queue holding at most `cap` items; `cap` must be at least 1.
+    ///
+    /// # Errors
+    ///
+    /// [`CapacityError::Zero`] for 0, [`CapacityError::TooLarge`] for a capacity that cannot
+    /// be indexed or allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::ring::{CapacityError, RingBuffer};
+    ///
+    /// let q: RingBuffer<u32> = RingBuffer::new(4)?;
+    /// assert_eq!(q.capacity(), 4);
+    /// assert_eq!(RingBuffer::<u32>::new(0).unwrap_err(), CapacityError::Zero);
+    /// # Ok::<(), wlb::ring::CapacityError>(())
+    /// ```
     pub fn new(cap: usize) -> Result<Self, CapacityError> {
         if cap == 0 {
-            return Err(CapacityError("capacity must be at least 1".into()));
+            return Err(CapacityError::Zero);
         }
-        let too_big = || CapacityError(format!("capacity {cap} is too large"));
+        let too_big = || CapacityError::TooLarge(cap);
         let one_lap = cap
             .checked_add(1)
             .and_then(usize::checked_next_power_of_two)
@@ -154,16 +183,56 @@ impl<T> RingBuffer<T> {
         })
     }
 
+    /// The most items the queue holds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::ring::RingBuffer;
+    ///
+    /// assert_eq!(RingBuffer::<u8>::new(3)?.capacity(), 3);
+    /// # Ok::<(), wlb::ring::CapacityError>(())
+    /// ```
     pub fn capacity(&self) -> usize {
         self.cap
     }
 
     /// Appends `value`, or returns it when the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// `Err(value)`, handing the value back, when the queue is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::ring::RingBuffer;
+    ///
+    /// let q = RingBuffer::new(1)?;
+    /// assert_eq!(q.push("a"), Ok(()));
+    /// assert_eq!(q.push("b"), Err("b"));
+    /// # Ok::<(), wlb::ring::CapacityError>(())
+    /// ```
     pub fn push(&self, value: T) -> Result<(), T> {
         self.push_tagged(value, 0)
     }
 
     /// Appends `value` with a caller-defined tag (see [`RingBuffer::pop_if`]).
+    ///
+    /// # Errors
+    ///
+    /// `Err(value)`, handing the value back, when the queue is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::ring::RingBuffer;
+    ///
+    /// let q = RingBuffer::new(2)?;
+    /// q.push_tagged("a", 10).unwrap();
+    /// assert_eq!(q.pop_if(|tag| tag == 10), Some(("a", 10)));
+    /// # Ok::<(), wlb::ring::CapacityError>(())
+    /// ```
     pub fn push_tagged(&self, value: T, tag: u64) -> Result<(), T> {
         let mut backoff = Backoff::new();
         let mut tail = self.tail.0.load(Ordering::Relaxed);
@@ -219,6 +288,18 @@ impl<T> RingBuffer<T> {
     }
 
     /// Removes the oldest item.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::ring::RingBuffer;
+    ///
+    /// let q = RingBuffer::new(2)?;
+    /// q.push(1).unwrap();
+    /// q.push(2).unwrap();
+    /// assert_eq!((q.pop(), q.pop(), q.pop()), (Some(1), Some(2), None));
+    /// # Ok::<(), wlb::ring::CapacityError>(())
+    /// ```
     pub fn pop(&self) -> Option<T> {
         self.pop_if(|_| true).map(|(value, _)| value)
     }
@@ -226,6 +307,18 @@ impl<T> RingBuffer<T> {
     /// Removes the oldest item, with its tag, only if `accept(tag)` holds for it. `None` when
     /// the queue is empty or the oldest item was declined (it then stays at the head).
     /// `accept` may be called more than once when other consumers race.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::ring::RingBuffer;
+    ///
+    /// let q = RingBuffer::new(2)?;
+    /// q.push_tagged("big", 500).unwrap();
+    /// assert_eq!(q.pop_if(|tag| tag <= 100), None); // declined: it stays
+    /// assert_eq!(q.pop_if(|_| true), Some(("big", 500)));
+    /// # Ok::<(), wlb::ring::CapacityError>(())
+    /// ```
     pub fn pop_if(&self, mut accept: impl FnMut(u64) -> bool) -> Option<(T, u64)> {
         let mut backoff = Backoff::new();
         let mut head = self.head.0.load(Ordering::Relaxed);
@@ -288,6 +381,20 @@ impl<T> RingBuffer<T> {
     /// Pops oldest items while fewer than `max_items` are taken and the sum of their tags stays
     /// within `max_total`. The first item is taken whatever its tag, so a consumer always makes
     /// progress; it stops at the first item that does not fit (that item stays at the head).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::ring::RingBuffer;
+    ///
+    /// let q = RingBuffer::new(4)?;
+    /// for (item, size) in [("a", 60), ("b", 30), ("c", 30)] {
+    ///     q.push_tagged(item, size).unwrap();
+    /// }
+    /// assert_eq!(q.pop_many(10, 100), ["a", "b"]); // "c" would pass the budget
+    /// assert_eq!(q.pop_many(10, 1), ["c"]); // the first item is always taken
+    /// # Ok::<(), wlb::ring::CapacityError>(())
+    /// ```
     pub fn pop_many(&self, max_items: usize, max_total: i128) -> Vec<T> {
         let mut out = Vec::new();
         let mut total: i128 = 0;
@@ -306,6 +413,17 @@ impl<T> RingBuffer<T> {
     }
 
     /// The number of items (exact when no operation is in flight).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::ring::RingBuffer;
+    ///
+    /// let q = RingBuffer::new(4)?;
+    /// q.push(1).unwrap();
+    /// assert_eq!(q.len(), 1);
+    /// # Ok::<(), wlb::ring::CapacityError>(())
+    /// ```
     pub fn len(&self) -> usize {
         loop {
             let tail = self.tail.0.load(Ordering::SeqCst);
@@ -326,12 +444,37 @@ impl<T> RingBuffer<T> {
         }
     }
 
+    /// True when no item is queued.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::ring::RingBuffer;
+    ///
+    /// let q = RingBuffer::new(4)?;
+    /// assert!(q.is_empty());
+    /// q.push(1).unwrap();
+    /// assert!(!q.is_empty());
+    /// # Ok::<(), wlb::ring::CapacityError>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         let head = self.head.0.load(Ordering::SeqCst);
         let tail = self.tail.0.load(Ordering::SeqCst);
         tail == head
     }
 
+    /// True when a push would fail.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::ring::RingBuffer;
+    ///
+    /// let q = RingBuffer::new(1)?;
+    /// q.push(1).unwrap();
+    /// assert!(q.is_full());
+    /// # Ok::<(), wlb::ring::CapacityError>(())
+    /// ```
     pub fn is_full(&self) -> bool {
         let tail = self.tail.0.load(Ordering::SeqCst);
         let head = self.head.0.load(Ordering::SeqCst);
@@ -351,7 +494,7 @@ impl<T> fmt::Debug for RingBuffer<T> {
         f.debug_struct("RingBuffer")
             .field("capacity", &self.cap)
             .field("len", &self.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,8 +1,8 @@
-//! SplitMix64 (Steele, Lea, Flood 2014): the one source of randomness in the core.
+//! `SplitMix64` (Steele, Lea, Flood 2014): the one source of randomness in the core.
 //!
 //! Both backends draw from it, so identical seeds give bit-identical picks.
 
-/// SplitMix64 pseudo-random generator. All arithmetic is mod 2^64.
+/// `SplitMix64` pseudo-random generator. All arithmetic is mod 2^64.
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {
     state: u64,
@@ -10,15 +10,46 @@ pub struct SplitMix64 {
 
 impl SplitMix64 {
     /// The seed is the initial state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::rng::SplitMix64;
+    ///
+    /// let mut a = SplitMix64::new(42);
+    /// let mut b = SplitMix64::new(42);
+    /// assert_eq!(a.next_u64(), b.next_u64());
+    /// ```
     pub fn new(seed: u64) -> Self {
         Self { state: seed }
     }
 
     /// The current state (the seed of the next draw).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::rng::SplitMix64;
+    ///
+    /// let mut g = SplitMix64::new(42);
+    /// assert_eq!(g.state(), 42);
+    /// g.next_u64();
+    /// assert_ne!(g.state(), 42);
+    /// ```
     pub fn state(&self) -> u64 {
         self.state
     }
 
+    /// The next 64-bit draw.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::rng::SplitMix64;
+    ///
+    /// let mut g = SplitMix64::new(0);
+    /// assert_eq!(g.next_u64(), 0xE220_A839_7B1D_CDAF);
+    /// ```
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -29,6 +60,16 @@ impl SplitMix64 {
     }
 
     /// A uniform float in [0, 1): the top 53 bits of a draw, scaled by 2^-53.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::rng::SplitMix64;
+    ///
+    /// let mut g = SplitMix64::new(0);
+    /// let u = g.next_f64();
+    /// assert!((0.0..1.0).contains(&u));
+    /// ```
     #[inline]
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
@@ -62,6 +103,6 @@ mod tests {
         let mut a = SplitMix64::new(7);
         let mut b = SplitMix64::new(7);
         let u = a.next_f64();
-        assert_eq!(u, (b.next_u64() >> 11) as f64 / 9007199254740992.0);
+        assert_eq!(u, (b.next_u64() >> 11) as f64 / 9_007_199_254_740_992.0);
     }
 }

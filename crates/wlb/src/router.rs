@@ -19,6 +19,16 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// The strategy of a name (`"alias"` or `"swrr"`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::Strategy;
+    ///
+    /// assert_eq!(Strategy::parse("swrr"), Some(Strategy::Swrr));
+    /// assert_eq!(Strategy::parse("random"), None);
+    /// ```
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "alias" => Some(Self::Alias),
@@ -27,6 +37,15 @@ impl Strategy {
         }
     }
 
+    /// The name `parse` reads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::Strategy;
+    ///
+    /// assert_eq!(Strategy::Alias.name(), "alias");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Self::Alias => "alias",
@@ -36,7 +55,7 @@ impl Strategy {
 }
 
 /// Why a router call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RouterError {
     /// No candidate: nothing eligible with a positive weight outside the exclusion set.
     NoTarget,
@@ -110,6 +129,16 @@ fn gcd(mut a: i128, mut b: i128) -> i128 {
 }
 
 impl Router {
+    /// A router with no target, drawing from `SplitMix64(seed)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let r = Router::new(Strategy::Alias, 7);
+    /// assert!(r.is_empty() && !r.has_candidate());
+    /// ```
     pub fn new(strategy: Strategy, seed: u64) -> Self {
         Self {
             strategy,
@@ -120,57 +149,171 @@ impl Router {
         }
     }
 
+    /// The strategy it was made with.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// assert_eq!(Router::new(Strategy::Swrr, 0).strategy(), Strategy::Swrr);
+    /// ```
     pub fn strategy(&self) -> Strategy {
         self.strategy
     }
 
+    /// The number of targets, eligible or not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// assert_eq!(r.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.targets.len()
     }
 
+    /// True when there is no target.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// assert!(Router::new(Strategy::Swrr, 0).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
     }
 
+    /// True when a target has that name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// assert!(r.contains("a") && !r.contains("c"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn contains(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
     }
 
     /// The name of the target at `index` (insertion order).
+    ///
+    /// # Panics
+    ///
+    /// When `index` is not below [`Router::len`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// assert_eq!(r.name(1), "b");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn name(&self, index: usize) -> &str {
         &self.targets[index].name
     }
 
     /// Index of a target by name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// assert_eq!(r.index_of("b"), Some(1));
+    /// assert_eq!(r.index_of("c"), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
     }
 
     /// Adds an eligible target, or changes the weight of an existing one (keeping its flag and
     /// its position).
+    ///
+    /// # Errors
+    ///
+    /// [`WeightError::Target`] when the weight is NaN, infinite or negative.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// r.set_target("a", 0.0)?; // now never picked, still listed
+    /// assert_eq!(r.pick_many(3)?, [1, 1, 1]);
+    /// assert!(r.set_target("c", -1.0).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_target(&mut self, name: &str, weight: f64) -> Result<(), WeightError> {
         if !weight.is_finite() || weight < 0.0 {
-            return Err(WeightError(format!(
-                "weight of {name:?} must be finite and >= 0, got {weight}"
-            )));
+            return Err(WeightError::Target {
+                name: name.to_owned(),
+                weight,
+            });
         }
-        match self.by_name.get(name) {
-            Some(&i) => self.targets[i].weight = weight,
-            None => {
-                self.by_name.insert(name.to_owned(), self.targets.len());
-                self.targets.push(Target {
-                    name: name.to_owned(),
-                    weight,
-                    eligible: true,
-                    int_weight: 0,
-                    current: 0,
-                });
-            }
+        if let Some(&i) = self.by_name.get(name) {
+            self.targets[i].weight = weight;
+        } else {
+            self.by_name.insert(name.to_owned(), self.targets.len());
+            self.targets.push(Target {
+                name: name.to_owned(),
+                weight,
+                eligible: true,
+                int_weight: 0,
+                current: 0,
+            });
         }
         self.changed();
         Ok(())
     }
 
+    /// Removes a target; those after it move down one index.
+    ///
+    /// # Errors
+    ///
+    /// [`RouterError::UnknownTarget`] when no target has that name.
+    ///
+    /// # Panics
+    ///
+    /// Never: every target is indexed by its name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// r.remove_target("a")?;
+    /// assert_eq!(r.index_of("b"), Some(0));
+    /// assert!(r.remove_target("a").is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn remove_target(&mut self, name: &str) -> Result<(), RouterError> {
         let i = self
             .by_name
@@ -184,6 +327,24 @@ impl Router {
         Ok(())
     }
 
+    /// Marks a target eligible or not (an ineligible one keeps its weight but is never picked).
+    ///
+    /// # Errors
+    ///
+    /// [`RouterError::UnknownTarget`] when no target has that name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// r.set_eligible("b", false)?;
+    /// assert_eq!(r.pick_many(2)?, [0, 0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_eligible(&mut self, name: &str, eligible: bool) -> Result<(), RouterError> {
         let i = self
             .index_of(name)
@@ -217,6 +378,19 @@ impl Router {
     }
 
     /// `(name, weight, eligible)` for every target, in insertion order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// r.set_eligible("b", false)?;
+    /// assert_eq!(r.snapshot(), [("a".into(), 2.0, true), ("b".into(), 1.0, false)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn snapshot(&self) -> Vec<(String, f64, bool)> {
         self.targets
             .iter()
@@ -225,6 +399,20 @@ impl Router {
     }
 
     /// Expected share of every target among the eligible positive weights.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// let shares = r.shares();
+    /// assert_eq!(shares[0].0, "a");
+    /// assert!((shares[0].1 - 2.0 / 3.0).abs() < 1e-12);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn shares(&self) -> Vec<(String, f64)> {
         let mut total = 0.0f64;
         for t in &self.targets {
@@ -246,6 +434,21 @@ impl Router {
     }
 
     /// True when at least one target is a candidate (with no exclusion).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// assert!(r.has_candidate());
+    /// r.set_eligible("a", false)?;
+    /// r.set_eligible("b", false)?;
+    /// assert!(!r.has_candidate());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn has_candidate(&self) -> bool {
         self.targets.iter().any(Target::is_candidate)
     }
@@ -266,6 +469,26 @@ impl Router {
     }
 
     /// One pick with no exclusion: the index of the chosen target.
+    ///
+    /// # Errors
+    ///
+    /// [`RouterError::NoTarget`] when no target is eligible with a positive weight.
+    ///
+    /// # Panics
+    ///
+    /// Never: the alias table is built just before it is read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// assert_eq!([r.pick_index()?, r.pick_index()?, r.pick_index()?], [0, 1, 0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pick_index(&mut self) -> Result<usize, RouterError> {
         match self.strategy {
             Strategy::Alias => {
@@ -278,6 +501,24 @@ impl Router {
     }
 
     /// One pick among the candidates whose index is not excluded by `excluded`.
+    ///
+    /// # Errors
+    ///
+    /// [`RouterError::NoTarget`] when every candidate is excluded; [`RouterError::Weight`]
+    /// when the remaining weights cannot define a distribution.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// assert_eq!(r.pick_index_excluding(|i| i == 0)?, 1);
+    /// assert!(r.pick_index_excluding(|_| true).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pick_index_excluding(
         &mut self,
         excluded: impl Fn(usize) -> bool,
@@ -304,6 +545,22 @@ impl Router {
     }
 
     /// One pick excluding targets by name (names that are not targets are ignored).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Router::pick_index_excluding`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// assert_eq!(r.pick_excluding(&["a", "zzz"])?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pick_excluding(&mut self, exclude: &[&str]) -> Result<usize, RouterError> {
         if exclude.is_empty() {
             return self.pick_index();
@@ -335,6 +592,28 @@ impl Router {
 
     /// `count` picks with no exclusion, appended to `out` as target indices. Either every pick
     /// is made or none (no draw is consumed when there is no candidate).
+    ///
+    /// # Errors
+    ///
+    /// [`RouterError::NoTarget`] when no target is eligible with a positive weight.
+    ///
+    /// # Panics
+    ///
+    /// Never: the alias table is built, and a candidate checked, before the draws.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// let mut out = vec![9];
+    /// r.pick_many_into(3, &mut out)?;
+    /// assert_eq!(out, [9, 0, 1, 0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pick_many_into(
         &mut self,
         count: usize,
@@ -381,6 +660,22 @@ impl Router {
     }
 
     /// `count` picks, as target indices.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Router::pick_many_into`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Swrr, 0);
+    /// r.set_target("a", 2.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// assert_eq!(r.pick_many(3)?, [0, 1, 0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pick_many(&mut self, count: usize) -> Result<Vec<usize>, RouterError> {
         let mut out = Vec::new();
         self.pick_many_into(count, &mut out)?;

@@ -87,7 +87,7 @@ impl Default for WalOptions {
 }
 
 /// Everything that can go wrong. `Io` and `Closed` map to `logdist.errors.WalError`,
-/// `Full` to `WalFullError`, `Invalid` to `ValueError`.
+/// `Full` to `WalFullError`, `InvalidOptions` and `RecordTooLarge` to `ValueError`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WalError {
     /// The append would take the log past `max_bytes`.
@@ -101,8 +101,10 @@ pub enum WalError {
     },
     /// The log was closed.
     Closed,
-    /// A bad argument (options, or a payload over [`MAX_RECORD_LEN`]).
-    Invalid(String),
+    /// `segment_bytes` or `max_bytes` is zero.
+    InvalidOptions,
+    /// A payload of `len` bytes, over [`MAX_RECORD_LEN`].
+    RecordTooLarge { len: u64 },
 }
 
 impl WalError {
@@ -133,7 +135,11 @@ impl fmt::Display for WalError {
                 )
             }
             WalError::Closed => write!(f, "write-ahead log is closed"),
-            WalError::Invalid(msg) => write!(f, "{msg}"),
+            WalError::InvalidOptions => f.write_str("segment_bytes and max_bytes must be >= 1"),
+            WalError::RecordTooLarge { len } => write!(
+                f,
+                "record of {len} bytes is over the limit of {MAX_RECORD_LEN}"
+            ),
         }
     }
 }
@@ -253,6 +259,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The file name of the segment whose first lsn is `first_lsn`.
+///
+/// # Examples
+///
+/// ```
+/// use wlb::wal::segment_name;
+///
+/// assert_eq!(segment_name(7), "00000000000000000007.wal");
+/// ```
 pub fn segment_name(first_lsn: u64) -> String {
     format!("{first_lsn:020}{SEGMENT_SUFFIX}")
 }
@@ -274,7 +288,15 @@ fn u64_at(data: &[u8], pos: usize) -> u64 {
     u64::from_le_bytes(data[pos..pos + 8].try_into().expect("8 bytes"))
 }
 
-/// crc32c(len_le ++ lsn_le ++ payload), the checksum of one record.
+/// `crc32c(len_le ++ lsn_le ++ payload)`, the checksum of one record.
+///
+/// # Examples
+///
+/// ```
+/// use wlb::wal::record_crc;
+///
+/// assert_ne!(record_crc(0, b"a"), record_crc(1, b"a")); // the lsn is covered
+/// ```
 pub fn record_crc(lsn: u64, payload: &[u8]) -> u32 {
     let crc = crc32c::crc32c(&(payload.len() as u32).to_le_bytes());
     let crc = crc32c::crc32c_append(crc, &lsn.to_le_bytes());
@@ -282,12 +304,36 @@ pub fn record_crc(lsn: u64, payload: &[u8]) -> u32 {
 }
 
 /// The frame header of a record: `len: u32`, `crc: u32`, `lsn: u64` (the payload follows).
+///
+/// # Examples
+///
+/// ```
+/// use wlb::wal::{record_crc, record_header};
+///
+/// let h = record_header(5, b"abc");
+/// assert_eq!(h[..4], 3u32.to_le_bytes());
+/// assert_eq!(h[4..8], record_crc(5, b"abc").to_le_bytes());
+/// assert_eq!(h[8..], 5u64.to_le_bytes());
+/// ```
 pub fn record_header(lsn: u64, payload: &[u8]) -> [u8; RECORD_HEADER_LEN as usize] {
     let mut h = [0u8; RECORD_HEADER_LEN as usize];
     h[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     h[4..8].copy_from_slice(&record_crc(lsn, payload).to_le_bytes());
     h[8..].copy_from_slice(&lsn.to_le_bytes());
     h
+}
+
+/// The bytes the payloads take as frames; Err when one is over [`MAX_RECORD_LEN`].
+fn frames_len<P: AsRef<[u8]>>(payloads: &[P]) -> Result<u64> {
+    let mut need = 0u64;
+    for p in payloads {
+        let len = p.as_ref().len() as u64;
+        if len > MAX_RECORD_LEN {
+            return Err(WalError::RecordTooLarge { len });
+        }
+        need += RECORD_HEADER_LEN + len;
+    }
+    Ok(need)
 }
 
 /// `write_all` over several buffers: writev until every byte is written.
@@ -341,7 +387,7 @@ fn scan_segment(data: &[u8], first_lsn: u64) -> Scan {
         if data.len() - pos < hdr {
             break Some("torn record");
         }
-        let len = u32_at(data, pos) as u64;
+        let len = u64::from(u32_at(data, pos));
         if len > MAX_RECORD_LEN || (data.len() - pos - hdr) < len as usize {
             break Some("torn record");
         }
@@ -434,119 +480,118 @@ fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
-impl Wal {
-    /// Opens (creating it if needed) the log in `dir` and recovers it: every segment is
-    /// scanned, a torn or corrupt tail is cut off and reported in [`Wal::recovery`], and the
-    /// undelivered records become available through [`Wal::replay`].
-    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
-        if opts.segment_bytes == 0 || opts.max_bytes == 0 {
-            return Err(WalError::Invalid(
-                "segment_bytes and max_bytes must be >= 1".into(),
-            ));
-        }
-        let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| WalError::io("create directory", &dir, &e))?;
-        remove_file(&dir.join(CHECKPOINT_TMP))?;
-        let mut recovery = Recovery::default();
+// ---------------------------------------------------------------------------------- recovery
 
-        let ckpt_path = dir.join(CHECKPOINT_FILE);
-        let ckpt = match fs::read(&ckpt_path) {
-            Ok(data) => {
-                let c = decode_checkpoint(&data);
-                if c.is_none() {
-                    recovery
-                        .notes
-                        .push(format!("{CHECKPOINT_FILE}: bad checkpoint, ignored"));
-                }
-                c
+/// What recovery rebuilt from the files of the log directory.
+struct Recovered {
+    segments: BTreeMap<u64, Segment>,
+    undelivered: BTreeSet<u64>,
+    total_bytes: u64,
+    /// One past the last lsn found (or the checkpoint's `next_lsn`, when above).
+    next_lsn: u64,
+    spares: Vec<PathBuf>,
+    report: Recovery,
+}
+
+/// Reads the progress file; None when there is none or it is damaged (noted in `report`).
+fn read_checkpoint(dir: &Path, report: &mut Recovery) -> Result<Option<Checkpoint>> {
+    let path = dir.join(CHECKPOINT_FILE);
+    match fs::read(&path) {
+        Ok(data) => {
+            let c = decode_checkpoint(&data);
+            if c.is_none() {
+                report
+                    .notes
+                    .push(format!("{CHECKPOINT_FILE}: bad checkpoint, ignored"));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(WalError::io("read", &ckpt_path, &e)),
+            Ok(c)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(WalError::io("read", &path, &e)),
+    }
+}
+
+/// Segment files as (first lsn, path).
+type SegmentFiles = Vec<(u64, PathBuf)>;
+
+/// The segment files and the spare files of `dir`, both sorted.
+fn list_dir(dir: &Path) -> Result<(SegmentFiles, Vec<PathBuf>)> {
+    let mut found = Vec::new();
+    let mut spares = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| WalError::io("list directory", dir, &e))? {
+        let entry = entry.map_err(|e| WalError::io("list directory", dir, &e))?;
+        let name = entry.file_name();
+        let name = name.to_str().unwrap_or("");
+        if let Some(first) = parse_segment_name(name) {
+            found.push((first, entry.path()));
+        } else if let Some(k) = name.strip_prefix(SPARE_PREFIX) {
+            if (0..MAX_SPARES).any(|i| k == i.to_string()) {
+                spares.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    spares.sort();
+    Ok((found, spares))
+}
+
+/// The records of a segment file's bytes that recovery may keep. `prev_end` is one past the
+/// last lsn of the segments before it; `next_first` the first lsn of the next segment file.
+fn scan_file(data: &[u8], first: u64, prev_end: u64, next_first: Option<u64>) -> Scan {
+    let ours = data.len() >= SEGMENT_HEADER_LEN as usize
+        && (&data[..8] == SEGMENT_MAGIC || &data[..8] == RECYCLED_MAGIC);
+    let recycled = ours && &data[..8] == RECYCLED_MAGIC;
+    let header_ok = ours && u64_at(data, 8) == first && first >= prev_end;
+    let mut scan = if header_ok {
+        scan_segment(data, first)
+    } else if ours && u64_at(data, 8) < first && scan_segment(data, first).records.is_empty() {
+        // A spare renamed for reuse whose new header never reached the disk: no records.
+        Scan {
+            records: Vec::new(),
+            valid_len: 0,
+            bad: None,
+        }
+    } else {
+        let frames = if data.len() >= SEGMENT_HEADER_LEN as usize {
+            count_frames(data, 16)
+        } else {
+            0
         };
-        let have_checkpoint = ckpt.is_some();
-        let (mut next_lsn, delivered) = match ckpt {
-            Some(c) => (c.next_lsn, c.ranges),
-            None => (0, Vec::new()),
-        };
-
-        let mut found = Vec::new();
-        let mut spares = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(|e| WalError::io("list directory", &dir, &e))? {
-            let entry = entry.map_err(|e| WalError::io("list directory", &dir, &e))?;
-            let name = entry.file_name();
-            let name = name.to_str().unwrap_or("");
-            if let Some(first) = parse_segment_name(name) {
-                found.push((first, entry.path()));
-            } else if let Some(k) = name.strip_prefix(SPARE_PREFIX) {
-                if (0..MAX_SPARES).any(|i| k == i.to_string()) {
-                    spares.push(entry.path());
-                }
-            }
+        Scan {
+            records: Vec::new(),
+            valid_len: 0,
+            bad: Some(("bad segment header", frames)),
         }
-        found.sort();
-        spares.sort();
-        if !have_checkpoint {
-            // Spares only ever follow a checkpoint; without one the lsns may restart at 0, and
-            // a stale frame could then pass for a new record: drop them.
-            for spare in spares.drain(..) {
-                remove_file(&spare)?;
-            }
-        }
-        let next_first: Vec<Option<u64>> = (0..found.len())
-            .map(|i| found.get(i + 1).map(|f| f.0))
-            .collect();
+    };
+    let end = scan.records.last().map(|r| r.0 + 1);
+    if recycled && (next_first.is_none() || end == next_first) {
+        // The stale frames of the file's previous use (or a torn last write, which was never
+        // acknowledged). A recycled segment that stops short of the next one's first lsn is
+        // damaged, and reported as any other.
+        scan.bad = None;
+    }
+    scan
+}
 
-        let mut segments = BTreeMap::new();
-        let mut undelivered = BTreeSet::new();
-        let mut total_bytes = 0;
-        let mut prev_end: u64 = 0;
+impl Recovered {
+    /// Scans every segment file in lsn order: cuts off torn or corrupt tails, deletes files
+    /// without a good record, and counts what is not in `delivered`.
+    fn segments(&mut self, found: SegmentFiles, delivered: &[(u64, u64)]) -> Result<bool> {
+        let firsts: Vec<u64> = found.iter().map(|f| f.0).collect();
+        let mut prev_end = 0;
         let mut touched = false;
         for (idx, (first, path)) in found.into_iter().enumerate() {
-            let name = segment_name(first);
             let data = fs::read(&path).map_err(|e| WalError::io("read", &path, &e))?;
-            let ours = data.len() >= SEGMENT_HEADER_LEN as usize
-                && (&data[..8] == SEGMENT_MAGIC || &data[..8] == RECYCLED_MAGIC);
-            let recycled = ours && &data[..8] == RECYCLED_MAGIC;
-            let header_ok = ours && u64_at(&data, 8) == first && first >= prev_end;
-            let mut scan = if header_ok {
-                scan_segment(&data, first)
-            } else if ours
-                && u64_at(&data, 8) < first
-                && scan_segment(&data, first).records.is_empty()
-            {
-                // A spare renamed for reuse whose new header never reached the disk: no records.
-                Scan {
-                    records: Vec::new(),
-                    valid_len: 0,
-                    bad: None,
-                }
-            } else {
-                let frames = if data.len() >= SEGMENT_HEADER_LEN as usize {
-                    count_frames(&data, 16)
-                } else {
-                    0
-                };
-                Scan {
-                    records: Vec::new(),
-                    valid_len: 0,
-                    bad: Some(("bad segment header", frames)),
-                }
-            };
-            let end = scan.records.last().map(|r| r.0 + 1);
-            if recycled && (next_first[idx].is_none() || end == next_first[idx]) {
-                // The stale frames of the file's previous use (or a torn last write, which was
-                // never acknowledged). A recycled segment that stops short of the next one's
-                // first lsn is damaged, and reported as any other.
-                scan.bad = None;
-            }
+            let scan = scan_file(&data, first, prev_end, firsts.get(idx + 1).copied());
             if let Some((why, frames)) = scan.bad {
                 let skipped = (data.len() - scan.valid_len) as u64;
-                recovery.notes.push(format!(
-                    "{name}: {why} at offset {}: skipped {skipped} bytes, {frames} records",
+                self.report.notes.push(format!(
+                    "{}: {why} at offset {}: skipped {skipped} bytes, {frames} records",
+                    segment_name(first),
                     scan.valid_len
                 ));
-                recovery.skipped_bytes += skipped;
-                recovery.skipped_records += frames;
+                self.report.skipped_bytes += skipped;
+                self.report.skipped_records += frames;
                 if !scan.records.is_empty() {
                     truncate_file(&path, scan.valid_len as u64)?;
                     touched = true;
@@ -557,55 +602,130 @@ impl Wal {
                 touched = true;
                 continue;
             }
-            let mut seg = Segment {
-                path,
-                bytes: scan.valid_len as u64,
-                records: 0,
-                undelivered: 0,
-            };
-            for &(lsn, _, _) in &scan.records {
-                seg.records += 1;
-                if !in_ranges(&delivered, lsn) {
-                    undelivered.insert(lsn);
-                    seg.undelivered += 1;
-                }
-            }
             prev_end = scan.records.last().map_or(first, |r| r.0 + 1);
-            total_bytes += seg.bytes;
-            segments.insert(first, seg);
+            self.keep(first, path, &scan, delivered);
         }
-        if touched {
-            sync_dir(&dir)?;
-        }
-        next_lsn = next_lsn.max(prev_end);
-        recovery.recovered_records = undelivered.len() as u64;
+        self.next_lsn = self.next_lsn.max(prev_end);
+        Ok(touched)
+    }
 
+    /// Lists a segment with its intact records.
+    fn keep(&mut self, first: u64, path: PathBuf, scan: &Scan, delivered: &[(u64, u64)]) {
+        let mut seg = Segment {
+            path,
+            bytes: scan.valid_len as u64,
+            records: 0,
+            undelivered: 0,
+        };
+        for &(lsn, _, _) in &scan.records {
+            seg.records += 1;
+            if !in_ranges(delivered, lsn) {
+                self.undelivered.insert(lsn);
+                seg.undelivered += 1;
+            }
+        }
+        self.total_bytes += seg.bytes;
+        self.segments.insert(first, seg);
+    }
+}
+
+/// Recovers the log in `dir` (which exists): the progress file, then every segment file.
+fn recover(dir: &Path) -> Result<Recovered> {
+    remove_file(&dir.join(CHECKPOINT_TMP))?;
+    let mut report = Recovery::default();
+    let ckpt = read_checkpoint(dir, &mut report)?;
+    let (found, mut spares) = list_dir(dir)?;
+    if ckpt.is_none() {
+        // Spares only ever follow a checkpoint; without one the lsns may restart at 0, and a
+        // stale frame could then pass for a new record: drop them.
+        for spare in spares.drain(..) {
+            remove_file(&spare)?;
+        }
+    }
+    let (next_lsn, delivered) = ckpt.map_or((0, Vec::new()), |c| (c.next_lsn, c.ranges));
+    let mut rec = Recovered {
+        segments: BTreeMap::new(),
+        undelivered: BTreeSet::new(),
+        total_bytes: 0,
+        next_lsn,
+        spares,
+        report,
+    };
+    if rec.segments(found, &delivered)? {
+        sync_dir(dir)?;
+    }
+    rec.report.recovered_records = rec.undelivered.len() as u64;
+    Ok(rec)
+}
+
+impl State {
+    /// The state of a log just recovered: nothing active, written or synced yet.
+    fn recovered(rec: Recovered) -> (Self, Recovery) {
+        let state = State {
+            closed: false,
+            spares: rec.spares,
+            segments: rec.segments,
+            active: None,
+            dirty: Vec::new(),
+            next_lsn: rec.next_lsn,
+            undelivered: rec.undelivered,
+            total_bytes: rec.total_bytes,
+            written_seq: 0,
+            synced_seq: 0,
+            settled_seq: 0,
+            syncing: false,
+            failures: Vec::new(),
+            appends: 0,
+            appended_records: 0,
+            fsyncs: 0,
+            last_fsync: Duration::ZERO,
+        };
+        (state, rec.report)
+    }
+}
+
+impl Wal {
+    /// Opens (creating it if needed) the log in `dir` and recovers it: every segment is
+    /// scanned, a torn or corrupt tail is cut off and reported in [`Wal::recovery`], and the
+    /// undelivered records become available through [`Wal::replay`].
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::InvalidOptions`] for a zero size; [`WalError::Io`] when the directory or a
+    /// file in it cannot be created, read, truncated or synced.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-open-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// wal.append(b"one")?;
+    /// drop(wal); // no close: as after a crash
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// assert_eq!(wal.replay()?, [(0, b"one".to_vec())]);
+    /// assert_eq!(wal.recovery().recovered_records, 1);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
+        if opts.segment_bytes == 0 || opts.max_bytes == 0 {
+            return Err(WalError::InvalidOptions);
+        }
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| WalError::io("create directory", &dir, &e))?;
+        let (state, recovery) = State::recovered(recover(&dir)?);
+        let replay_end = state.next_lsn;
         let wal = Wal {
             dir,
             opts,
-            state: Mutex::new(State {
-                closed: false,
-                spares,
-                segments,
-                active: None,
-                dirty: Vec::new(),
-                next_lsn,
-                undelivered,
-                total_bytes,
-                written_seq: 0,
-                synced_seq: 0,
-                settled_seq: 0,
-                syncing: false,
-                failures: Vec::new(),
-                appends: 0,
-                appended_records: 0,
-                fsyncs: 0,
-                last_fsync: Duration::ZERO,
-            }),
+            state: Mutex::new(state),
             synced: Condvar::new(),
             checkpointing: Mutex::new(()),
             recovery,
-            replay_end: next_lsn,
+            replay_end,
         };
         // Drop the segments that the progress file already marks delivered.
         wal.checkpoint()?;
@@ -613,102 +733,100 @@ impl Wal {
     }
 
     /// The directory of the log.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-dir-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// assert_eq!(wal.dir(), dir.as_path());
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The options it was opened with.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-options-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions { max_bytes: 1 << 20, ..WalOptions::default() })?;
+    /// assert_eq!(wal.options().max_bytes, 1 << 20);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn options(&self) -> &WalOptions {
         &self.opts
     }
 
     /// What recovery found when the log was opened.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-recovery-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// assert!(wal.recovery().notes.is_empty());
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
     }
 
     /// Appends the payloads as consecutive records and returns their lsns, once they are all
     /// fsynced. Concurrent calls share fsyncs (group commit).
+    ///
+    /// # Performance
+    ///
+    /// One `writev` per call, from the callers' buffers; concurrent calls share one fsync (group
+    /// commit), so throughput grows with the number of appending threads.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::RecordTooLarge`] for a payload over [`MAX_RECORD_LEN`]; [`WalError::Full`]
+    /// when the records would take the log past `max_bytes`; [`WalError::Closed`];
+    /// [`WalError::Io`] when a write or its fsync fails (the records are then not stored).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-append-many-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// assert_eq!(wal.append_many(&[b"a", b"b"])?, [0, 1]);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn append_many<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Vec<u64>> {
         if payloads.is_empty() {
             return Ok(Vec::new());
         }
-        let mut need = 0u64;
-        for p in payloads {
-            let len = p.as_ref().len() as u64;
-            if len > MAX_RECORD_LEN {
-                return Err(WalError::Invalid(format!(
-                    "record of {len} bytes is over the limit of {MAX_RECORD_LEN}"
-                )));
-            }
-            need += RECORD_HEADER_LEN + len;
-        }
+        let need = frames_len(payloads)?;
         let mut st = lock(&self.state);
         if st.closed {
             return Err(WalError::Closed);
         }
-        let roll = match &st.active {
-            None => true,
-            Some(a) => {
-                let seg = &st.segments[&a.first_lsn];
-                seg.records > 0 && seg.bytes + need > self.opts.segment_bytes
-            }
-        };
-        let extra = if roll { SEGMENT_HEADER_LEN } else { 0 };
-        if st.total_bytes + need + extra > self.opts.max_bytes {
-            return Err(WalError::Full {
-                used: st.total_bytes,
-                needed: need + extra,
-                max: self.opts.max_bytes,
-            });
-        }
-        if roll {
-            st.active = None;
-            self.create_segment(&mut st)?;
-        }
+        self.make_room(&mut st, need)?;
         let first = st.next_lsn;
         let n = payloads.len() as u64;
-        // One write of every frame, gathered from the callers' buffers (writev): the payloads
-        // are not copied into an intermediate buffer first.
-        let heads: Vec<[u8; RECORD_HEADER_LEN as usize]> = payloads
-            .iter()
-            .enumerate()
-            .map(|(i, p)| record_header(first + i as u64, p.as_ref()))
-            .collect();
-        let mut slices = Vec::with_capacity(2 * payloads.len());
-        for (h, p) in heads.iter().zip(payloads) {
-            slices.push(IoSlice::new(h));
-            if !p.as_ref().is_empty() {
-                slices.push(IoSlice::new(p.as_ref()));
-            }
-        }
-        let (active_first, file) = {
-            let a = st.active.as_ref().expect("an active segment");
-            (a.first_lsn, Arc::clone(&a.file))
-        };
-        if let Err(e) = write_all_vectored(&*file, &mut slices) {
-            self.retire_after_write_error(&mut st, active_first, &file);
-            return Err(WalError::io(
-                "append",
-                &self.dir.join(segment_name(active_first)),
-                &e,
-            ));
-        }
-        let seg = st
-            .segments
-            .get_mut(&active_first)
-            .expect("active segment is listed");
-        seg.bytes += need;
-        seg.records += n;
-        seg.undelivered += n;
-        st.total_bytes += need;
-        st.next_lsn = first + n;
-        st.undelivered.extend(first..first + n);
-        if !st.dirty.last().is_some_and(|f| Arc::ptr_eq(f, &file)) {
-            st.dirty.push(file);
-        }
+        self.write_frames(&mut st, payloads, need)?;
         st.written_seq += 1;
         let my_seq = st.written_seq;
-
         loop {
             if let Some(f) = st.failures.iter().find(|f| f.lo < my_seq && my_seq <= f.hi) {
                 let err = f.err.clone();
@@ -730,7 +848,102 @@ impl Wal {
         }
     }
 
+    /// Checks that `need` more bytes fit under `max_bytes`, and starts a new segment when the
+    /// active one is full (or there is none).
+    fn make_room(&self, st: &mut State, need: u64) -> Result<()> {
+        let roll = match &st.active {
+            None => true,
+            Some(a) => {
+                let seg = &st.segments[&a.first_lsn];
+                seg.records > 0 && seg.bytes + need > self.opts.segment_bytes
+            }
+        };
+        let extra = if roll { SEGMENT_HEADER_LEN } else { 0 };
+        if st.total_bytes + need + extra > self.opts.max_bytes {
+            return Err(WalError::Full {
+                used: st.total_bytes,
+                needed: need + extra,
+                max: self.opts.max_bytes,
+            });
+        }
+        if roll {
+            st.active = None;
+            self.create_segment(st)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the payloads' frames (`need` bytes) at the end of the active segment, with lsns
+    /// from `next_lsn` on, and counts them as undelivered. Nothing is synced yet.
+    fn write_frames<P: AsRef<[u8]>>(
+        &self,
+        st: &mut State,
+        payloads: &[P],
+        need: u64,
+    ) -> Result<()> {
+        let first = st.next_lsn;
+        let n = payloads.len() as u64;
+        // One write of every frame, gathered from the callers' buffers (writev): the payloads
+        // are not copied into an intermediate buffer first.
+        let heads: Vec<[u8; RECORD_HEADER_LEN as usize]> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| record_header(first + i as u64, p.as_ref()))
+            .collect();
+        let mut slices = Vec::with_capacity(2 * payloads.len());
+        for (h, p) in heads.iter().zip(payloads) {
+            slices.push(IoSlice::new(h));
+            if !p.as_ref().is_empty() {
+                slices.push(IoSlice::new(p.as_ref()));
+            }
+        }
+        let (active_first, file) = {
+            let a = st.active.as_ref().expect("an active segment");
+            (a.first_lsn, Arc::clone(&a.file))
+        };
+        if let Err(e) = write_all_vectored(&*file, &mut slices) {
+            Self::retire_after_write_error(st, active_first, &file);
+            return Err(WalError::io(
+                "append",
+                &self.dir.join(segment_name(active_first)),
+                &e,
+            ));
+        }
+        let seg = st
+            .segments
+            .get_mut(&active_first)
+            .expect("active segment is listed");
+        seg.bytes += need;
+        seg.records += n;
+        seg.undelivered += n;
+        st.total_bytes += need;
+        st.next_lsn = first + n;
+        st.undelivered.extend(first..first + n);
+        if !st.dirty.last().is_some_and(|f| Arc::ptr_eq(f, &file)) {
+            st.dirty.push(file);
+        }
+        Ok(())
+    }
+
     /// Appends one record; see [`Wal::append_many`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Wal::append_many`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-append-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// assert_eq!(wal.append(b"a")?, 0);
+    /// assert_eq!(wal.append(b"b")?, 1);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn append(&self, payload: &[u8]) -> Result<u64> {
         Ok(self.append_many(&[payload])?[0])
     }
@@ -809,16 +1022,12 @@ impl Wal {
                     .open(&path)
                     .and_then(|mut f| f.write_all(&header(RECYCLED_MAGIC)).map(|()| f))
             });
-            match opened {
-                Ok(f) => {
-                    reused = Some(f);
-                    break;
-                }
-                Err(_) => {
-                    let _ = fs::remove_file(&spare);
-                    let _ = fs::remove_file(&path);
-                }
+            if let Ok(f) = opened {
+                reused = Some(f);
+                break;
             }
+            let _ = fs::remove_file(&spare);
+            let _ = fs::remove_file(&path);
         }
         let file = match reused {
             Some(f) => f,
@@ -853,7 +1062,7 @@ impl Wal {
         Ok(())
     }
 
-    fn retire_after_write_error(&self, st: &mut State, first: u64, file: &File) {
+    fn retire_after_write_error(st: &mut State, first: u64, file: &File) {
         st.active = None;
         let seg = st.segments.get(&first).expect("active segment is listed");
         // Cut a partial frame off, so the segment stays readable to its end.
@@ -871,6 +1080,22 @@ impl Wal {
     /// Marks records delivered (acknowledged by an analyzer). Unknown and already delivered
     /// lsns are ignored. Returns how many were newly marked. In memory only: the next
     /// [`Wal::checkpoint`] persists it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-ack-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// let lsns = wal.append_many(&[b"a", b"b"])?;
+    /// assert_eq!(wal.ack(&lsns), 2);
+    /// assert_eq!(wal.ack(&lsns), 0); // already delivered
+    /// assert_eq!(wal.stats().undelivered, 0);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ack(&self, lsns: &[u64]) -> u64 {
         let mut st = lock(&self.state);
         let mut n = 0;
@@ -888,6 +1113,27 @@ impl Wal {
     /// Persists delivery progress (the acks so far) and then deletes every fully delivered
     /// segment, the active one included (the next append starts a new one). Returns the
     /// number of segments deleted. Call it periodically (it fsyncs, so off the event loop).
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Closed`]; [`WalError::Io`] when the progress file cannot be written or a
+    /// segment cannot be deleted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-checkpoint-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// let lsns = wal.append_many(&[b"a", b"b"])?;
+    /// wal.ack(&lsns);
+    /// assert_eq!(wal.checkpoint()?, 1);
+    /// assert_eq!(wal.stats().segments, 0);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn checkpoint(&self) -> Result<u64> {
         if lock(&self.state).closed {
             return Err(WalError::Closed);
@@ -985,6 +1231,27 @@ impl Wal {
 
     /// Every record that recovery found undelivered and that is still undelivered now, as
     /// (lsn, payload) in lsn order, read back from disk.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Closed`]; [`WalError::Io`] when a segment cannot be read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-replay-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// let lsns = wal.append_many(&[b"a", b"b"])?;
+    /// wal.ack(&lsns[..1]);
+    /// wal.close()?;
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// assert_eq!(wal.replay()?, [(1, b"b".to_vec())]);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn replay(&self) -> Result<Vec<(u64, Vec<u8>)>> {
         let (want, files): (BTreeSet<u64>, Vec<(u64, PathBuf, u64)>) = {
             let st = lock(&self.state);
@@ -1023,6 +1290,22 @@ impl Wal {
     }
 
     /// Counters; see [`WalStats`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-stats-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// wal.append(b"abc")?;
+    /// let s = wal.stats();
+    /// assert_eq!((s.records, s.undelivered, s.next_lsn), (1, 1, 1));
+    /// assert_eq!(s.bytes, 16 + 16 + 3); // segment header, record header, payload
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> WalStats {
         let st = lock(&self.state);
         WalStats {
@@ -1045,6 +1328,25 @@ impl Wal {
     /// Stops new appends, waits until every write is synced (or failed), persists progress,
     /// deletes fully delivered segments, and closes the files. Later calls fail with
     /// [`WalError::Closed`]; closing twice is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Io`] when the final checkpoint fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalError, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-close-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// wal.close()?;
+    /// wal.close()?; // a no-op
+    /// assert_eq!(wal.append(b"late"), Err(WalError::Closed));
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) -> Result<()> {
         {
             let mut st = lock(&self.state);

@@ -1,9 +1,8 @@
-//! route_packet on a corpus of good and bad bodies (the same corpus as tests/core/test_core_packet.py),
+//! `route_packet` on a corpus of good and bad bodies (the same corpus as `tests/core/test_core_packet.py`),
 //! plus exact-output checks: ids, raw carry-through, routing by the router's picks.
 
-use wlb::packet::{
-    decode_json_string, route_packet, validate, Decoded, ErrorCode, Format, Options, RouteError,
-};
+use wlb::json::{decode_json_string, Decoded};
+use wlb::packet::{route_packet, validate, ErrorCode, Format, Options, RouteError};
 use wlb::router::{Router, RouterError, Strategy};
 
 const FB: &str = "req-7f3a:1/";
@@ -323,7 +322,7 @@ fn bad_fallback_prefix_is_an_argument_error() {
     for prefix in ["a b", "\u{e9}", "x\\y", "q\""] {
         assert!(matches!(
             route_packet(b"[{\"message\":\"x\"}]", None, prefix, &Options::default()),
-            Err(RouteError::Argument(_))
+            Err(RouteError::InvalidPrefix(_))
         ));
     }
 }
