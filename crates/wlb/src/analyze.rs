@@ -2,7 +2,7 @@
 //! a bounded window, and tally the unique ones by level and source, in one pass over the raw
 //! bytes and without building a value per message.
 //!
-//! The semantics are those of the pure-Python twin (`logdist/_pyanalyze.py`, which reads the
+//! The semantics are those of the pure-Python twin (`logdist/_py/analyze.py`, which reads the
 //! body with orjson) and are written down in `python/logdist/_wlb.pyi` (`BatchAnalyzer`).
 //! The syntax pass is [`crate::json`]'s scanner in strict mode, which also rejects what
 //! orjson rejects (unpaired surrogate escapes, numbers that overflow a double, nesting deeper

@@ -1,7 +1,7 @@
 //! The write-ahead log: append-only segment files of CRC32C-framed records, group commit,
 //! lazily persisted delivery progress, and recovery that stops cleanly at a torn tail.
 //!
-//! The pure-Python twin `logdist._pywal` writes and reads exactly the same files; the format
+//! The pure-Python twin `logdist._py.wal` writes and reads exactly the same files; the format
 //! is specified here and in `python/logdist/_wlb.pyi` (class `Wal`). All integers are
 //! little-endian.
 //!
