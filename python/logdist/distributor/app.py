@@ -18,6 +18,7 @@ from logdist.distributor import metrics
 from logdist.distributor.dashboard import PAGE
 from logdist.distributor.engine import Distributor
 from logdist.distributor.ingest import DIST, error, ingest, json_response
+from logdist.distributor.ledger import PacketLedger
 from logdist.distributor.wal_store import make_store
 from logdist.distributor.workers import PEERS
 from logdist.errors import WeightError
@@ -185,7 +186,8 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
 def build_app(cfg: DistributorConfig, adopt: Sequence[str | Path] = ()) -> web.Application:
     """`adopt`: write-ahead log dirs of another run (another --workers count) to take over."""
     app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[json_errors])
-    d = Distributor(cfg, make_store(cfg, adopt))
+    ledger = PacketLedger(cfg.dedup_window)
+    d = Distributor(cfg, make_store(cfg, ledger.keys, adopt), ledger)
     app[DIST] = d
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -21,9 +21,7 @@ import contextlib
 import itertools
 import logging
 import os
-import sys
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any
@@ -33,8 +31,9 @@ import aiohttp
 from logdist import core
 from logdist.config import AnalyzerSpec, DistributorConfig
 from logdist.distributor.deadletter import DeadLetterStore
+from logdist.distributor.ledger import PacketLedger
 from logdist.distributor.outbound import AnalyzerState, Batch, Chunk, OutboundQueue
-from logdist.distributor.store import MemoryStore, Store
+from logdist.distributor.store import MemoryStore, Part, Store
 from logdist.errors import NoTargetError, PacketError, WalFullError
 
 log = logging.getLogger("logdist.distributor")
@@ -72,7 +71,7 @@ class Outcome:
 
 
 class Distributor:
-    def __init__(self, cfg: DistributorConfig, store: Store | None = None) -> None:
+    def __init__(self, cfg: DistributorConfig, store: Store | None = None, ledger: PacketLedger | None = None) -> None:
         self.cfg = cfg
         seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(8), "little")
         self.router = core.Router(cfg.strategy, seed)
@@ -84,13 +83,9 @@ class Distributor:
         self.retrying: dict[int, Batch] = {}
         self._retry_tokens = itertools.count(1)
         self._retry_wake = asyncio.Event()
-        self._store_keys = bool(getattr(self.store, "keeps_packet_keys", False))
-        # (emitter_id, packet_id) of recent packets. A store that keeps them (the write-ahead log)
-        # owns the dict, so that the keys are held once; it also brings back a crashed run's.
-        self._dedup: OrderedDict[tuple[str, str], None] = (
-            self.store.window if self._store_keys else OrderedDict()  # type: ignore[attr-defined]
-        )
-        self._storing: dict[tuple[str, str], asyncio.Future[bool]] = {}  # packets being stored
+        # (emitter_id, packet_id) of recent packets, and those being stored right now; a durable
+        # store keeps the window across restarts through the ledger's hooks
+        self.ledger = ledger if ledger is not None else PacketLedger(cfg.dedup_window)
         self._seq = itertools.count(1)
         self.node = f"d{time.time_ns() // 1_000_000:x}.{os.getpid():x}"
         self.session: aiohttp.ClientSession | None = None
@@ -132,11 +127,12 @@ class Distributor:
         self._bg.append(asyncio.create_task(self._recover(), name="recover"))
 
     async def _recover(self) -> None:
-        """Durable stores hand back what a previous run accepted but did not deliver."""
+        """Durable stores hand back what a previous run accepted but did not deliver, and the
+        packet keys it remembered (into the ledger)."""
         try:
             now = self.loop_time
             recovered = 0
-            async for token, part, count, target in self.store.recover():
+            async for token, part, count, target in self.store.recover(self.ledger.remember):
                 self.held += count
                 recovered += count
                 # Back to where it was routed: a redelivery then meets that analyzer's dedup.
@@ -147,9 +143,6 @@ class Distributor:
                     self._resplit(Chunk(part, count, token, now))
             if recovered:
                 log.info("recovered %d undelivered messages from the %s store", recovered, self.store.durability)
-            if self._store_keys:  # the store's window (self._dedup) holds the previous run's keys
-                while len(self._dedup) > self.cfg.dedup_window:
-                    self._dedup.popitem(last=False)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -248,16 +241,14 @@ class Distributor:
             return Outcome(exc.status, exc.to_json())
         n = rp.count
         pid = rp.packet_id
-        # the emitter id is interned: 100k remembered keys share a handful of emitter strings
-        key = (sys.intern(rp.emitter_id or ""), pid) if pid is not None else None
+        key = self.ledger.key(rp.emitter_id, pid)
         if key is not None:
-            storing = self._storing.get(key)
+            storing = self.ledger.storing(key)
             if storing is not None:  # the same packet is being stored right now: wait for its verdict
                 if await asyncio.shield(storing):
                     self.duplicate_packets += 1
                     return Outcome(202, {"accepted": n, "packet_id": pid, "duplicate": True})
-            elif key in self._dedup:
-                self._dedup.move_to_end(key)
+            elif self.ledger.seen(key):
                 self.duplicate_packets += 1
                 return Outcome(202, {"accepted": n, "packet_id": pid, "duplicate": True})
         if self.held and self.held + n > self.cfg.queue_size:
@@ -273,17 +264,11 @@ class Distributor:
         if self.store.noop:
             tokens: list[int] | None = None
         else:
-            done: asyncio.Future[bool] | None = None
-            if key is not None and key not in self._storing:
-                done = asyncio.get_running_loop().create_future()
-                self._storing[key] = done
+            done = self.ledger.begin(key)
             stored = False
             try:
-                parts = [(data, counts[t], t) for t, data in batches.items()]
-                if self._store_keys:
-                    tokens = await self.store.append(parts, packet_key=key)  # type: ignore[call-arg]
-                else:
-                    tokens = await self.store.append(parts)
+                parts: list[Part] = [(data, counts[t], t) for t, data in batches.items()]
+                tokens = await self.store.append(parts, packet_key=key)
                 stored = True
             except WalFullError as exc:
                 self.rejected += n
@@ -294,19 +279,15 @@ class Distributor:
                 log.error("cannot store a packet: %s", exc)
                 return Outcome(503, {"error": "store_failed", "detail": str(exc)}, {"Retry-After": "1"})
             finally:
-                if done is not None:
-                    del self._storing[key]  # type: ignore[arg-type]
-                    done.set_result(stored)
+                self.ledger.end(key, done, stored)
         self.held += n
         self.accepted += n
         self.packets += 1
         now = self.loop_time
         for i, (target, data) in enumerate(batches.items()):
             self._push(target, Chunk(data, counts[target], tokens[i] if tokens else 0, now))
-        if key is not None and not self._store_keys:  # (a store that keeps keys has added it)
-            self._dedup[key] = None
-            if len(self._dedup) > self.cfg.dedup_window:
-                self._dedup.popitem(last=False)
+        if key is not None:
+            self.ledger.remember(key)
         return Outcome(202, {"accepted": n, "packet_id": pid if pid is not None else f"{self.node}:{self.packets}"})
 
     # -----------------------------------------------------------------------------------------
@@ -716,8 +697,7 @@ class Distributor:
             if getattr(new, k) != getattr(self.cfg, k):
                 log.warning("config reload: %s changed; it takes effect on restart", k)
         self.cfg = replace(new, **{k: getattr(self.cfg, k) for k in fixed})
-        if self._store_keys:
-            self.store.dedup_window = self.cfg.dedup_window  # type: ignore[attr-defined]
+        self.ledger.resize(self.cfg.dedup_window)
         self._recompute_caps()
         out: dict[str, list[str]] = {"added": [], "updated": [], "removed": []}
         new_ids = set()
