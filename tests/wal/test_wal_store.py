@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from logdist.config import parse_distributor_config
+from logdist.distributor.batch import Chunk
 from logdist.distributor.ledger import PacketLedger
-from logdist.distributor.outbound import Chunk
 from logdist.distributor.wal_store import WalStore, make_store
 from logdist.distributor.walrecord import decode_record, encode_parts
 from logdist.errors import WalFullError

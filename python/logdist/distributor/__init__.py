@@ -1,9 +1,28 @@
 """`logdist distributor`: ingest packets, route every message by weight, deliver, lose nothing.
 
-Modules: `engine` (the Distributor: routing, senders, retries, reroutes, health, dead letters),
-`outbound` (chunks, batches, per-analyzer queues), `ingest` (the HTTP ingest handler), `store`
-(the durability seam: memory now, the write-ahead log later), `deadletter`, `metrics`,
-`dashboard`, and `app` (routes and lifecycle).
+A packet's way, one direction:
+
+    ingest.ingest -> Admission.admit -> Engine.place -> AnalyzerLink.run/_deliver
+                  -> Engine.acked (failed / refused) -> Store.ack_chunks
+
+Modules, each owning one thing:
+  ingest      the HTTP ingest handler: content type, size bounds, gzip; then admission, placement
+  admission   the checks (accepting? duplicate? queue bound), routing and storing of one packet;
+              returns its chunks (or the answer that refuses it), never places them
+  ledger      the (emitter_id, packet_id) dedup window and the packets being stored right now
+  engine      where every chunk and batch goes next: placement, retries, health and
+              saturation, admin changes, figures (plain data), lifecycle
+  link        one analyzer's queue, sender task, delivery (POST) and health probe; reports
+              acked / failed / refused to the engine
+  batch       chunks, batches and the outbound queue
+  store       the durability seam (Store protocol) and the memory store
+  wal_store   the write-ahead log store: append, ack, checkpoint, recovery, take-over
+  walrecord   the log's record format and the dedup keys file format
+  deadletter  batches refused for good, on disk
+  metrics     /health, /queue, /api/v1/metrics and /metrics from the engine's figures
+  app         the routes, lifecycle, SIGHUP reload
+  workers     --workers N: peers, fan-out, merging, take-over; supervisor: the parent process
+  dashboard   the live page at /
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Protocol
 
+from logdist.distributor.batch import Chunk
 from logdist.distributor.ledger import Key
-from logdist.distributor.outbound import Chunk
 from logdist.distributor.walrecord import Part
 
 __all__ = ["MemoryStore", "Part", "Store"]

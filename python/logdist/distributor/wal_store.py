@@ -38,8 +38,8 @@ from typing import Any
 
 from logdist import core
 from logdist.config import DistributorConfig
+from logdist.distributor.batch import Chunk
 from logdist.distributor.ledger import Key
-from logdist.distributor.outbound import Chunk
 from logdist.distributor.walrecord import (
     KEYS_FILE,
     KeysFileError,

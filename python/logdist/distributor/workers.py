@@ -328,9 +328,9 @@ async def catch_up(app: web.Application) -> None:
     worker takes traffic: a worker restarted after a crash gets the admin changes made since
     the config file was read, not only the file."""
     from logdist.config import ConfigError, parse_analyzer
-    from logdist.distributor.ingest import DIST
+    from logdist.distributor.engine import ENGINE
 
-    d = app[DIST]
+    engine = app[ENGINE]
     session = app[SESSION]
     for i, port in app[PEERS].others:
         try:
@@ -342,7 +342,7 @@ async def catch_up(app: web.Application) -> None:
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             continue  # not up (yet): every worker starting together reads the same file anyway
         try:
-            t, rc = d.cfg.timeout, d.cfg.retry_count
+            t, rc = engine.cfg.timeout, engine.cfg.retry_count
             specs = [
                 parse_analyzer({k: a[k] for k in _SPEC_KEYS if k in a}, default_timeout_ms=t, default_retry_count=rc)
                 for a in doc["analyzers"]
@@ -351,12 +351,12 @@ async def catch_up(app: web.Application) -> None:
             log.error("worker %d: unreadable analyzer list (%s); keeping the config file's", i, exc)
             continue
         wanted = {s.id: s for s in specs}
-        changed = [aid for aid in list(d.analyzers) if aid not in wanted]
+        changed = [aid for aid in engine.analyzer_ids() if aid not in wanted]
         for aid in changed:
-            d.remove_analyzer(aid)
+            engine.remove_analyzer(aid)
         for spec in specs:
-            if spec.id not in d.analyzers or d.analyzers[spec.id].spec.to_json() != spec.to_json():
-                d.add_analyzer(spec)
+            if not engine.has_analyzer(spec.id) or engine.analyzer_spec(spec.id).to_json() != spec.to_json():
+                engine.add_analyzer(spec)
                 changed.append(spec.id)
         if changed:
             log.info("analyzers taken from worker %d: %s", i, ", ".join(changed))
