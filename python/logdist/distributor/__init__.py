@@ -20,8 +20,8 @@ Modules, each owning one thing:
   walrecord   the log's record format and the dedup keys file format
   deadletter  batches refused for good, on disk
   metrics     /health, /queue, /api/v1/metrics and /metrics from the engine's figures
-  app         the routes, lifecycle, SIGHUP reload
-  workers     --workers N: peers, fan-out, merging, take-over; supervisor: the parent process
+  app         the routes (declared with their --workers fan-out), lifecycle, SIGHUP reload
+  workers/    --workers N: supervisor, peers, fan-out, merging, take-over
   dashboard   the live page at /
 """
 
@@ -32,7 +32,9 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-config", metavar="FILE", help="JSON or TOML config (seed 000 shape accepted)")
+    p.add_argument(
+        "--config", "-config", metavar="FILE", help="JSON or TOML config (the compact config shape is accepted too)"
+    )
     p.add_argument("--host", help="listen address (default 127.0.0.1; 0.0.0.0 in Docker)")
     p.add_argument("--port", "-port", type=int, help="listen port (overrides the config; default 8080)")
     p.add_argument("--queue-size", type=int, metavar="N", help="max messages held before ingest answers 429")
@@ -78,33 +80,33 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("logdist distributor: --workers must be >= 1")
     if args.workers and args.workers > 1 and not args.worker:
         # The supervisor only starts and watches the workers: it imports no aiohttp, no core.
-        from logdist.distributor import supervisor
+        from logdist.distributor.workers import supervisor
         from logdist.logsetup import setup_logging
 
         setup_logging("distributor", args.log_level)
         return supervisor.supervise(args, args.workers, cfg.state_dir, cfg.port, cfg.shutdown_grace_s, cfg.queue_size)
     from logdist import daemon
-    from logdist.distributor import workers
     from logdist.distributor.app import build_app, reloader
+    from logdist.distributor.workers import peers, takeover
 
     also_listen: list[tuple[str, int]] = []
     # adopt: what a run with another --workers count left behind (taken over, never stranded)
     if args.worker:
-        index, n = workers.parse_worker(args.worker)
+        index, n = peers.parse_worker(args.worker)
         ports = tuple(int(p) for p in args.control_ports.split(","))
         if len(ports) != n:
             raise SystemExit(f"logdist distributor: --worker {args.worker} needs {n} --control-ports")
         daemon.setup_logging(f"distributor-{index}", args.log_level)
         also_listen.append(("127.0.0.1", ports[index]))
-        adopt = workers.orphans(Path(cfg.state_dir).parent, index, n, worker=True)
+        adopt = takeover.orphans(Path(cfg.state_dir).parent, index, n, worker=True)
     else:
         daemon.setup_logging("distributor", args.log_level)
-        adopt = workers.orphans(cfg.state_dir, 0, 1, worker=False)
+        adopt = takeover.orphans(cfg.state_dir, 0, 1, worker=False)
     for src in adopt:
-        workers.take_over_dead_letters(src, Path(cfg.state_dir))
+        takeover.take_over_dead_letters(src, Path(cfg.state_dir))
     app = build_app(cfg, [src / "wal" for src in adopt])
     if args.worker:
-        workers.install(app, workers.Peers(index, ports))
+        peers.install(app, peers.Peers(index, ports))
     return daemon.serve(
         app,
         cfg.host,

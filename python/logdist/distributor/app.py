@@ -1,12 +1,15 @@
-"""The distributor's aiohttp application: routes, JSON errors, lifecycle and admin API."""
+"""The distributor's aiohttp application: routes, JSON errors, lifecycle and admin API.
+
+Each route is declared with what it does under --workers N (workers/fanout.py): answered
+locally, gathered from every worker, or applied on every worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +25,22 @@ from logdist.distributor.ingest import ADMISSION, ingest
 from logdist.distributor.ledger import PacketLedger
 from logdist.distributor.store import MemoryStore, Store
 from logdist.distributor.wal_store import make_store
-from logdist.distributor.workers import PEERS
+from logdist.distributor.workers.fanout import (
+    Answer,
+    as_is,
+    everywhere,
+    gathered,
+    health_merge,
+    json_merge,
+    local,
+    text_merge,
+)
+from logdist.distributor.workers.merge import merge_dead_letters, merge_queue, merge_replay, merge_snapshot
+from logdist.distributor.workers.peers import PEERS, PeerAnswer
 from logdist.errors import WeightError
-from logdist.http import json_errors, json_response, read_json_body
+from logdist.http import json_errors, read_json_body
 
 log = logging.getLogger("logdist.distributor")
-
-
-@dataclass
-class Answer:
-    """A route's answer as plain data: a JSON object, or text (/metrics)."""
-
-    payload: Any
-    status: int = 200
-    headers: dict[str, str] | None = None
-
-    def response(self) -> web.Response:
-        if isinstance(self.payload, str):
-            return web.Response(text=self.payload, content_type="text/plain", charset="utf-8", headers=self.headers)
-        return json_response(self.payload, self.status, self.headers)
-
-
-def local(handler: Callable[[web.Request], Awaitable[Answer]]) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def answer(request: web.Request) -> web.Response:
-        return (await handler(request)).response()
-
-    return answer
 
 
 def _bad_analyzer(detail: str) -> Answer:
@@ -157,6 +150,20 @@ async def patch_analyzer(request: web.Request) -> Answer:
     return Answer(engine.analyzer_view(aid))
 
 
+def removal_merge(request: web.Request, mine: Answer, answers: list[PeerAnswer]) -> Answer | None:
+    """A removal answers 404 only if no worker had the analyzer; `rerouted` sums them all."""
+    if mine.status == 404:
+        if all(status == 404 for _, status, _, _ in answers):
+            return None
+        payload: dict[str, Any] = {"removed": request.match_info.get("id"), "rerouted": 0}
+    else:
+        payload = dict(mine.payload)
+    payload["rerouted"] = payload.get("rerouted", 0) + sum(
+        d.get("rerouted", 0) for _, status, d, _ in answers if status == 200 and isinstance(d, dict)
+    )
+    return Answer(payload, 200)
+
+
 # --- dead letters ----------------------------------------------------------------------------
 
 
@@ -172,24 +179,29 @@ async def replay_dead_letters(request: web.Request) -> Answer:
     return Answer(await request.app[ENGINE].replay_dead_letters(ids))
 
 
+def replay_merge(request: web.Request, mine: Answer, answers: list[PeerAnswer]) -> Answer:
+    ok = [d for _, status, d, _ in answers if status == 200 and isinstance(d, dict) and "replayed" in d]
+    return Answer(merge_replay(mine.payload, ok), mine.status)
+
+
 # --- the application -------------------------------------------------------------------------
 
 
 def _routes(r: web.UrlDispatcher) -> None:
     r.add_post("/logs", ingest)
     r.add_post("/api/v1/logs", ingest)
-    r.add_get("/health", local(health))
-    r.add_get("/queue", local(queue))
-    r.add_get("/api/v1/metrics", local(api_metrics))
-    r.add_get("/metrics", local(prometheus))
+    r.add_get("/health", gathered(health, health_merge))
+    r.add_get("/queue", gathered(queue, json_merge("size", merge_queue)))
+    r.add_get("/api/v1/metrics", gathered(api_metrics, json_merge("totals", merge_snapshot)))
+    r.add_get("/metrics", gathered(prometheus, text_merge))
     r.add_get("/", dashboard)
     r.add_get("/api/v1/analyzers", local(list_analyzers))
-    r.add_post("/api/v1/analyzers", local(register_analyzer))
+    r.add_post("/api/v1/analyzers", everywhere(register_analyzer, as_is))
     r.add_get("/api/v1/analyzers/{id}", local(show_analyzer))
-    r.add_delete("/api/v1/analyzers/{id}", local(delete_analyzer))
-    r.add_patch("/api/v1/analyzers/{id}", local(patch_analyzer))
-    r.add_get("/api/v1/dead-letters", local(list_dead_letters))
-    r.add_post("/api/v1/dead-letters/replay", local(replay_dead_letters))
+    r.add_delete("/api/v1/analyzers/{id}", everywhere(delete_analyzer, removal_merge, tolerate=(404,)))
+    r.add_patch("/api/v1/analyzers/{id}", everywhere(patch_analyzer, as_is))
+    r.add_get("/api/v1/dead-letters", gathered(list_dead_letters, json_merge("dead_letters", merge_dead_letters)))
+    r.add_post("/api/v1/dead-letters/replay", everywhere(replay_dead_letters, replay_merge))
 
 
 def build_app(cfg: DistributorConfig, adopt: Sequence[str | Path] = ()) -> web.Application:
