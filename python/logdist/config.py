@@ -3,10 +3,10 @@
 Every invalid value raises `logdist.errors.ConfigError(key, detail)` naming the key, e.g.
 `analyzers[2].weight`. Shapes accepted as they are:
 
-- seed 000 distributor: {"port", "analyzers": [{"id", "weight", "endpoint" (full URL ending in
-  /analyze), "timeout" (ms), "retry_count"}]}
-- seed 003 analyzer registration: {"id", "url" (base URL), "weight"}
-- seed 000 emitter: {"port", "distributor_urls", "log_generation_rate", "max_concurrency",
+- the compact distributor config: {"port", "analyzers": [{"id", "weight", "endpoint" (full URL
+  ending in /analyze), "timeout" (ms), "retry_count"}]}
+- the analyzer registration: {"id", "url" (base URL), "weight"}
+- the emitter config: {"port", "distributor_urls", "log_generation_rate", "max_concurrency",
   "batch_size", "flush_interval", "emitters_per_distributor"}
 
 Distributor keys of logdist's own (all optional, defaults in DistributorConfig):
@@ -20,8 +20,8 @@ Distributor keys of logdist's own (all optional, defaults in DistributorConfig):
   retry_count (defaults for analyzers that do not set them), and for durability "wal" (the log
   lives in <state_dir>/wal): wal_max_bytes (bound on disk; full -> 429), wal_segment_bytes,
   wal_commit_delay_us (group-commit batching window), wal_checkpoint_ms (progress persistence).
-Analyzer keys besides the seed ones: "enabled" (bool). Seed 003's worker-pool keys (workers,
-worker_count, ...) and log_level are accepted and ignored.
+Analyzer keys besides those: "enabled" (bool). The worker-pool keys of the worker-pool
+distributor config (workers, worker_count, ...) and log_level are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class AnalyzerSpec:
 
     id: str
     url: str  # base URL: {url}/health is probed
-    endpoint: str  # where batches are POSTed (seed 000 "endpoint"; default {url}/analyze)
+    endpoint: str  # where batches are POSTed (the compact config's "endpoint"; default {url}/analyze)
     weight: float = 1.0
     timeout_s: float = 10.0
     retry_count: int = 3
@@ -157,8 +157,8 @@ _ANALYZER_KEYS = {"id", "url", "endpoint", "weight", "timeout", "retry_count", "
 def parse_analyzer(
     d: object, path: str = "", *, default_timeout_ms: float = 10_000, default_retry_count: int = 3
 ) -> AnalyzerSpec:
-    """An AnalyzerSpec from seed 000's ({id, weight, endpoint, timeout, retry_count}) or seed
-    003's ({id, url, weight}) shape. `path` prefixes key names in errors (e.g. "analyzers[1].")."""
+    """An AnalyzerSpec from the compact config's ({id, weight, endpoint, timeout, retry_count}) or
+    the registration's ({id, url, weight}) shape. `path` prefixes key names in errors (e.g. "analyzers[1].")."""
     if not isinstance(d, dict):
         raise ConfigError(path.rstrip(".") or "analyzer", f"expected an object, got {type(d).__name__}")
     _unknown(d, _ANALYZER_KEYS, path)
@@ -229,9 +229,9 @@ class DistributorConfig:
 
 
 _DIST_KEYS = {f for f in DistributorConfig.__dataclass_fields__ if f != "source"}
-#: keys of seed 003's config/config.json that have no meaning here (one event loop does the work
-#: its worker pool did); accepted so its files load as they are, and otherwise ignored
-SEED_003_IGNORED = frozenset({"workers", "worker_count", "worker_pool_size", "num_workers", "max_workers", "log_level"})
+#: keys of the worker-pool distributor config that have no meaning here (one event loop does the
+#: work its worker pool did); accepted so its files load as they are, and otherwise ignored
+WORKER_POOL_KEYS = frozenset({"workers", "worker_count", "worker_pool_size", "num_workers", "max_workers", "log_level"})
 DURABILITY_MODES: tuple[str, ...] = ("memory", "wal")
 
 
@@ -254,7 +254,7 @@ def _validate_distributor(c: DistributorConfig) -> None:
 def parse_distributor_config(d: object, source: str | None = None) -> DistributorConfig:
     if not isinstance(d, dict):
         raise ConfigError("(top level)", f"expected an object, got {type(d).__name__}")
-    _unknown(d, _DIST_KEYS | SEED_003_IGNORED, "")
+    _unknown(d, _DIST_KEYS | WORKER_POOL_KEYS, "")
     base = DistributorConfig()
     timeout = _float(d, "timeout", "", base.timeout, lo=0.0, lo_open=True)
     retry_count = _int(d, "retry_count", "", base.retry_count, lo=1, hi=1000)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from logdist.distributor.workers import merge_prometheus
+from logdist.distributor.workers.merge import merge_prometheus
 
 from .conftest import Cluster, assert_zero_loss, call, get, wait_until
 

@@ -10,12 +10,21 @@ from typing import Any
 import pytest
 
 from logdist.config import parse_distributor_config
-from logdist.distributor.wal_store import WalStore, decode_record, encode_parts, make_store
+from logdist.distributor.batch import Chunk
+from logdist.distributor.ledger import PacketLedger
+from logdist.distributor.wal_store import WalStore, make_store
+from logdist.distributor.walrecord import decode_record, encode_parts
 from logdist.errors import WalFullError
 
 
-async def recovered(store: WalStore) -> list[tuple[int, bytes, int, str]]:
-    return [r async for r in store.recover()]
+async def recovered(store: WalStore, ledger: PacketLedger | None = None) -> list[tuple[int, bytes, int, str]]:
+    remember = ledger.remember if ledger is not None else PacketLedger(100_000).remember
+    return [r async for r in store.recover(remember)]
+
+
+def ack(store: WalStore, token: int, count: int) -> None:
+    """`count` messages of record `token` are delivered: a batch of one chunk of it."""
+    store.ack_chunks([Chunk(b"", count, token, 0.0)])
 
 
 async def test_parts_survive_until_fully_acked(Wal: Any, tmp_path: Path) -> None:
@@ -24,8 +33,8 @@ async def test_parts_survive_until_fully_acked(Wal: Any, tmp_path: Path) -> None
     t = await store.append([(b'{"id":"a"},{"id":"b"}', 2, "a1"), (b'{"id":"c"}', 1, "a2")])
     t += await store.append([(b'{"id":"d"}', 1)])  # no target (a dead-letter replay)
     assert t == [0, 1, 2]
-    store.ack(t[0], 1)  # half of a re-split chunk: still undelivered
-    store.ack(t[1], 1)
+    ack(store, t[0], 1)  # half of a re-split chunk: still undelivered
+    ack(store, t[1], 1)
     for _ in range(200):  # the checkpoint task persists progress shortly after the acks
         if not store._acked_since_checkpoint and store._checkpointer is not None and store._checkpointer.done():
             break
@@ -37,9 +46,9 @@ async def test_parts_survive_until_fully_acked(Wal: Any, tmp_path: Path) -> None
     # each part comes back with the analyzer it was routed to
     assert await recovered(store) == [(0, b'{"id":"a"},{"id":"b"}', 2, "a1"), (2, b'{"id":"d"}', 1, "")]
     assert store.replayed_messages == 3
-    store.ack(0, 2)
-    store.ack(2, 1)
-    store.ack(99, 1)  # unknown tokens are ignored
+    ack(store, 0, 2)
+    ack(store, 2, 1)
+    ack(store, 99, 1)  # unknown tokens are ignored
     await store.close()
 
     store = WalStore(tmp_path, wal_cls=Wal)
@@ -51,8 +60,6 @@ async def test_parts_survive_until_fully_acked(Wal: Any, tmp_path: Path) -> None
 
 async def test_ack_chunks_is_ack_of_each_chunk(Wal: Any, tmp_path: Path) -> None:
     """The distributor acknowledges a delivered batch with one ack_chunks(batch.chunks)."""
-    from logdist.distributor.outbound import Chunk
-
     store = WalStore(tmp_path, wal_cls=Wal, checkpoint_interval=0.01)
     await recovered(store)
     t = await store.append([(b'{"id":"a"},{"id":"b"}', 2, "a1"), (b'{"id":"c"}', 1, "a1"), (b'{"id":"d"}', 1, "a2")])
@@ -77,16 +84,16 @@ async def test_full_log_raises_wal_full(Wal: Any, tmp_path: Path) -> None:
     (t,) = await store.append([(b"x" * 100, 1)])
     with pytest.raises(WalFullError):
         await store.append([(b"y" * 100, 1)])
-    store.ack(t, 1)
+    ack(store, t, 1)
     await store.checkpoint()
     assert await store.append([(b"y" * 100, 1)]) == [1]
     await store.close()
 
 
 def test_make_store_follows_the_config(tmp_path: Path) -> None:
-    assert make_store(parse_distributor_config({})) is None
+    assert make_store(parse_distributor_config({}), list) is None
     cfg = parse_distributor_config({"durability": "wal", "state_dir": str(tmp_path), "wal_max_bytes": 4096})
-    store = make_store(cfg)
+    store = make_store(cfg, list)
     assert isinstance(store, WalStore) and store.path == tmp_path / "wal"
     assert store._opts["max_bytes"] == 4096 and store._opts["segment_bytes"] == 4096
 
@@ -100,27 +107,31 @@ async def wait_checkpointed(store: WalStore) -> None:
 
 
 async def test_dedup_keys_survive_a_crash(Wal: Any, tmp_path: Path) -> None:
-    store = WalStore(tmp_path, wal_cls=Wal, checkpoint_interval=0.01, dedup_window=3)
-    await recovered(store)
+    ledger = PacketLedger(3)
+    store = WalStore(tmp_path, wal_cls=Wal, checkpoint_interval=0.01, dedup_window=3, packet_keys=ledger.keys)
+    await recovered(store, ledger)
     delivered = await store.append([(b'{"id":"1"}', 1), (b'{"id":"2"}', 1)], packet_key=("em", "p1"))
     await store.append([(b'{"id":"3"}', 1)], packet_key=("em", "p2\udc80"))  # a lone surrogate survives too
     await store.append([(b'{"id":"4"}', 1)])  # no packet id: no key
     for t in delivered:
-        store.ack(t, 1)
+        ack(store, t, 1)
     await wait_checkpointed(store)
     assert (tmp_path / "dedup.keys").exists()  # written before the checkpoint
     store.wal = None  # crash
 
-    store = WalStore(tmp_path, wal_cls=Wal, dedup_window=3)
-    parts = await recovered(store)
+    ledger = PacketLedger(3)
+    store = WalStore(tmp_path, wal_cls=Wal, dedup_window=3, packet_keys=ledger.keys)
+    parts = await recovered(store, ledger)
     assert [p[1] for p in parts] == [b'{"id":"3"}', b'{"id":"4"}']  # records are returned without their key
-    assert store.packet_keys() == [("em", "p1"), ("em", "p2\udc80")]
+    assert ledger.keys() == [("em", "p1"), ("em", "p2\udc80")]
     for i in range(3, 6):
         await store.append([(b"{}", 1)], packet_key=("em", f"p{i}"))
+        ledger.remember(("em", f"p{i}"))  # as admission does once the packet is stored
     await store.close()
-    store = WalStore(tmp_path, wal_cls=Wal, dedup_window=3)
-    await recovered(store)
-    assert store.packet_keys() == [("em", "p3"), ("em", "p4"), ("em", "p5")]  # bounded by the window
+    ledger = PacketLedger(3)
+    store = WalStore(tmp_path, wal_cls=Wal, dedup_window=3, packet_keys=ledger.keys)
+    await recovered(store, ledger)
+    assert ledger.keys() == [("em", "p3"), ("em", "p4"), ("em", "p5")]  # bounded by the window
     await store.close()
 
 
@@ -165,7 +176,7 @@ async def test_full_log_frees_itself_after_a_failed_checkpoint_with_no_more_traf
     (t,) = await store.append([(b"x" * 100, 1)])
     with pytest.raises(WalFullError):
         await store.append([(b"y" * 100, 1)])
-    store.ack(t, 1)  # the only delivery there will be: every retry must come from the store itself
+    ack(store, t, 1)  # the only delivery there will be: every retry must come from the store itself
     for _ in range(500):
         if flaky.calls > flaky.fail and store._checkpointer is not None and store._checkpointer.done():
             break
@@ -194,8 +205,8 @@ async def test_close_lets_a_running_checkpoint_finish(Wal: Any, tmp_path: Path) 
     store = WalStore(tmp_path, wal_cls=Wal, checkpoint_interval=0.0)
     await recovered(store)
     t = await store.append([(b'{"id":"a"}', 1), (b'{"id":"b"}', 1)])
-    store.ack(t[0], 1)
-    store.ack(t[1], 1)
+    ack(store, t[0], 1)
+    ack(store, t[1], 1)
     await asyncio.sleep(0)  # the checkpointer has started its checkpoint (interval 0)
     await store.close()
     store = WalStore(tmp_path, wal_cls=Wal)
@@ -211,8 +222,9 @@ async def test_a_packet_torn_by_a_crash_is_not_remembered_as_stored(Wal: Any, tm
     (seg,) = sorted(tmp_path.glob("*.wal"))
     seg.write_bytes(seg.read_bytes()[:-5])  # ... in the middle of the packet's write: its last part is torn
     store = WalStore(tmp_path, wal_cls=Wal)
-    assert await recovered(store) == [(0, b'{"id":"a"}', 1, "a1")]  # the part before the tear comes back
+    ledger = PacketLedger(100_000)
+    assert await recovered(store, ledger) == [(0, b'{"id":"a"}', 1, "a1")]  # the part before the tear comes back
     # but the packet does not count as stored: the client's retry (it got no answer) is stored
     # again instead of being answered "duplicate", so the torn part is not lost
-    assert store.packet_keys() == []
+    assert ledger.keys() == []
     await store.close()

@@ -1,9 +1,28 @@
 """`logdist distributor`: ingest packets, route every message by weight, deliver, lose nothing.
 
-Modules: `engine` (the Distributor: routing, senders, retries, reroutes, health, dead letters),
-`outbound` (chunks, batches, per-analyzer queues), `ingest` (the HTTP ingest handler), `store`
-(the durability seam: memory now, the write-ahead log later), `deadletter`, `metrics`,
-`dashboard`, and `app` (routes and lifecycle).
+A packet's way, one direction:
+
+    ingest.ingest -> Admission.admit -> Engine.place -> AnalyzerLink.run/_deliver
+                  -> Engine.acked (failed / refused) -> Store.ack_chunks
+
+Modules, each owning one thing:
+  ingest      the HTTP ingest handler: content type, size bounds, gzip; then admission, placement
+  admission   the checks (accepting? duplicate? queue bound), routing and storing of one packet;
+              returns its chunks (or the answer that refuses it), never places them
+  ledger      the (emitter_id, packet_id) dedup window and the packets being stored right now
+  engine      where every chunk and batch goes next: placement, retries, health and
+              saturation, admin changes, figures (plain data), lifecycle
+  link        one analyzer's queue, sender task, delivery (POST) and health probe; reports
+              acked / failed / refused to the engine
+  batch       chunks, batches and the outbound queue
+  store       the durability seam (Store protocol) and the memory store
+  wal_store   the write-ahead log store: append, ack, checkpoint, recovery, take-over
+  walrecord   the log's record format and the dedup keys file format
+  deadletter  batches refused for good, on disk
+  metrics     /health, /queue, /api/v1/metrics and /metrics from the engine's figures
+  app         the routes (declared with their --workers fan-out), lifecycle, SIGHUP reload
+  workers/    --workers N: supervisor, peers, fan-out, merging, take-over
+  dashboard   the live page at /
 """
 
 from __future__ import annotations
@@ -13,7 +32,9 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-config", metavar="FILE", help="JSON or TOML config (seed 000 shape accepted)")
+    p.add_argument(
+        "--config", "-config", metavar="FILE", help="JSON or TOML config (the compact config shape is accepted too)"
+    )
     p.add_argument("--host", help="listen address (default 127.0.0.1; 0.0.0.0 in Docker)")
     p.add_argument("--port", "-port", type=int, help="listen port (overrides the config; default 8080)")
     p.add_argument("--queue-size", type=int, metavar="N", help="max messages held before ingest answers 429")
@@ -59,33 +80,33 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("logdist distributor: --workers must be >= 1")
     if args.workers and args.workers > 1 and not args.worker:
         # The supervisor only starts and watches the workers: it imports no aiohttp, no core.
-        from logdist.distributor import supervisor
+        from logdist.distributor.workers import supervisor
         from logdist.logsetup import setup_logging
 
         setup_logging("distributor", args.log_level)
         return supervisor.supervise(args, args.workers, cfg.state_dir, cfg.port, cfg.shutdown_grace_s, cfg.queue_size)
     from logdist import daemon
-    from logdist.distributor import workers
     from logdist.distributor.app import build_app, reloader
+    from logdist.distributor.workers import peers, takeover
 
     also_listen: list[tuple[str, int]] = []
     # adopt: what a run with another --workers count left behind (taken over, never stranded)
     if args.worker:
-        index, n = workers.parse_worker(args.worker)
+        index, n = peers.parse_worker(args.worker)
         ports = tuple(int(p) for p in args.control_ports.split(","))
         if len(ports) != n:
             raise SystemExit(f"logdist distributor: --worker {args.worker} needs {n} --control-ports")
         daemon.setup_logging(f"distributor-{index}", args.log_level)
         also_listen.append(("127.0.0.1", ports[index]))
-        adopt = workers.orphans(Path(cfg.state_dir).parent, index, n, worker=True)
+        adopt = takeover.orphans(Path(cfg.state_dir).parent, index, n, worker=True)
     else:
         daemon.setup_logging("distributor", args.log_level)
-        adopt = workers.orphans(cfg.state_dir, 0, 1, worker=False)
+        adopt = takeover.orphans(cfg.state_dir, 0, 1, worker=False)
     for src in adopt:
-        workers.take_over_dead_letters(src, Path(cfg.state_dir))
+        takeover.take_over_dead_letters(src, Path(cfg.state_dir))
     app = build_app(cfg, [src / "wal" for src in adopt])
     if args.worker:
-        workers.install(app, workers.Peers(index, ports))
+        peers.install(app, peers.Peers(index, ports))
     return daemon.serve(
         app,
         cfg.host,

@@ -1,92 +1,86 @@
-"""The distributor's aiohttp application: routes, JSON errors, lifecycle and admin API."""
+"""The distributor's aiohttp application: routes, JSON errors, lifecycle and admin API.
+
+Each route is declared with what it does under --workers N (workers/fanout.py): answered
+locally, gathered from every worker, or applied on every worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from logdist.config import ConfigError, DistributorConfig, load_distributor_config, parse_analyzer
 from logdist.daemon import PUBLIC_UP
 from logdist.distributor import metrics
+from logdist.distributor.admission import Admission
 from logdist.distributor.dashboard import PAGE
-from logdist.distributor.engine import Distributor
-from logdist.distributor.ingest import DIST, error, ingest, json_response
+from logdist.distributor.engine import ENGINE, Engine
+from logdist.distributor.ingest import ADMISSION, ingest
+from logdist.distributor.ledger import PacketLedger
+from logdist.distributor.store import MemoryStore, Store
 from logdist.distributor.wal_store import make_store
-from logdist.distributor.workers import PEERS
+from logdist.distributor.workers.fanout import (
+    Answer,
+    as_is,
+    everywhere,
+    gathered,
+    health_merge,
+    json_merge,
+    local,
+    text_merge,
+)
+from logdist.distributor.workers.merge import merge_dead_letters, merge_queue, merge_replay, merge_snapshot
+from logdist.distributor.workers.peers import PEERS, PeerAnswer
 from logdist.errors import WeightError
+from logdist.http import json_errors, read_json_body
 
 log = logging.getLogger("logdist.distributor")
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+def _bad_analyzer(detail: str) -> Answer:
+    return Answer({"error": "bad_analyzer", "detail": detail}, 400)
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
-    """Every error is a JSON {"error", "detail"}; an unexpected exception is logged, never a crash."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-        code = _HTTP_CODES.get(exc.status, f"http_{exc.status}")
-        if exc.status == 413:
-            request.app[DIST].rejected_requests += 1
-        return error(exc.status, code, exc.text or exc.reason, headers)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error(500, "internal", f"{type(exc).__name__}: {exc}")
-
-
-async def _json_body(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise web.HTTPBadRequest(text=f"bad JSON: {exc}") from exc
+def _not_found(aid: str) -> Answer:
+    return Answer({"error": "not_found", "detail": f"no analyzer {aid!r}"}, 404)
 
 
 # --- observability ---------------------------------------------------------------------------
 
 
-async def health(request: web.Request) -> web.Response:
-    d = request.app[DIST]
-    h = metrics.health(d)
-    ok = d.accepting
+async def health(request: web.Request) -> Answer:
+    engine = request.app[ENGINE]
+    h = metrics.health(engine)
+    ok = engine.closed_because() is None
     if PEERS in request.app:  # one of --workers N
         h["worker"] = request.app[PEERS].index
         h["pid"] = os.getpid()
         if not request.app[PUBLIC_UP].is_set():  # asked through the control port, before the
             h["status"] = "starting"  # shared port listens: it takes no traffic yet
             ok = False
-    return json_response(h, 200 if ok else 503)
+    return Answer(h, 200 if ok else 503)
 
 
-async def queue(request: web.Request) -> web.Response:
-    return json_response(metrics.queue(request.app[DIST]))
+async def queue(request: web.Request) -> Answer:
+    return Answer(metrics.queue(request.app[ENGINE]))
 
 
-async def api_metrics(request: web.Request) -> web.Response:
-    snap = metrics.snapshot(request.app[DIST])
+async def api_metrics(request: web.Request) -> Answer:
+    snap = metrics.snapshot(request.app[ENGINE], request.app[ADMISSION])
     if PEERS in request.app:
         snap["worker"] = request.app[PEERS].index
-    return json_response(snap)
+    return Answer(snap)
 
 
-async def prometheus(request: web.Request) -> web.Response:
-    return web.Response(text=metrics.prometheus(request.app[DIST]), content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})  # fmt: skip
+async def prometheus(request: web.Request) -> Answer:
+    text = metrics.prometheus(request.app[ENGINE], request.app[ADMISSION])
+    return Answer(text, headers={"X-Content-Type-Options": "nosniff"})
 
 
 async def dashboard(request: web.Request) -> web.Response:
@@ -96,123 +90,146 @@ async def dashboard(request: web.Request) -> web.Response:
 # --- analyzers -------------------------------------------------------------------------------
 
 
-def _analyzer_json(d: Distributor, aid: str) -> dict[str, Any]:
-    a = d.analyzers[aid]
-    return {**a.spec.to_json(), "state": a.state, "eligible": a.eligible, "expected_share": d.router.shares()[aid]}
+async def list_analyzers(request: web.Request) -> Answer:
+    engine = request.app[ENGINE]
+    return Answer({"analyzers": [engine.analyzer_view(aid) for aid in engine.analyzer_ids()]})
 
 
-async def list_analyzers(request: web.Request) -> web.Response:
-    d = request.app[DIST]
-    return json_response({"analyzers": [_analyzer_json(d, aid) for aid in d.analyzers]})
-
-
-async def show_analyzer(request: web.Request) -> web.Response:
-    d = request.app[DIST]
+async def show_analyzer(request: web.Request) -> Answer:
+    engine = request.app[ENGINE]
     aid = request.match_info["id"]
-    if aid not in d.analyzers:
-        return error(404, "not_found", f"no analyzer {aid!r}")
-    return json_response(_analyzer_json(d, aid))
+    if not engine.has_analyzer(aid):
+        return _not_found(aid)
+    return Answer(engine.analyzer_view(aid))
 
 
-async def register_analyzer(request: web.Request) -> web.Response:
-    d = request.app[DIST]
-    body = await _json_body(request)
+async def register_analyzer(request: web.Request) -> Answer:
+    engine = request.app[ENGINE]
+    body = await read_json_body(request)
     try:
-        spec = parse_analyzer(body, default_timeout_ms=d.cfg.timeout, default_retry_count=d.cfg.retry_count)
+        spec = parse_analyzer(body, default_timeout_ms=engine.cfg.timeout, default_retry_count=engine.cfg.retry_count)
     except ConfigError as exc:
-        return error(400, "bad_analyzer", str(exc))
-    created = d.add_analyzer(spec)
-    return json_response(_analyzer_json(d, spec.id), 201 if created else 200)
+        return _bad_analyzer(str(exc))
+    created = engine.add_analyzer(spec)
+    return Answer(engine.analyzer_view(spec.id), 201 if created else 200)
 
 
-async def delete_analyzer(request: web.Request) -> web.Response:
-    d = request.app[DIST]
+async def delete_analyzer(request: web.Request) -> Answer:
+    engine = request.app[ENGINE]
     aid = request.match_info["id"]
-    if aid not in d.analyzers:
-        return error(404, "not_found", f"no analyzer {aid!r}")
-    queued = d.analyzers[aid].queued_messages
-    d.remove_analyzer(aid)
-    return json_response({"removed": aid, "rerouted": queued})
+    if not engine.has_analyzer(aid):
+        return _not_found(aid)
+    return Answer({"removed": aid, "rerouted": engine.remove_analyzer(aid)})
 
 
-async def patch_analyzer(request: web.Request) -> web.Response:
-    d = request.app[DIST]
+_PATCHABLE = frozenset({"weight", "enabled", "url", "endpoint", "timeout", "retry_count", "id"})
+
+
+async def patch_analyzer(request: web.Request) -> Answer:
+    engine = request.app[ENGINE]
     aid = request.match_info["id"]
-    if aid not in d.analyzers:
-        return error(404, "not_found", f"no analyzer {aid!r}")
-    body = await _json_body(request)
+    if not engine.has_analyzer(aid):
+        return _not_found(aid)
+    body = await read_json_body(request)
     if not isinstance(body, dict):
-        return error(400, "bad_analyzer", "expected a JSON object")
-    unknown = set(body) - {"weight", "enabled", "url", "endpoint", "timeout", "retry_count", "id"}
+        return _bad_analyzer("expected a JSON object")
+    unknown = set(body) - _PATCHABLE
     if unknown:
-        return error(400, "bad_analyzer", f"unknown field(s): {', '.join(sorted(unknown))}")
+        return _bad_analyzer(f"unknown field(s): {', '.join(sorted(unknown))}")
     if "id" in body and body["id"] != aid:
-        return error(400, "bad_analyzer", "the id cannot change")
-    cur = d.analyzers[aid].spec.to_json()
+        return _bad_analyzer("the id cannot change")
+    cur = engine.analyzer_spec(aid).to_json()
     if "url" in body and "endpoint" not in body:
         cur.pop("endpoint")
+    cfg = engine.cfg
     try:
-        spec = parse_analyzer({**cur, **body}, default_timeout_ms=d.cfg.timeout, default_retry_count=d.cfg.retry_count)
-    except ConfigError as exc:
-        return error(400, "bad_analyzer", str(exc))
-    try:
-        d.update_analyzer(aid, spec=spec)
-    except WeightError as exc:
-        return error(400, "bad_analyzer", str(exc))
-    return json_response(_analyzer_json(d, aid))
+        spec = parse_analyzer({**cur, **body}, default_timeout_ms=cfg.timeout, default_retry_count=cfg.retry_count)
+        engine.update_analyzer(aid, spec=spec)
+    except (ConfigError, WeightError) as exc:
+        return _bad_analyzer(str(exc))
+    return Answer(engine.analyzer_view(aid))
+
+
+def removal_merge(request: web.Request, mine: Answer, answers: list[PeerAnswer]) -> Answer | None:
+    """A removal answers 404 only if no worker had the analyzer; `rerouted` sums them all."""
+    if mine.status == 404:
+        if all(status == 404 for _, status, _, _ in answers):
+            return None
+        payload: dict[str, Any] = {"removed": request.match_info.get("id"), "rerouted": 0}
+    else:
+        payload = dict(mine.payload)
+    payload["rerouted"] = payload.get("rerouted", 0) + sum(
+        d.get("rerouted", 0) for _, status, d, _ in answers if status == 200 and isinstance(d, dict)
+    )
+    return Answer(payload, 200)
 
 
 # --- dead letters ----------------------------------------------------------------------------
 
 
-async def list_dead_letters(request: web.Request) -> web.Response:
-    dl = request.app[DIST].deadletters
-    return json_response({"dead_letters": dl.list(), "count": len(dl), "messages": dl.messages})
+async def list_dead_letters(request: web.Request) -> Answer:
+    return Answer(request.app[ENGINE].dead_letters())
 
 
-async def replay_dead_letters(request: web.Request) -> web.Response:
-    d = request.app[DIST]
-    body = await _json_body(request)
+async def replay_dead_letters(request: web.Request) -> Answer:
+    body = await read_json_body(request)
     ids = body.get("ids") if isinstance(body, dict) else None
     if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
-        return error(400, "bad_request", '"ids" must be a list of dead-letter ids')
-    return json_response(await d.replay_dead_letters(ids))
+        return Answer({"error": "bad_request", "detail": '"ids" must be a list of dead-letter ids'}, 400)
+    return Answer(await request.app[ENGINE].replay_dead_letters(ids))
+
+
+def replay_merge(request: web.Request, mine: Answer, answers: list[PeerAnswer]) -> Answer:
+    ok = [d for _, status, d, _ in answers if status == 200 and isinstance(d, dict) and "replayed" in d]
+    return Answer(merge_replay(mine.payload, ok), mine.status)
 
 
 # --- the application -------------------------------------------------------------------------
 
 
+def _routes(r: web.UrlDispatcher) -> None:
+    r.add_post("/logs", ingest)
+    r.add_post("/api/v1/logs", ingest)
+    r.add_get("/health", gathered(health, health_merge))
+    r.add_get("/queue", gathered(queue, json_merge("size", merge_queue)))
+    r.add_get("/api/v1/metrics", gathered(api_metrics, json_merge("totals", merge_snapshot)))
+    r.add_get("/metrics", gathered(prometheus, text_merge))
+    r.add_get("/", dashboard)
+    r.add_get("/api/v1/analyzers", local(list_analyzers))
+    r.add_post("/api/v1/analyzers", everywhere(register_analyzer, as_is))
+    r.add_get("/api/v1/analyzers/{id}", local(show_analyzer))
+    r.add_delete("/api/v1/analyzers/{id}", everywhere(delete_analyzer, removal_merge, tolerate=(404,)))
+    r.add_patch("/api/v1/analyzers/{id}", everywhere(patch_analyzer, as_is))
+    r.add_get("/api/v1/dead-letters", gathered(list_dead_letters, json_merge("dead_letters", merge_dead_letters)))
+    r.add_post("/api/v1/dead-letters/replay", everywhere(replay_dead_letters, replay_merge))
+
+
 def build_app(cfg: DistributorConfig, adopt: Sequence[str | Path] = ()) -> web.Application:
     """`adopt`: write-ahead log dirs of another run (another --workers count) to take over."""
-    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[json_errors])
-    d = Distributor(cfg, make_store(cfg, adopt))
-    app[DIST] = d
+    ledger = PacketLedger(cfg.dedup_window)
+    store: Store = make_store(cfg, ledger.keys, adopt) or MemoryStore()
+    engine = Engine(cfg, store, ledger)
+    admission = Admission(engine, store, ledger)
+
+    def count_refusal(request: web.Request, status: int) -> None:
+        if status == 413:  # a body over client_max_size, refused by aiohttp itself
+            admission.refuse_request()
+
+    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[json_errors(count_refusal)])
+    app[ENGINE] = engine
+    app[ADMISSION] = admission
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await d.start()
+        await engine.start()
         yield
-        await d.stop(d.cfg.shutdown_grace_s)
+        await engine.stop(engine.cfg.shutdown_grace_s)
 
     async def stop_accepting(app: web.Application) -> None:
-        d.accepting = False
+        engine.stop_accepting()
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(stop_accepting)
-    r = app.router
-    r.add_post("/logs", ingest)
-    r.add_post("/api/v1/logs", ingest)
-    r.add_get("/health", health)
-    r.add_get("/queue", queue)
-    r.add_get("/api/v1/metrics", api_metrics)
-    r.add_get("/metrics", prometheus)
-    r.add_get("/", dashboard)
-    r.add_get("/api/v1/analyzers", list_analyzers)
-    r.add_post("/api/v1/analyzers", register_analyzer)
-    r.add_get("/api/v1/analyzers/{id}", show_analyzer)
-    r.add_delete("/api/v1/analyzers/{id}", delete_analyzer)
-    r.add_patch("/api/v1/analyzers/{id}", patch_analyzer)
-    r.add_get("/api/v1/dead-letters", list_dead_letters)
-    r.add_post("/api/v1/dead-letters/replay", replay_dead_letters)
+    _routes(app.router)
     return app
 
 
@@ -230,7 +247,7 @@ def reloader(
         except ConfigError as exc:
             log.error("SIGHUP: config not reloaded, %s", exc)
             return
-        changes = app[DIST].apply_config(new)
+        changes = app[ENGINE].apply_config(new)
         log.info("SIGHUP: config reloaded from %s: %s", path, changes)
 
     return reload

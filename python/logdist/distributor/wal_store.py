@@ -1,27 +1,21 @@
 """`wal` durability: the Store that keeps every accepted part in the write-ahead log.
 
-One log record per stored part: `count: u32, elen: u16, plen: u16` (little-endian), then the
-packet's dedup key (emitter_id and packet_id, UTF-8, elen and plen bytes; elen = 0xFFFF when
-the record carries no key: only the last part of a packet with a packet_id has one, see encode_parts), then,
-when bit 31 of `count` is set, `tlen: u16` and the id of the analyzer the part was routed to
-(UTF-8), then the part (its messages joined by b","), so that recovery gives back (token,
-part, count, target) without parsing JSON. Recovery sends a part back to the analyzer it was
-routed to, so a message delivered before the crash but not yet checkpointed is redelivered
-where it was processed, and that analyzer's dedup window counts it as a duplicate, not twice
-as unique. Records without the bit (written before targets were kept) recover with target "".
-The token of a part is its lsn. Acks may come in pieces (a chunk can be re-split); the record
-is marked delivered in the log once all `count` messages of it are acknowledged. Progress is
-persisted lazily by a checkpoint task (at most every `checkpoint_interval` seconds while acks
-arrive), which also deletes fully delivered segments: after a crash, the parts acked since the
-last checkpoint are delivered again, and analyzers deduplicate them by message id.
+One log record per stored part (the format is in walrecord.py); the token of a part is its
+lsn. Recovery sends a part back to the analyzer it was routed to, so a message delivered before
+the crash but not yet checkpointed is redelivered where it was processed, and that analyzer's
+dedup window counts it as a duplicate, not twice as unique. Acks may come in pieces (a chunk
+can be re-split); the record is marked delivered in the log once all `count` messages of it are
+acknowledged. Progress is persisted lazily by a checkpoint task (at most every
+`checkpoint_interval` seconds while acks arrive), which also lets the log recycle fully
+delivered segments: after a crash, the parts acked since the last checkpoint are delivered
+again, and analyzers deduplicate them by message id.
 
-Packet dedup across restarts: the last `dedup_window` keys appended are written to
-`dedup.keys` in the log directory (b"LDKEYS1\n", then per key `elen: u16, plen: u16`, the
-two UTF-8 strings; appended to at each checkpoint, rewritten atomically when it holds twice
-the window), before the checkpoint may delete
-segments; keys newer than that file are in records that are still on disk and replayed. After
-recover(), they are in `window` (oldest first), the dict the distributor uses as its dedup
-window (the `keeps_packet_keys` seam of store.py).
+Packet dedup across restarts: the packet ledger owns the window; this store keeps it on disk
+through two hooks. It appends the key of each packet it stores to the keys file
+(`dedup.keys`) at each checkpoint, before the checkpoint may recycle the records holding
+them, and rewrites the file atomically from the `packet_keys` snapshot when it holds twice the
+window. `recover(remember)` hands back the previous run's keys, oldest first: those of the
+keys file, then those of the records still on disk.
 
 All log I/O runs in worker threads (asyncio.to_thread); the Rust log releases the GIL there.
 Appends are batched here as well: the parts of every request that arrives while a log write
@@ -38,82 +32,29 @@ import logging
 import os
 import shutil
 import struct
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from logdist import core
-from logdist.distributor.store import Part
+from logdist.config import DistributorConfig
+from logdist.distributor.batch import Chunk
+from logdist.distributor.ledger import Key
+from logdist.distributor.walrecord import (
+    KEYS_FILE,
+    KeysFileError,
+    Part,
+    decode_keys,
+    decode_record,
+    encode_keys,
+    encode_parts,
+    record_messages,
+)
 from logdist.errors import WalFullError
 
 log = logging.getLogger("logdist.distributor.wal")
 
-_HEAD = struct.Struct("<IHH")
-_NO_KEY = 0xFFFF
-_KEY = struct.Struct("<HH")
-_KEYS_MAGIC = b"LDKEYS1\n"
-KEYS_FILE = "dedup.keys"
-
-Key = tuple[str, str]
-
-
-_HAS_TARGET = 0x8000_0000
-_TLEN = struct.Struct("<H")
-
-
-def encode_parts(parts: Sequence[Part], key: Key | None) -> list[bytes]:
-    """The log records of one packet's parts; the LAST one carries the dedup key. The parts of
-    a packet are consecutive records written by one write(): when a kill -9 tears that write,
-    the records before the tear survive and the rest do not. With the key on the last part,
-    recovery remembers the packet as stored only if every part of it survived; a retry of a
-    packet that lost a part is then stored again instead of being answered "duplicate"."""
-    out = []
-    last = len(parts) - 1
-    for i, part in enumerate(parts):
-        data, count = part[0], part[1]
-        target = part[2].encode("utf-8", "surrogatepass") if len(part) > 2 else b""
-        tlen = b""
-        if target and len(target) < 0xFFFF:
-            count |= _HAS_TARGET
-            tlen = _TLEN.pack(len(target))
-        else:
-            target = b""
-        e = p = b""
-        head = _HEAD.pack(count, _NO_KEY, 0)
-        if i == last and key is not None:
-            e, p = key[0].encode("utf-8", "surrogatepass"), key[1].encode("utf-8", "surrogatepass")
-            if len(e) < _NO_KEY and len(p) < _NO_KEY:
-                head = _HEAD.pack(count, len(e), len(p))
-            else:  # too long to keep: stored without a key
-                e = p = b""
-        out.append(b"".join((head, e, p, tlen, target, data)))  # the one copy of the data
-    return out
-
-
-def decode_record(payload: bytes) -> tuple[int, Key | None, bytes, str]:
-    """(count, dedup key or None, part, target analyzer id or "") of one log record.
-    Raises struct.error or ValueError when `payload` is not one."""
-    count, elen, plen = _HEAD.unpack_from(payload)
-    pos = _HEAD.size
-    key: Key | None = None
-    if elen != _NO_KEY:
-        if pos + elen + plen > len(payload):
-            raise ValueError("dedup key runs past the end of the record")
-        e = payload[pos : pos + elen].decode("utf-8", "surrogatepass")
-        p = payload[pos + elen : pos + elen + plen].decode("utf-8", "surrogatepass")
-        key = (e, p)
-        pos += elen + plen
-    target = ""
-    if count & _HAS_TARGET:
-        count &= ~_HAS_TARGET
-        (tlen,) = _TLEN.unpack_from(payload, pos)
-        pos += _TLEN.size
-        if pos + tlen > len(payload):
-            raise ValueError("analyzer id runs past the end of the record")
-        target = payload[pos : pos + tlen].decode("utf-8", "surrogatepass")
-        pos += tlen
-    return count, key, payload[pos:], target
+_Pending = tuple[Sequence[Part], Key | None, "asyncio.Future[list[int]]"]
 
 
 def wal_class() -> Any:
@@ -122,11 +63,14 @@ def wal_class() -> Any:
 
 
 class WalStore:
-    """A Store (see store.py) over a write-ahead log in `path`, opened by `recover()`."""
+    """A Store (see store.py) over a write-ahead log in `path`, opened by `recover()`.
+
+    `packet_keys`: the packet ledger's snapshot of its window, from which the keys file is
+    rewritten (without it, the keys file is only appended to); `dedup_window` is the window's
+    bound, which sets when the file is rewritten."""
 
     durability = "wal"
     noop = False
-    keeps_packet_keys = True
 
     def __init__(
         self,
@@ -138,13 +82,13 @@ class WalStore:
         checkpoint_interval: float = 0.5,
         max_inflight: int = 1,
         dedup_window: int = 100_000,
+        packet_keys: Callable[[], list[Key]] | None = None,
         wal_cls: Any = None,
         adopt: Sequence[str | Path] = (),
     ) -> None:
         self.path = Path(path)
         # logs of a run with another --workers count, whose records this one takes over
         self._adopt = [Path(a) for a in adopt]
-        self.adopted_messages = 0
         self._cls = wal_cls
         self._opts = {"max_bytes": max_bytes, "segment_bytes": segment_bytes, "commit_delay_us": commit_delay_us}
         self._interval = checkpoint_interval
@@ -156,11 +100,9 @@ class WalStore:
         self._acked_lsns: list[int] = []
         self._checkpointer: asyncio.Task[None] | None = None
         self._sleeping = False  # the checkpointer waits between checkpoints (safe to cancel)
-        self._queue: list[tuple[Sequence[Part], Key | None, asyncio.Future[list[int]]]] = []
-        # Recent dedup keys, oldest first. The distributor uses this very dict as its packet dedup
-        # window (one copy of 100k keys, not two: about 16 MB less per process).
-        self.window: OrderedDict[Key, None] = OrderedDict()
-        self._unsaved: list[Key] = []  # appended since the keys file was last written
+        self._queue: list[_Pending] = []
+        self._packet_keys = packet_keys
+        self._unsaved: list[Key] = []  # stored since the keys file was last written
         self._saved = 0  # keys in the keys file
         self.dedup_window = dedup_window
         self._inflight = 0
@@ -168,7 +110,6 @@ class WalStore:
         self._flushes: set[asyncio.Task[None]] = set()
         self._closed = False
         self.replayed_messages = 0
-        self.replayed_parts = 0
         self.checkpoint_errors = 0
         self.undecodable_records = 0
 
@@ -176,51 +117,33 @@ class WalStore:
         if self.wal is None:
             self.wal = (self._cls or wal_class())(self.path, **self._opts)
 
-    def _load_keys(self, where: Path | None = None) -> None:
+    def _read_keys(self, where: Path) -> list[Key]:
+        """The keys file in `where`, oldest first ([] when there is none or it is unreadable;
+        the keys before the cut when it is cut short)."""
         try:
-            raw = ((where or self.path) / KEYS_FILE).read_bytes()
+            raw = (where / KEYS_FILE).read_bytes()
         except FileNotFoundError:
-            return
-        if not raw.startswith(_KEYS_MAGIC):
-            log.warning("write-ahead log: %s is unreadable; the dedup window starts empty", KEYS_FILE)
-            return
-        pos = len(_KEYS_MAGIC)
+            return []
         try:
-            while pos < len(raw):
-                elen, plen = _KEY.unpack_from(raw, pos)
-                pos += _KEY.size
-                if pos + elen + plen > len(raw):
-                    raise ValueError("cut short")
-                e = raw[pos : pos + elen].decode("utf-8", "surrogatepass")
-                p = raw[pos + elen : pos + elen + plen].decode("utf-8", "surrogatepass")
-                pos += elen + plen
-                self._remember((e, p))
-                self._saved += 1
-        except (struct.error, ValueError):  # UnicodeDecodeError is a ValueError
+            return decode_keys(raw)
+        except KeysFileError as exc:
+            if not exc.cut_short:
+                log.warning("write-ahead log: %s is unreadable; the dedup window starts empty", KEYS_FILE)
+                return []
             log.warning("write-ahead log: %s is cut short; kept the keys before the cut", KEYS_FILE)
             self._saved = 2 * self.dedup_window  # rewrite it whole on the next save
-
-    def _remember(self, key: Key) -> None:
-        w = self.window
-        w[key] = None
-        w.move_to_end(key)
-        while len(w) > self.dedup_window:
-            w.popitem(last=False)
-
-    def packet_keys(self) -> list[Key]:
-        """A copy of `window`: the dedup keys of recent packets (oldest first); after recover(),
-        those of the previous run too."""
-        return list(self.window)
+            return exc.keys
 
     async def _persist_keys(self) -> None:
-        """Append the new keys to the keys file (rewrite it whole when it has grown to twice
-        the window). Called before each checkpoint, which may delete the records holding them."""
+        """Append the new keys to the keys file (rewrite it whole from the ledger's snapshot
+        when it has grown to twice the window). Called before each checkpoint, which may
+        recycle the records holding them."""
         if not self._unsaved:
             return
         new, self._unsaved = self._unsaved, []
         try:
-            if self._saved + len(new) > 2 * self.dedup_window:
-                keys = list(self.window)
+            if self._packet_keys is not None and self._saved + len(new) > 2 * self.dedup_window:
+                keys = self._packet_keys()
                 await asyncio.to_thread(self._write_keys, keys, True)
                 self._saved = len(keys)
             else:
@@ -232,11 +155,7 @@ class WalStore:
 
     def _write_keys(self, keys: list[Key], rewrite: bool) -> None:
         dst = self.path / KEYS_FILE
-        out = bytearray(_KEYS_MAGIC if rewrite or not dst.exists() else b"")
-        for k in keys:
-            e, p = k[0].encode("utf-8", "surrogatepass"), k[1].encode("utf-8", "surrogatepass")
-            if len(e) < _NO_KEY and len(p) < _NO_KEY:
-                out += _KEY.pack(len(e), len(p)) + e + p
+        out = encode_keys(keys, header=rewrite or not dst.exists())
         target = self.path / (KEYS_FILE + ".tmp") if rewrite else dst
         with open(target, "wb" if rewrite else "ab") as fh:
             fh.write(out)
@@ -245,10 +164,11 @@ class WalStore:
         if rewrite:
             os.replace(target, dst)
 
-    def _take_over(self, src: Path) -> int:
+    def _take_over(self, src: Path) -> tuple[int, list[Key]]:
         """Worker thread: copy the undelivered records of the log in `src` (left by a run with
         another --workers count) into this one, fsynced, then delete `src`. A crash half-way
-        only means that some of them are delivered twice. Returns the messages taken over."""
+        only means that some of them are delivered twice. Returns the messages taken over and
+        the dedup keys of that run."""
         other = (self._cls or wal_class())(src, **self._opts)
         records = other.replay()
         payloads = [p for _, p in records]
@@ -256,36 +176,32 @@ class WalStore:
             self.wal.append_many(payloads[i : i + 512])
         other.ack([lsn for lsn, _ in records])
         other.close()
-        before = len(self.window)
-        self._load_keys(src)
-        self._unsaved.extend(list(self.window)[before:])
+        keys = self._read_keys(src)
         shutil.rmtree(src)
-        n = 0
-        for p in payloads:
-            with contextlib.suppress(struct.error, ValueError):
-                n += decode_record(p)[0]
-        return n
+        return record_messages(payloads), keys
 
-    async def recover(self) -> AsyncIterator[tuple[int, bytes, int, str]]:
+    async def _adopt_logs(self, remember: Callable[[Key], None]) -> None:
+        """Take over the logs of a run with another --workers count, then reopen ours, so that
+        replay() covers what was just copied in."""
+        for src in self._adopt:
+            if not src.is_dir():
+                continue
+            try:
+                n, keys = await asyncio.to_thread(self._take_over, src)
+            except (OSError, ValueError) as exc:  # WalFullError too: the rest stays where it is
+                log.error("write-ahead log: could not take over %s (left in place): %s", src, exc)
+                continue
+            for k in keys:
+                remember(k)
+            self._unsaved.extend(keys)
+            log.warning("write-ahead log: took over %d undelivered messages from %s", n, src)
+        await asyncio.to_thread(self.wal.close)
+        self.wal = None
         await asyncio.to_thread(self._open)
-        await asyncio.to_thread(self._load_keys)
-        if any(a.is_dir() for a in self._adopt):
-            for src in self._adopt:
-                if not src.is_dir():
-                    continue
-                try:
-                    n = await asyncio.to_thread(self._take_over, src)
-                except (OSError, ValueError) as exc:  # WalFullError too: the rest stays where it is
-                    log.error("write-ahead log: could not take over %s (left in place): %s", src, exc)
-                    continue
-                self.adopted_messages += n
-                log.warning("write-ahead log: took over %d undelivered messages from %s", n, src)
-            # reopen, so that replay() covers what was just copied in
-            await asyncio.to_thread(self.wal.close)
-            self.wal = None
-            await asyncio.to_thread(self._open)
-        notes = self.wal.recovery_notes
-        for note in notes:
+
+    async def _replay(self, remember: Callable[[Key], None]) -> list[tuple[int, bytes, int, str]]:
+        """(lsn, part, count, target) of every record still on disk; their keys to `remember`."""
+        for note in self.wal.recovery_notes:
             log.warning("write-ahead log recovery skipped: %s", note)
         records = await asyncio.to_thread(self.wal.replay)
         st = self.wal.stats()
@@ -305,21 +221,33 @@ class WalStore:
                 bad.append(lsn)
                 continue
             if key is not None:
-                self._remember(key)
+                remember(key)
                 self._unsaved.append(key)
             parts.append((lsn, part, count, target))
-        del records
         self.undecodable_records += len(bad)
         if bad:
             self._delivered(bad)  # nothing can deliver them: do not let them pin their segment
+        return parts
+
+    async def recover(self, remember: Callable[[Key], None]) -> AsyncIterator[tuple[int, bytes, int, str]]:
+        """Store.recover: open the log, hand the previous run's dedup keys to `remember`
+        (oldest first), and yield every part not fully acknowledged."""
+        await asyncio.to_thread(self._open)
+        keys = await asyncio.to_thread(self._read_keys, self.path)
+        for k in keys:
+            remember(k)
+        self._saved += len(keys)
+        if any(a.is_dir() for a in self._adopt):
+            await self._adopt_logs(remember)
+        parts = await self._replay(remember)
         for lsn, part, count, target in parts:
             self._remaining[lsn] = count
-            self.replayed_parts += 1
             self.replayed_messages += count
             yield lsn, part, count, target
 
     async def append(self, parts: Sequence[Part], packet_key: Key | None = None) -> list[int]:
-        """Store.append; `packet_key` is the packet's (emitter_id, packet_id), kept in `window`."""
+        """Store.append; `packet_key`, the packet's (emitter_id, packet_id), rides on its last
+        record and goes to the keys file at the next checkpoint."""
         if self.wal is None:  # used without recover(): open now
             await asyncio.to_thread(self._open)
         fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
@@ -335,7 +263,7 @@ class WalStore:
         self._flushes.add(t)
         t.add_done_callback(self._flushes.discard)
 
-    async def _write(self, batch: list[tuple[Sequence[Part], Key | None, asyncio.Future[list[int]]]]) -> None:
+    async def _write(self, batch: list[_Pending]) -> None:
         try:
             payloads = [rec for parts, key, _ in batch for rec in encode_parts(parts, key)]
             try:
@@ -383,23 +311,12 @@ class WalStore:
         for lsn, part in zip(lsns, parts, strict=True):
             remaining[lsn] = part[1]
         if key is not None:
-            self._remember(key)
             self._unsaved.append(key)
         fut.set_result(lsns)
 
-    def ack(self, token: int, count: int) -> None:
-        left = self._remaining.get(token)
-        if left is None:
-            return
-        left -= count
-        if left > 0:
-            self._remaining[token] = left
-            return
-        del self._remaining[token]
-        self._delivered((token,))
-
-    def ack_chunks(self, chunks: Iterable[Any]) -> None:
-        """ack() for each chunk of a delivered batch; one hand-over of what is now done."""
+    def ack_chunks(self, chunks: Iterable[Chunk]) -> None:
+        """Store.ack_chunks: the chunks of a delivered batch; a record whose messages are all
+        acknowledged is handed over as done, in one call."""
         remaining = self._remaining
         done = []
         for c in chunks:
@@ -427,7 +344,7 @@ class WalStore:
             self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_soon(), name="wal-checkpoint")
 
     async def _checkpoint_soon(self) -> None:
-        """Persist progress and drop delivered segments, at most once per interval. A failed
+        """Persist progress and recycle delivered segments, at most once per interval. A failed
         checkpoint is retried (backing off to 5 s) even if no more deliveries come: a full log
         waiting on it must not stay full."""
         delay = self._interval
@@ -439,7 +356,7 @@ class WalStore:
                 self._sleeping = False
             self._acked_since_checkpoint = 0
             try:
-                deleted = await self.checkpoint()
+                recycled = await self.checkpoint()
             except OSError as exc:  # WalError: keep serving, and try again
                 self.checkpoint_errors += 1
                 self._acked_since_checkpoint += 1
@@ -447,18 +364,18 @@ class WalStore:
                 log.error("write-ahead log checkpoint failed (retrying in %.2f s): %s", delay, exc)
                 continue
             delay = self._interval
-            if deleted:
-                log.debug("write-ahead log: deleted %d delivered segments", deleted)
+            if recycled:
+                log.debug("write-ahead log: recycled %d delivered segments", recycled)
 
     async def checkpoint(self) -> int:
-        """Hand the deliveries so far to the log, persist progress and delete delivered
-        segments (in a worker thread); returns the number of segments deleted."""
-        await self._persist_keys()  # first: the checkpoint may delete the records holding them
+        """Hand the deliveries so far to the log, persist progress and recycle delivered
+        segments (in a worker thread); returns the number of segments recycled."""
+        await self._persist_keys()  # first: the checkpoint may recycle the records holding them
         acked, self._acked_lsns = self._acked_lsns, []
         return await asyncio.to_thread(self._ack_and_checkpoint, acked)
 
     def _ack_and_checkpoint(self, acked: list[int]) -> int:
-        """Worker thread: record the deliveries, persist progress, drop delivered segments."""
+        """Worker thread: record the deliveries, persist progress, recycle delivered segments."""
         try:
             self.wal.ack(acked)
         except BaseException:
@@ -514,14 +431,18 @@ class WalStore:
         }
 
 
-def make_store(cfg: Any, adopt: Sequence[str | Path] = ()) -> WalStore | None:
-    """The store for a DistributorConfig: a WalStore in <state_dir>/wal for durability "wal",
-    None (the Distributor's MemoryStore) otherwise."""
+def make_store(
+    cfg: DistributorConfig, packet_keys: Callable[[], list[Key]], adopt: Sequence[str | Path] = ()
+) -> WalStore | None:
+    """The store for a DistributorConfig: a WalStore in <state_dir>/wal for durability "wal"
+    (`packet_keys`: the packet ledger's snapshot hook), None (the engine's MemoryStore)
+    otherwise."""
     if cfg.durability != "wal":
         return None
     return WalStore(
         Path(cfg.state_dir) / "wal",
         dedup_window=cfg.dedup_window,
+        packet_keys=packet_keys,
         max_bytes=cfg.wal_max_bytes,
         segment_bytes=min(cfg.wal_segment_bytes, cfg.wal_max_bytes),
         commit_delay_us=cfg.wal_commit_delay_us,

@@ -1,4 +1,4 @@
-"""Per-analyzer outbound state: the queue of routed chunks, batches, and delivery counters.
+"""Chunks, batches and the outbound queue: what the distributor moves, never per message.
 
 A *chunk* is what one packet routed to one analyzer: the exact JSON text of its messages joined
 by b"," (as `route_packet` produced it) and their count. The sender coalesces chunks into a
@@ -8,14 +8,12 @@ retry and reroute. Everything here works per chunk or per batch, never per messa
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
-from dataclasses import dataclass, field
-
-from logdist.config import AnalyzerSpec
 
 
 class Chunk:
+    """What one packet routed to one analyzer (or a piece of it, after a re-split)."""
+
     __slots__ = ("born", "count", "data", "token")
 
     def __init__(self, data: bytes, count: int, token: int, born: float) -> None:
@@ -26,6 +24,8 @@ class Chunk:
 
 
 class Batch:
+    """Chunks sent together in one POST; its body is built once and kept for retries."""
+
     __slots__ = ("analyzer", "attempts", "body", "born", "chunks", "count", "tried")
 
     def __init__(self, chunks: list[Chunk], analyzer: str) -> None:
@@ -87,73 +87,3 @@ class OutboundQueue:
 
     def oldest(self) -> float | None:
         return self.chunks[0].born if self.chunks else None
-
-
-@dataclass
-class AnalyzerState:
-    """Everything the distributor keeps about one analyzer."""
-
-    spec: AnalyzerSpec
-    queue: OutboundQueue = field(default_factory=OutboundQueue)
-    ready: deque[Batch] = field(default_factory=deque)  # batches due (retries, rerouted in)
-    inflight: set[Batch] = field(default_factory=set)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    healthy: bool = True
-    enabled: bool = True
-    closed: bool = False
-    consecutive_failures: int = 0
-    paused_until: float = 0.0  # Retry-After: send nothing new before this loop time
-    last_error: str = ""
-    ejections: int = 0
-    # Saturation: an analyzer whose queue passes `cap` (it cannot keep up with its share) takes
-    # no new traffic until its queue is down to half of it, so the others keep their pace and
-    # memory stays bounded. It keeps sending what it has.
-    saturated: bool = False
-    saturations: int = 0
-    cap: int = 1 << 62
-    probe_failures: int = 0
-    flaps: int = 0  # ejections soon after a re-admission, in a row (lengthens the hold-down)
-    down_until: float = 0.0  # not re-admitted before this loop time
-    readmitted_at: float = -1e9
-    last_ok: float = -1e9  # loop time of the last acknowledged batch
-    last_batch: float = -1e9  # loop time the last batch was formed (a busy sender lingers)
-    # counters (messages unless said otherwise)
-    routed: int = 0
-    acked: int = 0
-    failed: int = 0  # failed attempts (batches)
-    retried: int = 0  # retry attempts scheduled (batches)
-    rerouted: int = 0  # messages moved away from this analyzer
-    dead_lettered: int = 0
-    batches_sent: int = 0
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-    @property
-    def eligible(self) -> bool:
-        return self.healthy and self.enabled and not self.closed
-
-    @property
-    def state(self) -> str:
-        if self.closed:
-            return "removed"
-        if not self.enabled:
-            return "disabled"
-        return "up" if self.healthy else "down"
-
-    @property
-    def inflight_messages(self) -> int:
-        return sum(b.count for b in self.inflight)
-
-    @property
-    def queued_messages(self) -> int:
-        return self.queue.messages + sum(b.count for b in self.ready)
-
-    def latency_ms(self) -> dict[str, float | None]:
-        if not self.latencies:
-            return {"p50": None, "p99": None}
-        xs = sorted(self.latencies)
-        n = len(xs)
-        return {"p50": round(xs[n // 2] * 1000, 3), "p99": round(xs[min(n - 1, (n * 99) // 100)] * 1000, 3)}

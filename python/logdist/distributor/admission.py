@@ -1,0 +1,177 @@
+"""Admission: the checks, routing and storing of one packet, up to its chunks.
+
+`Admission.admit` answers, in order: not accepting (recovering or shutting down: 503), a
+duplicate of a stored packet (the packet ledger: 202 "duplicate"), over the queue bound (429),
+not storable (the log is full: 429; an I/O error: 503). Otherwise it routes the packet
+(`core.route_packet`: one pick per message), stores its parts (`store.append`) and returns
+them as chunks, one per target analyzer. It does not place them: the engine does
+(`Engine.place`). It owns the admission counters (packets, accepted and refused messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from logdist import core
+from logdist.config import DistributorConfig
+from logdist.distributor.batch import Chunk
+from logdist.distributor.ledger import Key, PacketLedger
+from logdist.distributor.store import Store
+from logdist.errors import NoTargetError, PacketError, WalFullError
+
+log = logging.getLogger("logdist.distributor")
+
+_RETRY_SOON = {"Retry-After": "1"}
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReply:
+    """An ingest answer: an HTTP status, a JSON payload and extra headers."""
+
+    status: int
+    payload: dict[str, Any]
+    headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A stored packet: its chunks by target analyzer ("" when none could take them)."""
+
+    chunks: dict[str, Chunk]
+    count: int
+    packet_id: str
+
+    def reply(self) -> IngestReply:
+        return IngestReply(202, {"accepted": self.count, "packet_id": self.packet_id})
+
+
+class Gate(Protocol):
+    """What admission reads from the engine: its config, router and held total, and whether
+    it takes packets now."""
+
+    @property
+    def cfg(self) -> DistributorConfig: ...
+
+    @property
+    def router(self) -> Any: ...
+
+    @property
+    def held(self) -> int: ...
+
+    def closed_because(self) -> str | None:
+        """None when packets are taken; else why not ("recovering", "shutting down")."""
+        ...
+
+
+class Admission:
+    def __init__(self, gate: Gate, store: Store, ledger: PacketLedger) -> None:
+        self._gate = gate
+        self._store = store
+        self._ledger = ledger
+        self._seq = itertools.count(1)
+        self.node = f"d{time.time_ns() // 1_000_000:x}.{os.getpid():x}"
+        # totals (messages unless said otherwise)
+        self.accepted = 0
+        self.packets = 0
+        self.rejected = 0  # messages refused with 429/503 (backpressure)
+        self.rejected_requests = 0  # requests refused with a 4xx (bad input) or 429/503
+        self.duplicate_packets = 0
+
+    def refuse_request(self) -> None:
+        """Count a request refused before admission (bad content type, too large ...)."""
+        self.rejected_requests += 1
+
+    def figures(self) -> dict[str, int]:
+        return {
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "rejected_requests": self.rejected_requests,
+            "packets": self.packets,
+            "duplicate_packets": self.duplicate_packets,
+        }
+
+    def _route(self, body: bytes, fmt: str) -> Any:
+        prefix = f"{self.node}:{next(self._seq)}/"
+        cfg = self._gate.cfg
+        try:
+            return core.route_packet(
+                body, self._gate.router, fallback_prefix=prefix, format=fmt, max_messages=cfg.max_messages_per_packet
+            )
+        except NoTargetError:
+            # Nothing eligible: accept into pending; it is routed when an analyzer returns.
+            return core.route_packet(
+                body, None, fallback_prefix=prefix, format=fmt, max_messages=cfg.max_messages_per_packet
+            )
+
+    async def admit(self, body: bytes, fmt: str) -> Admitted | IngestReply:
+        """Check, route and store one request body: its chunks, or the answer that refuses it
+        (or acknowledges a duplicate). Never raises for bad input."""
+        why = self._gate.closed_because()
+        if why is not None:
+            self.rejected_requests += 1
+            return IngestReply(503, {"error": "unavailable", "detail": why}, _RETRY_SOON)
+        try:
+            rp = self._route(body, fmt)
+        except PacketError as exc:
+            self.rejected_requests += 1
+            return IngestReply(exc.status, exc.to_json())
+        n, pid = rp.count, rp.packet_id
+        key = self._ledger.key(rp.emitter_id, pid)
+        if key is not None and await self._duplicate(key):
+            self.duplicate_packets += 1
+            return IngestReply(202, {"accepted": n, "packet_id": pid, "duplicate": True})
+        held, bound = self._gate.held, self._gate.cfg.queue_size
+        if held and held + n > bound:
+            self.rejected += n
+            self.rejected_requests += 1
+            return IngestReply(
+                429, {"error": "queue_full", "detail": f"{held} messages held, bound {bound}"}, _RETRY_SOON
+            )
+        stored = await self._store_parts(rp.batches, rp.counts, key, n)
+        if isinstance(stored, IngestReply):
+            return stored
+        self.accepted += n
+        self.packets += 1
+        if key is not None:
+            self._ledger.remember(key)
+        now = asyncio.get_running_loop().time()
+        counts = rp.counts
+        chunks = {t: Chunk(data, counts[t], stored[i], now) for i, (t, data) in enumerate(rp.batches.items())}
+        return Admitted(chunks, n, pid if pid is not None else f"{self.node}:{self.packets}")
+
+    async def _duplicate(self, key: Key) -> bool:
+        """True when the packet was stored already, or is being stored right now and that
+        succeeds (its verdict is awaited)."""
+        storing = self._ledger.storing(key)
+        if storing is not None:
+            return await asyncio.shield(storing)
+        return self._ledger.seen(key)
+
+    async def _store_parts(
+        self, batches: dict[str, bytes], counts: dict[str, int], key: Key | None, n: int
+    ) -> list[int] | IngestReply:
+        """The store's token per part, or the answer when it cannot store them."""
+        if self._store.noop:
+            return [0] * len(batches)
+        done = self._ledger.begin(key)
+        stored = False
+        try:
+            tokens = await self._store.append([(data, counts[t], t) for t, data in batches.items()], packet_key=key)
+            stored = True
+            return tokens
+        except WalFullError as exc:
+            self.rejected += n
+            self.rejected_requests += 1
+            return IngestReply(429, {"error": "log_full", "detail": str(exc)}, _RETRY_SOON)
+        except OSError as exc:  # WalError and any other I/O error: not stored, not acknowledged
+            self.rejected_requests += 1
+            log.error("cannot store a packet: %s", exc)
+            return IngestReply(503, {"error": "store_failed", "detail": str(exc)}, _RETRY_SOON)
+        finally:
+            self._ledger.end(key, done, stored)

@@ -1,0 +1,281 @@
+"""One analyzer's link: its outbound queue, its sender task, delivery (the POST) and the health
+probe (the GET /health).
+
+The link decides nothing about where a batch goes: it forms batches from its queue (or takes
+those the engine made ready), sends them, keeps its own counters and reports each answer to the
+engine (`LinkReports`): acked, failed (transient: network error, 5xx, 408, 429, with the
+Retry-After it gave) or refused (any other status: a permanent refusal), and caught_up when a
+saturated queue is down to half its cap. The engine owns eligibility (healthy, saturated) and
+everything that moves a batch elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+import aiohttp
+
+from logdist.config import AnalyzerSpec, DistributorConfig
+from logdist.distributor.batch import Batch, OutboundQueue
+from logdist.http import parse_retry_after
+
+log = logging.getLogger("logdist.distributor")
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class LinkReports(Protocol):
+    """What a link tells the engine about a batch it sent (and about its queue)."""
+
+    def acked(self, link: AnalyzerLink, batch: Batch) -> None: ...
+
+    def failed(self, link: AnalyzerLink, batch: Batch, detail: str, retry_after: float | None) -> None: ...
+
+    async def refused(self, link: AnalyzerLink, batch: Batch, status: int, detail: str) -> None: ...
+
+    def caught_up(self, link: AnalyzerLink) -> None: ...
+
+
+class AnalyzerLink:
+    """Everything the distributor keeps about one analyzer, and the task that feeds it."""
+
+    def __init__(
+        self,
+        spec: AnalyzerSpec,
+        cfg: DistributorConfig,
+        session: aiohttp.ClientSession,
+        reports: LinkReports,
+        spawn: Callable[[Coroutine[Any, Any, Any]], None],
+        *,
+        bursty: bool,
+    ) -> None:
+        self.spec = spec
+        self.cfg = cfg  # the engine sets it again on a config reload
+        self._session = session
+        self._reports = reports
+        self._spawn = spawn
+        # The write-ahead log acknowledges packets in fsync groups: a busy sender lingers longer.
+        self._bursty = bursty
+        self.queue = OutboundQueue()
+        self.ready: deque[Batch] = deque()  # batches due (retries, rerouted in)
+        self.inflight: set[Batch] = set()
+        self.wake = asyncio.Event()
+        self.healthy = True
+        self.enabled = spec.enabled
+        self.closed = False
+        self.consecutive_failures = 0
+        self.paused_until = 0.0  # Retry-After: send nothing new before this loop time
+        self.last_error = ""
+        self.ejections = 0
+        # Saturation: an analyzer whose queue passes `cap` (it cannot keep up with its share)
+        # takes no new traffic until its queue is down to half of it, so the others keep their
+        # pace and memory stays bounded. It keeps sending what it has.
+        self.saturated = False
+        self.saturations = 0
+        self.cap = 1 << 62
+        self.probe_failures = 0
+        self.flaps = 0  # ejections soon after a re-admission, in a row (lengthens the hold-down)
+        self.down_until = 0.0  # not re-admitted before this loop time
+        self.readmitted_at = -1e9
+        self.last_ok = -1e9  # loop time of the last acknowledged batch
+        self.last_batch = -1e9  # loop time the last batch was formed (a busy sender lingers)
+        # counters (messages unless said otherwise)
+        self.routed = 0
+        self.acked = 0
+        self.failed = 0  # failed attempts (batches)
+        self.retried = 0  # retry attempts scheduled (batches)
+        self.rerouted = 0  # messages moved away from this analyzer
+        self.dead_lettered = 0
+        self.batches_sent = 0
+        self.latencies: deque[float] = deque(maxlen=1024)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def eligible(self) -> bool:
+        return self.healthy and self.enabled and not self.closed
+
+    @property
+    def state(self) -> str:
+        if self.closed:
+            return "removed"
+        if not self.enabled:
+            return "disabled"
+        return "up" if self.healthy else "down"
+
+    @property
+    def inflight_messages(self) -> int:
+        return sum(b.count for b in self.inflight)
+
+    @property
+    def queued_messages(self) -> int:
+        return self.queue.messages + sum(b.count for b in self.ready)
+
+    def latency_ms(self) -> dict[str, float | None]:
+        if not self.latencies:
+            return {"p50": None, "p99": None}
+        xs = sorted(self.latencies)
+        n = len(xs)
+        return {"p50": round(xs[n // 2] * 1000, 3), "p99": round(xs[min(n - 1, (n * 99) // 100)] * 1000, 3)}
+
+    def figures(self) -> dict[str, Any]:
+        """The link's row of /api/v1/metrics (without the shares, which the engine adds)."""
+        return {
+            "id": self.id,
+            "url": self.spec.url,
+            "endpoint": self.spec.endpoint,
+            "weight": self.spec.weight,
+            "state": self.state,
+            "eligible": self.eligible,
+            "routed": self.routed,
+            "acked": self.acked,
+            "failed": self.failed,
+            "retried": self.retried,
+            "rerouted": self.rerouted,
+            "dead_lettered": self.dead_lettered,
+            "queued": self.queued_messages,
+            "inflight": self.inflight_messages,
+            "batches_sent": self.batches_sent,
+            "ejections": self.ejections,
+            "saturated": self.saturated,
+            "saturations": self.saturations,
+            "consecutive_failures": self.consecutive_failures,
+            "last_error": self.last_error or None,
+        }
+
+    def close(self) -> None:
+        """Send nothing new: the sender task returns once it wakes."""
+        self.closed = True
+        self.wake.set()
+
+    # -----------------------------------------------------------------------------------------
+    # sending
+
+    async def run(self) -> None:
+        """The sender: while open, form a batch (or take a ready one) and deliver it."""
+        loop = asyncio.get_running_loop()
+        lingered = False
+        while not self.closed:
+            cfg = self.cfg
+            if (
+                len(self.inflight) >= cfg.max_inflight
+                or not self.eligible
+                or (not self.ready and not self.queue.chunks)
+            ):
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            now = loop.time()
+            if self.paused_until > now:
+                await asyncio.sleep(self.paused_until - now)
+                continue
+            if self.ready:
+                batch = self.ready.popleft()
+            else:
+                linger = cfg.linger_ms / 1000
+                if not lingered and linger > 0 and self._should_linger(now, linger):
+                    lingered = True
+                    await asyncio.sleep(linger)
+                    continue
+                lingered = False
+                batch = self._form_batch(now)
+            self.inflight.add(batch)
+            self._spawn(self._deliver(batch))
+
+    def _should_linger(self, now: float, linger: float) -> bool:
+        """Busy (something in flight; in wal mode also: a batch went out just now): let the
+        next batch fill up a little. The write-ahead log releases packets in groups, one per
+        fsync, with a gap between; without this each group went out as its own batch (about
+        half as many messages per POST as in memory mode). In memory mode packets come one by
+        one, and the extra linger cost 7% of its throughput (bench/e2e.py, 3 A/B pairs). A lone
+        packet after a quiet spell goes out at once."""
+        cfg, q = self.cfg, self.queue
+        busy = bool(self.inflight) or (self._bursty and now - self.last_batch < 10 * linger)
+        return busy and q.messages < cfg.batch_max_messages and q.bytes < cfg.batch_max_bytes
+
+    def _form_batch(self, now: float) -> Batch:
+        self.last_batch = now
+        batch = Batch(self.queue.take(self.cfg.batch_max_messages, self.cfg.batch_max_bytes), self.id)
+        if self.saturated and self.queue.messages <= self.cap // 2:
+            self._reports.caught_up(self)
+        return batch
+
+    async def _post(self, batch: Batch) -> tuple[int | None, str, float | None]:
+        """POST the batch: (status or None when there was no answer, error detail, Retry-After)."""
+        try:
+            async with self._session.post(
+                self.spec.endpoint,
+                data=batch.body,
+                headers=_JSON_HEADERS,
+                timeout=aiohttp.ClientTimeout(total=self.spec.timeout_s),
+                allow_redirects=False,
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+                if 200 <= status < 300:
+                    return status, "", None
+                detail = f"HTTP {status}: " + raw[:300].decode("utf-8", "replace")
+                return status, detail, parse_retry_after(resp.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return None, f"{type(exc).__name__}: {exc}", None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or an odd response: treat as transient, never lose it
+            log.exception("unexpected error delivering to %s", self.id)
+            return None, f"{type(exc).__name__}: {exc}", None
+
+    async def _deliver(self, batch: Batch) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            status, detail, retry_after = await self._post(batch)
+        except asyncio.CancelledError:
+            self.inflight.discard(batch)
+            raise
+        self.inflight.discard(batch)
+        self.batches_sent += 1
+        if status is not None:
+            self.latencies.append(loop.time() - t0)
+        try:
+            if status is not None and 200 <= status < 300:
+                self.consecutive_failures = 0
+                self.last_ok = loop.time()
+                self.acked += batch.count
+                self._reports.acked(self, batch)
+            elif status is None or status >= 500 or status in (408, 429):
+                self._note_failure(batch, detail, retry_after, loop.time())
+                self._reports.failed(self, batch, detail, retry_after)
+            else:
+                self.consecutive_failures = 0  # it answered: alive, it just refuses this batch
+                self.last_error = detail
+                await self._reports.refused(self, batch, status, detail)
+        finally:
+            self.wake.set()
+
+    def _note_failure(self, batch: Batch, detail: str, retry_after: float | None, now: float) -> None:
+        self.failed += 1
+        self.consecutive_failures += 1
+        self.last_error = detail
+        batch.attempts += 1
+        if retry_after is not None:
+            self.paused_until = max(self.paused_until, now + retry_after)
+
+    # -----------------------------------------------------------------------------------------
+    # health
+
+    async def probe(self, timeout: float) -> bool:
+        """GET /health: True when it answered 200 within `timeout` seconds."""
+        try:
+            async with self._session.get(self.spec.url + "/health", timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                await r.read()
+                return r.status == 200
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return False
