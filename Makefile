@@ -25,7 +25,8 @@ DEV_CARGO_ENV := CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_U
 	CARGO_PROFILE_RELEASE_INCREMENTAL=true
 DEV_TARGET_DIR := target/dev-ext
 
-.PHONY: help run up test test-fast test-rs test-py test-rust lint format bench bench-micro wheel build build-dev clean
+.PHONY: help run up test test-fast test-rs test-py test-rust lint lint-py lint-rs format hooks bench bench-micro wheel \
+	build build-dev clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -85,12 +86,29 @@ test: build-dev ## dev build, then cargo test + loom + pytest on both backends (
 	@echo "==> pytest, pure-Python backend (LOGDIST_PURE=1)"
 	LOGDIST_PURE=1 $(PYTEST) $(PYTEST_ARGS)
 
-lint: build ## ruff, mypy (+ stubtest of logdist._wlb), cargo clippy -D warnings, cargo fmt --check
-	$(VENV)/bin/ruff check python tests bench
+# The Python sources ruff formats and checks (lint and format use the same list).
+PY_SOURCES := python tests bench
+
+lint: lint-py lint-rs ## all the static checks CI runs (lint-py + lint-rs)
+
+lint-py: build-dev ## ruff check (incl. C90 complexity 15), ruff format --check, mypy --strict, stubtest of logdist._wlb
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest logdist._wlb --ignore-missing-stub
+
+lint-rs: $(DEPS) ## cargo clippy -D warnings, cargo fmt --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo fmt --all --check
+
+# Fixes first (a fix can leave code to reformat); what cannot be fixed is printed, lint fails on it.
+format: $(DEPS) ## rewrite the sources the way lint wants them: ruff check --fix, ruff format, cargo fmt
+	$(VENV)/bin/ruff check --fix --exit-zero $(PY_SOURCES)
+	$(VENV)/bin/ruff format $(PY_SOURCES)
+	cargo fmt --all
+
+hooks: $(DEPS) ## install the git hooks of .pre-commit-config.yaml (lint on commit, test-fast on push)
+	$(VENV)/bin/pre-commit install
 
 bench: build bench-deps ## core microbenchmarks (both backends), then the end-to-end bench: logdist memory/wal vs nginx, HAProxy
 	$(PY) bench/micro.py
