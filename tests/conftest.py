@@ -1,8 +1,12 @@
 """Shared fixtures: the backend under test, free loopback ports, and real daemon processes.
 
 The whole suite runs twice (see Makefile): once on the Rust extension and once with
-LOGDIST_PURE=1 on the pure-Python twin. `test_backend_is_what_was_asked` fails the run if the
-backend that loaded is not the one the run asked for, so a silent fallback cannot pass.
+LOGDIST_PURE=1 on the pure-Python twin. `test_backend_is_what_was_asked` fails the run (at
+session start, in every xdist worker) if the backend that loaded is not the one the run asked
+for, so a silent fallback cannot pass.
+
+Tests run in parallel under pytest-xdist: each daemon gets a port the OS picks (`free_port`),
+and `spawn` picks another and starts again if the daemon lost that port to a bind race.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +25,9 @@ from pathlib import Path
 import pytest
 
 from logdist import core, pure_requested
+from logdist.procs import free_port
+
+__all__ = ["ROOT", "Daemon", "free_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_BACKEND = "py" if pure_requested() else "rs"
@@ -35,17 +41,24 @@ def test_backend_is_what_was_asked() -> None:
         assert core.Router is _wlb.Router
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # conftest.py is not a test module, so pytest never collects the check as a test: run it
+    # here, where a mismatch stops the whole run before any test passes on the wrong backend.
+    try:
+        test_backend_is_what_was_asked()
+    except AssertionError as exc:
+        pytest.exit(f"wrong backend: {exc}", returncode=1)
+
+
 @pytest.fixture(scope="session")
 def backend() -> str:
     """'rs' or 'py': the backend this run is on."""
     return core.BACKEND
 
 
-def free_port() -> int:
-    """A loopback TCP port that is free right now (the OS picks it)."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# What a daemon prints when its port was taken between free_port() and its bind().
+BIND_RACE = "Address already in use"
+BIND_RACE_TRIES = 3
 
 
 class Daemon:
@@ -132,12 +145,26 @@ def spawn(daemons: list[Daemon], tmp_path: Path):  # type: ignore[no-untyped-def
     If the args contain the literal "{port}", a free port is substituted; the Daemon's .port
     is that port (or the one given)."""
 
-    def _spawn(*args: str, port: int | None = None, wait: bool = True, env: dict[str, str] | None = None) -> Daemon:
-        port = port or free_port()
+    def _start(args: tuple[str, ...], port: int, wait: bool, env: dict[str, str] | None) -> Daemon:
         argv = [a.replace("{port}", str(port)) for a in args]
         log = tmp_path / f"{argv[0]}-{port}-{len(daemons)}.log"
         d = Daemon(argv, port, log, env)
         daemons.append(d)
         return d.start(wait=wait)
+
+    def _spawn(*args: str, port: int | None = None, wait: bool = True, env: dict[str, str] | None = None) -> Daemon:
+        if port is not None or not wait or not any("{port}" in a for a in args):
+            return _start(args, port or free_port(), wait, env)
+        # The port is free when picked and bound a moment later by the child; meanwhile another
+        # xdist worker (or any process) may take it. Only a port we picked, for a daemon we wait
+        # for, is retried, and only when the daemon says it lost exactly that race.
+        for _ in range(BIND_RACE_TRIES - 1):
+            try:
+                return _start(args, free_port(), wait, env)
+            except RuntimeError:
+                d = daemons[-1]
+                if d.proc is None or d.proc.returncode is None or BIND_RACE not in d.log.read_text():
+                    raise
+        return _start(args, free_port(), wait, env)
 
     return _spawn
