@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,19 @@ async def recovered(store: WalStore, ledger: PacketLedger | None = None) -> list
     return [r async for r in store.recover(remember)]
 
 
+
+async def crash(store: WalStore) -> None:
+    """A crash: the store stops where it is, with no close(). A background checkpoint under way
+    finishes first (a dead process runs none, so it must not race the next store opening the
+    same directory); one waiting for its interval is cancelled."""
+    cp = store._checkpointer
+    if cp is not None and not cp.done():
+        if store._sleeping:
+            cp.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cp
+    store.wal = None
+
 def ack(store: WalStore, token: int, count: int) -> None:
     """`count` messages of record `token` are delivered: a batch of one chunk of it."""
     store.ack_chunks([Chunk(b"", count, token, 0.0)])
@@ -40,7 +54,7 @@ async def test_parts_survive_until_fully_acked(Wal: Any, tmp_path: Path) -> None
             break
         await asyncio.sleep(0.01)
     assert store.stats()["wal_undelivered_records"] == 2
-    store.wal = None  # a crash: no close()
+    await crash(store)
 
     store = WalStore(tmp_path, wal_cls=Wal)
     # each part comes back with the analyzer it was routed to
@@ -71,7 +85,7 @@ async def test_ack_chunks_is_ack_of_each_chunk(Wal: Any, tmp_path: Path) -> None
     assert store._remaining == {t[2]: 1}
     await store.checkpoint()
     assert store.stats()["wal_undelivered_records"] == 1
-    store.wal = None  # a crash: only the unacknowledged part comes back
+    await crash(store)  # only the unacknowledged part comes back
 
     store = WalStore(tmp_path, wal_cls=Wal)
     assert await recovered(store) == [(t[2], b'{"id":"d"}', 1, "a2")]
@@ -117,7 +131,7 @@ async def test_dedup_keys_survive_a_crash(Wal: Any, tmp_path: Path) -> None:
         ack(store, t, 1)
     await wait_checkpointed(store)
     assert (tmp_path / "dedup.keys").exists()  # written before the checkpoint
-    store.wal = None  # crash
+    await crash(store)
 
     ledger = PacketLedger(3)
     store = WalStore(tmp_path, wal_cls=Wal, dedup_window=3, packet_keys=ledger.keys)
@@ -218,7 +232,7 @@ async def test_a_packet_torn_by_a_crash_is_not_remembered_as_stored(Wal: Any, tm
     store = WalStore(tmp_path, wal_cls=Wal)
     await recovered(store)
     await store.append([(b'{"id":"a"}', 1, "a1"), (b'{"id":"b"}', 1, "a2")], packet_key=("em", "p1"))
-    store.wal = None  # a kill -9 (no close, no keys file yet) ...
+    await crash(store)  # a kill -9 (no close, no keys file yet) ...
     (seg,) = sorted(tmp_path.glob("*.wal"))
     seg.write_bytes(seg.read_bytes()[:-5])  # ... in the middle of the packet's write: its last part is torn
     store = WalStore(tmp_path, wal_cls=Wal)
