@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from logdist import pure_requested
 from logdist.distributor.workers.merge import merge_prometheus
 
 from .conftest import Cluster, assert_zero_loss, call, get, wait_until
@@ -64,7 +65,7 @@ def test_two_workers_share_the_port_and_answer_as_one(cluster: Cluster) -> None:
         sup_maps = fh.read()
     with open(f"/proc/{ws[0]['pid']}/maps") as fh:
         worker_maps = fh.read()
-    for lib in ("_http_parser", "_wlb" if os.environ.get("LOGDIST_PURE") != "1" else "uvloop"):
+    for lib in ("_http_parser", "uvloop" if pure_requested() else "_wlb"):
         assert lib in worker_maps and lib not in sup_maps, lib
 
     loads = many_connections(cluster, "w", 16, 1000)

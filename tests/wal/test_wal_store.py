@@ -23,7 +23,6 @@ async def recovered(store: WalStore, ledger: PacketLedger | None = None) -> list
     return [r async for r in store.recover(remember)]
 
 
-
 async def crash(store: WalStore) -> None:
     """A crash: the store stops where it is, with no close(). A background checkpoint under way
     finishes first (a dead process runs none, so it must not race the next store opening the
@@ -35,6 +34,7 @@ async def crash(store: WalStore) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await cp
     store.wal = None
+
 
 def ack(store: WalStore, token: int, count: int) -> None:
     """`count` messages of record `token` are delivered: a batch of one chunk of it."""
