@@ -37,17 +37,3 @@ RoutedPacket = backend.RoutedPacket
 route_packet = backend.route_packet
 SplitMix64 = backend.SplitMix64
 Wal = backend.Wal
-
-__all__ = [
-    "BACKEND",
-    "AliasTable",
-    "BatchAnalyzer",
-    "RetryScheduler",
-    "RingBuffer",
-    "RoutedPacket",
-    "Router",
-    "SmoothWeighted",
-    "SplitMix64",
-    "Wal",
-    "route_packet",
-]

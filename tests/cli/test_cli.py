@@ -8,8 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 
 from logdist.procs import free_port
 from logdist.tools import cluster
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,17 +25,6 @@ def logdist(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     return subprocess.run(
         [sys.executable, "-m", "logdist", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
     )
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 # --- wiring and errors ------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from waiting import wait_until
+
 Daemon = Any  # tests/conftest.py's Daemon (a conftest module cannot be imported by name)
 
 
@@ -50,21 +52,6 @@ def get(url: str) -> Any:
     status, doc, _ = call("GET", url)
     assert status == 200, (url, status, doc)
     return doc
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition", step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-        except (OSError, http.client.HTTPException) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def packet(ids: list[str], emitter: str = "t", pid: str | None = None) -> dict[str, Any]:
