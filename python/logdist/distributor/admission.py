@@ -45,7 +45,7 @@ class Admitted:
 
     chunks: dict[str, Chunk]
     count: int
-    packet_id: str
+    packet_id: str | None  # None when the packet carried none (answered as null, as always)
 
     def reply(self) -> IngestReply:
         return IngestReply(202, {"accepted": self.count, "packet_id": self.packet_id})
@@ -143,7 +143,7 @@ class Admission:
         now = asyncio.get_running_loop().time()
         counts = rp.counts
         chunks = {t: Chunk(data, counts[t], stored[i], now) for i, (t, data) in enumerate(rp.batches.items())}
-        return Admitted(chunks, n, pid if pid is not None else f"{self.node}:{self.packets}")
+        return Admitted(chunks, n, pid)
 
     async def _duplicate(self, key: Key) -> bool:
         """True when the packet was stored already, or is being stored right now and that
