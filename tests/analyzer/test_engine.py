@@ -8,7 +8,8 @@ import pytest
 
 from logdist._py.analyze import parse_messages  # the twin's own helpers
 from logdist._py.dedup import DedupWindow
-from logdist.analyzer.engine import Analysis, BadBody
+from logdist.analyzer.engine import Analysis
+from logdist.errors import PacketError
 
 
 def m(i: object, level: object = "INFO", source: object = "s") -> dict[str, object]:
@@ -48,13 +49,13 @@ def test_messages_without_id_are_each_counted() -> None:
 
 def test_rejected_body_changes_nothing() -> None:
     a = Analysis()
-    with pytest.raises(BadBody):
+    with pytest.raises(PacketError):
         a.ingest_messages([m("a"), m("b", level={"not": "hashable"})])
-    with pytest.raises(BadBody):
+    with pytest.raises(PacketError):
         a.ingest_messages([m("a"), "not an object"])
-    with pytest.raises(BadBody):
+    with pytest.raises(PacketError):
         a.ingest_messages([m("a"), m(["list id"])])
-    with pytest.raises(BadBody, match="not JSON"):
+    with pytest.raises(PacketError, match="not JSON"):
         a.ingest_messages([m("a"), m(object())])
     assert a.counts()["received"] == 0
     assert "a" not in a.dedup  # not remembered: a later good delivery of "a" counts

@@ -33,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from logdist.analyzer.app import AnalyzerState, Faults, make_app
-    from logdist.analyzer.engine import Analysis, BadBody
-    from logdist.errors import ConfigError
+    from logdist.analyzer.engine import Analysis
+    from logdist.errors import ConfigError, PacketError
 
     if args.id is not None and args.pos_id is not None and args.id != args.pos_id:
         raise ConfigError("id", f"given twice: {args.pos_id!r} and --id {args.id!r}")
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                 "retry_after": args.retry_after,
             }
         )
-    except BadBody as exc:
+    except PacketError as exc:
         raise ConfigError(exc.detail.split("'")[1] if "'" in exc.detail else "fault", exc.detail) from None
     daemon.setup_logging(f"analyzer:{aid}", args.log_level)
     state = AnalyzerState(

@@ -17,7 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from logdist.analyzer.engine import Analysis, BadBody
+from logdist.analyzer.engine import Analysis
+from logdist.errors import PacketError
 from logdist.http import error_response, format_retry_after, json_errors, json_response, read_json_object
 
 log = logging.getLogger("logdist.analyzer")
@@ -41,10 +42,10 @@ class Faults:
         }
 
     def update(self, doc: dict[str, Any]) -> None:
-        """Apply a POST /fault body; null clears a fault. Raises BadBody on bad values."""
+        """Apply a POST /fault body; null clears a fault. Raises PacketError on bad values."""
         unknown = set(doc) - {"latency_ms", "error_rate", "fail_status", "retry_after"}
         if unknown:
-            raise BadBody("bad_schema", f"unknown fault keys: {sorted(unknown)}")
+            raise PacketError("bad_schema", f"unknown fault keys: {sorted(unknown)}")
         new = Faults(**self.__dict__)
         if "latency_ms" in doc:
             new.latency_ms = _number(doc, "latency_ms", 0.0, lo=0.0)
@@ -53,7 +54,7 @@ class Faults:
         if "fail_status" in doc:
             v = doc["fail_status"]
             if v is not None and (type(v) is not int or not 100 <= v <= 599):
-                raise BadBody("bad_schema", "'fail_status' must be an HTTP status (100-599) or null")
+                raise PacketError("bad_schema", "'fail_status' must be an HTTP status (100-599) or null")
             new.fail_status = v
         if "retry_after" in doc:
             new.retry_after = None if doc["retry_after"] is None else _number(doc, "retry_after", 0.0, lo=0.0)
@@ -66,7 +67,7 @@ def _number(doc: dict[str, Any], key: str, default: float, lo: float, hi: float 
         return default
     if type(v) not in (int, float) or v < lo or (hi is not None and v > hi):
         rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise BadBody("bad_schema", f"{key!r} must be a number {rng} or null")
+        raise PacketError("bad_schema", f"{key!r} must be a number {rng} or null")
     return float(v)
 
 
@@ -112,7 +113,7 @@ async def analyze(request: web.Request) -> web.Response:
     body = await request.read()
     try:
         accepted, dups = st.analysis.ingest(body)
-    except BadBody as exc:
+    except PacketError as exc:
         return json_response(exc.to_json(), 400)
     return json_response({"accepted": accepted, "duplicates": dups})
 
@@ -176,7 +177,7 @@ async def fault(request: web.Request) -> web.Response:
         doc = await read_json_object(request)
         try:
             st.faults.update(doc)
-        except BadBody as exc:
+        except PacketError as exc:
             return json_response(exc.to_json(), 400)
         log.info("faults now %s", st.faults.to_json())
     return json_response(st.faults.to_json())

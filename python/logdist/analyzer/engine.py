@@ -18,21 +18,9 @@ import orjson
 from logdist import core
 from logdist.errors import PacketError
 
-__all__ = ["ERROR_LEVELS", "Analysis", "BadBody"]
+__all__ = ["ERROR_LEVELS", "Analysis"]
 
 ERROR_LEVELS = frozenset({"error", "fatal", "critical", "crit", "emerg", "emergency", "alert", "panic"})
-
-
-class BadBody(ValueError):
-    """A body the analyzer cannot read; answered 400 with `{"error": code, "detail": ...}`."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
-
-    def to_json(self) -> dict[str, str]:
-        return {"error": self.code, "detail": self.detail}
 
 
 class _Bucket:
@@ -64,12 +52,9 @@ class Analysis:
         self.last_message_at: float | None = None
 
     def ingest(self, body: bytes) -> tuple[int, int]:
-        """Analyse one request body. Returns (unique accepted, duplicates). Raises BadBody, and
-        then nothing was counted or remembered."""
-        try:
-            unique, dups, levels, sources, fresh = self.dedup.ingest(body)
-        except PacketError as exc:
-            raise BadBody(exc.code, exc.detail) from None
+        """Analyse one request body. Returns (unique accepted, duplicates). Raises PacketError
+        (answered 400), and then nothing was counted or remembered."""
+        unique, dups, levels, sources, fresh = self.dedup.ingest(body)
         if fresh is not None and self.recorded is not None:
             self.recorded.extend(fresh)
         self.received += unique + dups
@@ -83,7 +68,7 @@ class Analysis:
         try:
             body = orjson.dumps(msgs)
         except TypeError as exc:  # orjson.JSONEncodeError: not representable as JSON
-            raise BadBody("bad_json", f"messages are not JSON: {exc}") from None
+            raise PacketError("bad_json", f"messages are not JSON: {exc}") from None
         return self.ingest(body)
 
     def _apply(self, n: int, levels: list[tuple[str | None, int]], sources: list[tuple[str | None, int]]) -> None:
