@@ -399,8 +399,9 @@ class Wal:
     a power loss their unsynced records may be reported lost, erring on the loud side);
     otherwise it is a torn write (never acknowledged; so damage to the very last records of the
     newest segment written since the last checkpoint reads as a torn write) or a recycled
-    segment's stale frames (no note). A segment whose header is damaged is still scanned from the lsn its name gives; one
-    whose first lsn is below the previous segment's end, or left with no records, is deleted.
+    segment's stale frames (no note). A segment whose header is damaged is still scanned from
+    the lsn its name gives; one whose first lsn is below the previous segment's end, or left
+    with no records, is deleted.
     Each problem adds one line to recovery_notes, identical across backends:
       "<segment>: <torn record|bad crc|unexpected lsn|bad segment header> at offset <o>:
        skipped <b> bytes, <r> records"   or   "progress.ckpt: bad checkpoint, ignored"

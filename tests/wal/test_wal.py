@@ -660,7 +660,7 @@ def recover_copy(cls: Any, src: Path, dst: Path) -> dict[str, Any]:
 def test_both_backends_skip_the_same_bytes(writer_reader: tuple[Any, Any], tmp_path: Path, seed: int) -> None:
     W, R = writer_reader
     rng = random.Random(seed)
-    written, _ = random_log(W, tmp_path / "log", rng)
+    random_log(W, tmp_path / "log", rng)
     damage_files(tmp_path / "log", rng, rng.randint(1, 6))
     mine = recover_copy(W, tmp_path / "log", tmp_path / "w")
     theirs = recover_copy(R, tmp_path / "log", tmp_path / "r")

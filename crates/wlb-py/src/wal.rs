@@ -107,7 +107,7 @@ impl WalPy {
         self.inner.recovery().notes.clone()
     }
 
-    /// (segment, offset, length, lsn_start, lsn_end, lost lsns, first bytes of the stretch)
+    /// `(segment, offset, length, lsn_start, lsn_end, lost lsns, first bytes of the stretch)`
     /// per damaged stretch that held undelivered records.
     #[getter]
     #[allow(clippy::type_complexity)]

@@ -433,7 +433,8 @@ fn intact_frame(data: &[u8], pos: usize) -> std::result::Result<usize, &'static 
         return Err("torn record");
     }
     let len = len as usize;
-    if record_crc(u64_at(data, pos + 8), &data[pos + hdr..pos + hdr + len]) != u32_at(data, pos + 4) {
+    if record_crc(u64_at(data, pos + 8), &data[pos + hdr..pos + hdr + len]) != u32_at(data, pos + 4)
+    {
         return Err("bad crc");
     }
     Ok(len)
@@ -672,9 +673,17 @@ enum Header {
 /// `bound` the first lsn of the next segment file (`u64::MAX` for the last one).
 fn scan_file(data: &[u8], first: u64, prev_end: u64, bound: u64) -> Option<(Scan, Header)> {
     let hdr = SEGMENT_HEADER_LEN as usize;
-    let magic = if data.len() >= hdr { Some(&data[..8]) } else { None };
+    let magic = if data.len() >= hdr {
+        Some(&data[..8])
+    } else {
+        None
+    };
     let ours = magic == Some(&SEGMENT_MAGIC[..]) || magic == Some(&RECYCLED_MAGIC[..]);
-    let header_lsn = if data.len() >= hdr { u64_at(data, 8) } else { 0 };
+    let header_lsn = if data.len() >= hdr {
+        u64_at(data, 8)
+    } else {
+        0
+    };
     if ours && header_lsn == first && first >= prev_end {
         let kind = if magic == Some(&RECYCLED_MAGIC[..]) {
             Header::Recycled
@@ -684,7 +693,11 @@ fn scan_file(data: &[u8], first: u64, prev_end: u64, bound: u64) -> Option<(Scan
         return Some((scan_segment(data, first, bound), kind));
     }
     if first < prev_end {
-        let frames = if data.len() >= hdr { count_frames(data, hdr) } else { 0 };
+        let frames = if data.len() >= hdr {
+            count_frames(data, hdr)
+        } else {
+            0
+        };
         let scan = Scan {
             records: Vec::new(),
             gaps: Vec::new(),
@@ -712,7 +725,11 @@ fn undelivered_in(lo: u64, hi: u64, ranges: &[(u64, u64)]) -> Vec<u64> {
             i += 1;
             continue;
         }
-        let stop = if i < ranges.len() { ranges[i].0.min(hi) } else { hi };
+        let stop = if i < ranges.len() {
+            ranges[i].0.min(hi)
+        } else {
+            hi
+        };
         out.extend(x..stop);
         x = stop;
     }
@@ -759,15 +776,23 @@ impl Recovered {
     /// segment should hold are missing and undelivered (below the next segment's first, or,
     /// in the last segment, below the checkpoint's `next_lsn`); else a torn write (never
     /// acknowledged) or, in a recycled segment, its stale frames. True when it is to be cut.
-    fn tail(&mut self, name: &str, data: &[u8], scan: &Scan, header: Header, ctx: (u64, &[(u64, u64)])) -> bool {
+    fn tail(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        scan: &Scan,
+        header: Header,
+        ctx: (u64, &[(u64, u64)]),
+    ) -> bool {
         let Some((why, frames)) = scan.bad else {
             return false;
         };
         let (horizon, delivered) = ctx;
         let (start, bytes) = (scan.valid_len, (data.len() - scan.valid_len) as u64);
-        let span = (scan.end_lsn, horizon.max(scan.end_lsn));
-        if header != Header::Overlap && self.lose(name, data, (start, data.len()), span, delivered) {
-            self.note(name, why, start, bytes, span.1 - span.0);
+        let lsns = (scan.end_lsn, horizon.max(scan.end_lsn));
+        if header != Header::Overlap && self.lose(name, data, (start, data.len()), lsns, delivered)
+        {
+            self.note(name, why, start, bytes, lsns.1 - lsns.0);
             return true;
         }
         if header == Header::Recycled {
@@ -780,28 +805,43 @@ impl Recovered {
     /// Scans every segment file in lsn order: resynchronises over damaged records, cuts off
     /// torn or damaged tails, deletes files without a good record, reports what was lost, and
     /// counts what is not in `delivered`. `ckpt_next` is the checkpoint's `next_lsn` (0 without one).
-    fn segments(&mut self, found: SegmentFiles, delivered: &[(u64, u64)], ckpt_next: u64) -> Result<bool> {
+    fn segments(
+        &mut self,
+        found: SegmentFiles,
+        delivered: &[(u64, u64)],
+        ckpt_next: u64,
+    ) -> Result<bool> {
         let firsts: Vec<u64> = found.iter().map(|f| f.0).collect();
         let mut prev_end = 0;
         let mut touched = false;
         for (idx, (first, path)) in found.into_iter().enumerate() {
             let data = fs::read(&path).map_err(|e| WalError::io("read", &path, &e))?;
             let next_first = firsts.get(idx + 1).copied();
-            let Some((scan, header)) = scan_file(&data, first, prev_end, next_first.unwrap_or(u64::MAX)) else {
+            let Some((scan, header)) =
+                scan_file(&data, first, prev_end, next_first.unwrap_or(u64::MAX))
+            else {
                 remove_file(&path)?;
                 touched = true;
                 continue;
             };
             let name = segment_name(first);
             if header == Header::Damaged {
-                self.note(&name, "bad segment header", 0, data.len().min(SEGMENT_HEADER_LEN as usize) as u64, 0);
+                self.note(
+                    &name,
+                    "bad segment header",
+                    0,
+                    data.len().min(SEGMENT_HEADER_LEN as usize) as u64,
+                    0,
+                );
             }
             for g in &scan.gaps {
                 self.note(&name, g.why, g.start, (g.end - g.start) as u64, g.hi - g.lo);
                 self.lose(&name, &data, (g.start, g.end), (g.lo, g.hi), delivered);
             }
             let horizon = next_first.unwrap_or(ckpt_next);
-            if self.tail(&name, &data, &scan, header, (horizon, delivered)) && !scan.records.is_empty() {
+            if self.tail(&name, &data, &scan, header, (horizon, delivered))
+                && !scan.records.is_empty()
+            {
                 truncate_file(&path, scan.valid_len as u64)?;
                 touched = true;
             }

@@ -296,7 +296,12 @@ fn a_bad_crc_loses_only_that_record() {
     let wal = Wal::open(&d.0, WalOptions::default()).unwrap();
     let r = wal.recovery();
     assert_eq!(
-        (r.skipped_bytes, r.skipped_records, r.recovered_records, r.lost_records),
+        (
+            r.skipped_bytes,
+            r.skipped_records,
+            r.recovered_records,
+            r.lost_records
+        ),
         (36, 1, 5, 1)
     );
     assert_eq!(
@@ -309,10 +314,19 @@ fn a_bad_crc_loses_only_that_record() {
     assert_eq!(r.losses.len(), 1);
     let loss = &r.losses[0];
     assert_eq!(
-        (loss.segment.as_str(), loss.offset, loss.length, loss.lsn_start, loss.lsn_end),
+        (
+            loss.segment.as_str(),
+            loss.offset,
+            loss.length,
+            loss.lsn_start,
+            loss.lsn_end
+        ),
         (segment_name(0).as_str(), rec3 as u64, 36, 3, 4)
     );
-    assert_eq!((loss.lsns.clone(), loss.data.clone()), (vec![3], bytes[rec3..rec3 + 36].to_vec()));
+    assert_eq!(
+        (loss.lsns.clone(), loss.data.clone()),
+        (vec![3], bytes[rec3..rec3 + 36].to_vec())
+    );
     let lsns: Vec<u64> = wal.replay().unwrap().into_iter().map(|r| r.0).collect();
     assert_eq!(lsns, vec![0, 1, 2, 4, 5]);
     assert_eq!(wal.stats().lost_records, 1);
@@ -343,12 +357,17 @@ fn corruption_in_an_older_segment_keeps_the_rest() {
     // The last record of a segment followed by another one: lost, not a torn tail.
     let seg4 = d.0.join(segment_name(4));
     let mut bytes = fs::read(&seg4).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
+    let final_byte = bytes.len() - 1;
+    bytes[final_byte] ^= 1;
     fs::write(&seg4, &bytes).unwrap();
     crash(wal);
     let wal = Wal::open(&d.0, opts(16 + 2 * 26, 1 << 20)).unwrap();
-    let lost: Vec<u64> = wal.recovery().losses.iter().flat_map(|l| l.lsns.clone()).collect();
+    let lost: Vec<u64> = wal
+        .recovery()
+        .losses
+        .iter()
+        .flat_map(|l| l.lsns.clone())
+        .collect();
     assert_eq!(lost, vec![5]);
     let lsns: Vec<u64> = wal.replay().unwrap().into_iter().map(|r| r.0).collect();
     assert_eq!(lsns, vec![0, 1, 3, 4]);
@@ -523,14 +542,18 @@ fn random_log(dir: &Path, rng: &mut SplitMix64) -> (Vec<Vec<u8>>, Vec<u64>) {
         let lsns = wal.append_many(&batch).unwrap();
         assert_eq!(lsns[0] as usize, written.len());
         written.extend(batch);
-        if rng.next_u64() % 3 == 0 {
-            let done: Vec<u64> = lsns.iter().copied().filter(|_| rng.next_u64() % 4 != 0).collect();
+        if rng.next_u64().is_multiple_of(3) {
+            let done: Vec<u64> = lsns
+                .iter()
+                .copied()
+                .filter(|_| !rng.next_u64().is_multiple_of(4))
+                .collect();
             wal.ack(&done);
             acked.extend(done);
             wal.checkpoint().unwrap();
         }
     }
-    if rng.next_u64() % 2 == 0 {
+    if rng.next_u64().is_multiple_of(2) {
         wal.close().unwrap();
     } else {
         crash(wal);
@@ -544,7 +567,7 @@ fn damage(dir: &Path, rng: &mut SplitMix64) {
     if files.is_empty() {
         return;
     }
-    for _ in 0..1 + rng.next_u64() % 4 {
+    for _ in 0..=(rng.next_u64() % 4) {
         let path = dir.join(&files[(rng.next_u64() % files.len() as u64) as usize]);
         let mut raw = fs::read(&path).unwrap();
         if raw.is_empty() {
@@ -556,7 +579,9 @@ fn damage(dir: &Path, rng: &mut SplitMix64) {
         match rng.next_u64() % 4 {
             0 => raw[at] ^= 1 + (rng.next_u64() % 255) as u8,
             1 => raw[at..end].fill(0),
-            2 => raw[at..end].iter_mut().for_each(|b| *b = rng.next_u64() as u8),
+            2 => raw[at..end]
+                .iter_mut()
+                .for_each(|b| *b = rng.next_u64() as u8),
             _ => raw.truncate(at),
         }
         fs::write(&path, &raw).unwrap();
@@ -573,30 +598,57 @@ fn recovery_of_randomly_damaged_segments_never_invents_or_repeats() {
         let mut rng = SplitMix64::new(0x5EED_0000 + seed);
         let (written, acked) = random_log(&d.0, &mut rng);
         damage(&d.0, &mut rng);
-        let wal = Wal::open(&d.0, opts(400, 1 << 20)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let wal =
+            Wal::open(&d.0, opts(400, 1 << 20)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let got = wal.replay().unwrap();
         for pair in got.windows(2) {
-            assert!(pair[0].0 < pair[1].0, "seed {seed}: lsns not strictly increasing");
+            assert!(
+                pair[0].0 < pair[1].0,
+                "seed {seed}: lsns not strictly increasing"
+            );
         }
         for (lsn, payload) in &got {
-            assert_eq!(written.get(*lsn as usize), Some(payload), "seed {seed}: lsn {lsn} invented");
+            assert_eq!(
+                written.get(*lsn as usize),
+                Some(payload),
+                "seed {seed}: lsn {lsn} invented"
+            );
         }
         let r = wal.recovery().clone();
         let lost: Vec<u64> = r.losses.iter().flat_map(|l| l.lsns.clone()).collect();
         assert_eq!(lost.len() as u64, r.lost_records, "seed {seed}");
         for lsn in &lost {
-            assert!((*lsn as usize) < written.len(), "seed {seed}: lost lsn {lsn} never written");
-            assert!(!got.iter().any(|g| g.0 == *lsn), "seed {seed}: lsn {lsn} both lost and recovered");
+            assert!(
+                (*lsn as usize) < written.len(),
+                "seed {seed}: lost lsn {lsn} never written"
+            );
+            assert!(
+                !got.iter().any(|g| g.0 == *lsn),
+                "seed {seed}: lsn {lsn} both lost and recovered"
+            );
         }
         for lsn in &acked {
-            assert!(!lost.contains(lsn), "seed {seed}: delivered lsn {lsn} reported lost");
-            assert!(!got.iter().any(|g| g.0 == *lsn), "seed {seed}: delivered lsn {lsn} given back");
+            assert!(
+                !lost.contains(lsn),
+                "seed {seed}: delivered lsn {lsn} reported lost"
+            );
+            assert!(
+                !got.iter().any(|g| g.0 == *lsn),
+                "seed {seed}: delivered lsn {lsn} given back"
+            );
         }
         // A second open gives back the same and reports no loss again.
         crash(wal);
         let wal = Wal::open(&d.0, opts(400, 1 << 20)).unwrap();
-        assert_eq!(wal.replay().unwrap(), got, "seed {seed}: a second open differs");
-        assert!(wal.recovery().losses.is_empty(), "seed {seed}: a loss reported twice");
+        assert_eq!(
+            wal.replay().unwrap(),
+            got,
+            "seed {seed}: a second open differs"
+        );
+        assert!(
+            wal.recovery().losses.is_empty(),
+            "seed {seed}: a loss reported twice"
+        );
     }
 }
 
@@ -629,7 +681,8 @@ fn scattered_flips_lose_exactly_the_records_they_hit() {
         let mut hit = std::collections::BTreeSet::new();
         let mut flipped = std::collections::BTreeSet::new();
         while flipped.len() < flips {
-            let (name, start, end, lsn) = frames[(rng.next_u64() % frames.len() as u64) as usize].clone();
+            let (name, start, end, lsn) =
+                frames[(rng.next_u64() % frames.len() as u64) as usize].clone();
             let at = start + (rng.next_u64() % (end - start) as u64) as usize;
             if !flipped.insert((name.clone(), at)) {
                 continue; // a second flip of the same byte could undo the first
@@ -644,8 +697,17 @@ fn scattered_flips_lose_exactly_the_records_they_hit() {
         let got: Vec<u64> = wal.replay().unwrap().into_iter().map(|r| r.0).collect();
         let want: Vec<u64> = (0..600).filter(|l| !hit.contains(l)).collect();
         assert_eq!(got, want, "{flips} flips");
-        let mut lost: Vec<u64> = wal.recovery().losses.iter().flat_map(|l| l.lsns.clone()).collect();
+        let mut lost: Vec<u64> = wal
+            .recovery()
+            .losses
+            .iter()
+            .flat_map(|l| l.lsns.clone())
+            .collect();
         lost.sort_unstable();
-        assert_eq!(lost, hit.iter().copied().collect::<Vec<_>>(), "{flips} flips");
+        assert_eq!(
+            lost,
+            hit.iter().copied().collect::<Vec<_>>(),
+            "{flips} flips"
+        );
     }
 }
