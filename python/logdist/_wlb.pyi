@@ -385,15 +385,29 @@ class Wal:
         lsns start at or above its next_lsn. A corrupt one is ignored (everything still on
         disk is redelivered) and noted.
 
-    Recovery on open: every segment is scanned in lsn order. A scan stops at the first record
-    that is torn (fewer than 16 header bytes left, or a payload running past the end of the
-    file, or len > 1 GiB), has a bad crc, or an lsn other than the expected one; the rest of
-    that segment is skipped, reported, and cut off (truncate + fsync), and later segments are
-    still read. A segment with a bad header, or left with no records, is deleted. The skipped
-    records are the frames the length fields describe from the stop point (a partial one
-    counts). Each problem adds one line to recovery_notes, identical across backends:
+    Recovery on open: every segment is scanned in lsn order. A record is intact when it is
+    whole (16 header bytes, len <= 1 GiB, the payload within the file), its crc matches, and its
+    lsn is the one expected (below the next segment's first lsn). A damaged record does not end
+    the scan: it resynchronises on the next intact record, i.e. the smallest offset q past the
+    damage holding an intact frame whose lsn is at least the one expected and at most
+    (q - damage start) // 16 above it (each lost record took at least 16 bytes; a recycled
+    file's stale frames, whose lsns are lower, are never taken). Only the records of the
+    damaged stretch are skipped. When no intact record follows, the rest of the segment is its
+    tail, cut off (truncate + fsync): it is LOST when it held lsns that are missing and not
+    delivered, below the next segment's first lsn (or, in the last segment, below the
+    checkpoint's next_lsn, which counts only whole writes: a kill -9 never tears those; after
+    a power loss their unsynced records may be reported lost, erring on the loud side);
+    otherwise it is a torn write (never acknowledged; so damage to the very last records of the
+    newest segment written since the last checkpoint reads as a torn write) or a recycled
+    segment's stale frames (no note). A segment whose header is damaged is still scanned from
+    the lsn its name gives; one whose first lsn is below the previous segment's end, or left
+    with no records, is deleted.
+    Each problem adds one line to recovery_notes, identical across backends:
       "<segment>: <torn record|bad crc|unexpected lsn|bad segment header> at offset <o>:
        skipped <b> bytes, <r> records"   or   "progress.ckpt: bad checkpoint, ignored"
+    (r: the lsns the stretch held; for a torn or junk tail, the frames its length fields
+    describe, a partial one counting). recovery_losses lists the stretches that held
+    undelivered records, with those lsns; stats()["lost_records"] sums them.
     """
 
     def __new__(
@@ -434,11 +448,18 @@ class Wal:
     @property
     def recovery_notes(self) -> list[str]:
         """What recovery skipped or ignored, one line per problem (see the class doc)."""
+    @property
+    def recovery_losses(self) -> list[tuple[str, int, int, int, int, list[int], bytes]]:
+        """One (segment, offset, length, lsn_start, lsn_end, lost lsns, data) per damaged
+        stretch that held undelivered records: the stretch's bytes offset..offset+length of the
+        segment file held the lsns lsn_start..lsn_end, of which `lost lsns` (ascending) were not
+        delivered; data is its first bytes (at most 64 KiB), for telling what they held."""
     def stats(self) -> dict[str, int | float]:
         """bytes (all segment files), segments, records (on disk, delivered or not),
         undelivered, next_lsn, appends and appended_records (successful append_many calls and
         their records since open), fsyncs (group-commit fsyncs of segment data since open),
-        last_fsync_seconds (float), skipped_bytes, skipped_records, recovered_records
+        last_fsync_seconds (float), skipped_bytes, skipped_records, lost_records (undelivered
+        records recovery found damaged, see recovery_losses), recovered_records
         (undelivered records found on open), max_bytes."""
     def close(self) -> None:
         """Refuse new appends, wait until every write is fsynced (or failed), checkpoint, close

@@ -1,5 +1,7 @@
 """The distributor in `wal` durability, with real processes: what got a 2xx survives kill -9,
-a full log answers 429 and loses nothing, a torn tail is reported and the rest served.
+a full log answers 429 and loses nothing, a torn tail is reported and the rest served, damage
+in the middle of a segment loses only the damaged records and degrades /health until an
+operator acknowledges it, and an unusable state dir stops the process at once.
 
 Runs on the backend of the run (the daemons pick it through logdist.core, like production).
 """
@@ -7,7 +9,9 @@ Runs on the backend of the run (the daemons pick it through logdist.core, like p
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -177,3 +181,120 @@ def test_dedup_window_survives_kill9(cluster: Any) -> None:
     assert status == 202 and not doc.get("duplicate")
     cluster.drained()
     assert set(cluster.ids("a1")) == {"d-1", "d-2", "d-3"}
+
+
+def record_offsets(raw: bytes) -> list[int]:
+    offsets, pos = [], 16
+    while pos < len(raw):
+        offsets.append(pos)
+        pos += 16 + int.from_bytes(raw[pos : pos + 4], "little")
+    return offsets
+
+
+def start_until(cluster: Any, dist: Any, status: str) -> dict[str, Any]:
+    dist.start(wait=False)
+    H.wait_until(lambda: _health(cluster).get("status") == status, 60, f"/health to say {status}")
+    return _health(cluster)
+
+
+def _health(cluster: Any) -> dict[str, Any]:
+    try:
+        return H.get(cluster.url + "/health")  # type: ignore[no-any-return]
+    except Exception:  # not listening yet, or 503 while recovering
+        return {}
+
+
+@pytest.mark.slow
+def test_damage_mid_segment_loses_one_packet_and_degrades_health_until_acknowledged(cluster: Any) -> None:
+    cluster.analyzer("a1")
+    H.call("POST", cluster.analyzers["a1"].url + "/disable")
+    dist = cluster.distributor({"a1": 1.0}, durability="wal")
+    load = cluster.load("m", packet_size=10, total=200).start().wait()
+    assert load.count == 200
+    dist.kill9()
+    (seg,) = sorted(wal_dir(cluster).glob("*.wal"))
+    raw = bytearray(seg.read_bytes())
+    offsets = record_offsets(bytes(raw))
+    assert len(offsets) == 20  # one record per 10-message packet
+    raw[offsets[5] + 16 + 30] ^= 0x01  # one byte in the middle of the segment
+    seg.write_bytes(raw)
+
+    h = start_until(cluster, dist, "degraded")  # before this fix: "ok", and records 5-19 gone
+    loss = h["data_loss"]
+    assert (loss["records"], loss["messages"], loss["records_without_count"]) == (1, 10, 0)
+    assert [(s["segment"], s["offset"], s["lsns"]) for s in loss["stretches"]] == [(seg.name, offsets[5], [5, 6])]
+    st = wal_stats(cluster)
+    assert (st["wal_lost_records_total"], st["wal_lost_messages_total"], st["wal_replayed_messages"]) == (1, 10, 190)
+    assert "logdist_wal_lost_messages_total 10" in H.call("GET", cluster.url + "/metrics")[1]
+
+    dist.kill9()  # a crash is not a clean restart: the report stays
+    h = start_until(cluster, dist, "degraded")
+    assert h["data_loss"]["records"] == 1 and wal_stats(cluster)["wal_lost_records_total"] == 0
+
+    status, doc, _ = H.call("POST", cluster.url + "/api/v1/wal/acknowledge-loss", b"")
+    assert status == 200 and doc["acknowledged"]["messages"] == 10 and doc["status"] == "ok"
+    assert H.get(cluster.url + "/health")["status"] == "ok" and "data_loss" not in H.get(cluster.url + "/health")
+    assert H.call("POST", cluster.url + "/api/v1/wal/acknowledge-loss", b"")[1]["acknowledged"] is None
+    H.call("POST", cluster.analyzers["a1"].url + "/enable")
+    cluster.drained()
+    got = set(cluster.ids("a1"))
+    assert len(got) == 190 and got <= set(load.accepted)
+
+
+@pytest.mark.slow
+def test_a_graceful_stop_clears_the_loss_report(cluster: Any) -> None:
+    cluster.analyzer("a1")
+    H.call("POST", cluster.analyzers["a1"].url + "/disable")
+    dist = cluster.distributor({"a1": 1.0}, durability="wal", shutdown_grace_s=0.5)
+    assert cluster.load("g", packet_size=5, total=50).start().wait().count == 50
+    dist.kill9()
+    (seg,) = sorted(wal_dir(cluster).glob("*.wal"))
+    raw = bytearray(seg.read_bytes())
+    raw[record_offsets(bytes(raw))[2] + 4] ^= 0xFF  # the crc of the third record
+    seg.write_bytes(raw)
+    assert start_until(cluster, dist, "degraded")["data_loss"]["messages"] == 5
+    assert (wal_dir(cluster) / "data-loss.json").exists()
+    assert dist.stop() == 0  # SIGTERM: a graceful stop, so the next start is a clean one
+    assert not (wal_dir(cluster) / "data-loss.json").exists()
+    h = start_until(cluster, dist, "ok")
+    assert "data_loss" not in h and h["wal_undelivered_records"] == 9
+
+
+def _run_distributor(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "logdist", "distributor", "--port", "0", *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("durability", ["wal", "memory"])
+@pytest.mark.parametrize("where", ["is-a-file", "under-a-file"])
+def test_unusable_state_dir_fails_fast_with_one_line(tmp_path: Path, durability: str, where: str) -> None:
+    """A state dir that cannot be written: the process exits non-zero at once with one line
+    naming the path and the errno (before this fix it stayed up saying "recovering").
+    The state dir is a regular file (EEXIST), or lies under one (ENOTDIR): unlike chmod, which
+    does not stop root, these fail for every user, so the test runs the same as root."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    state = afile if where == "is-a-file" else afile / "state"
+    proc = _run_distributor("--durability", durability, "--state-dir", str(state))
+    expect = "[Errno 17] File exists" if where == "is-a-file" else "[Errno 20] Not a directory"
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"logdist distributor: state_dir {state}: {expect}"]
+
+
+def test_read_only_state_dir_fails_fast_with_one_line(tmp_path: Path) -> None:
+    """chmod 500 on the state dir: EACCES for the probe file written in it. Root is not stopped by file
+    modes, so as root this case cannot be made (the ENOTDIR/EEXIST test covers root)."""
+    if os.geteuid() == 0:
+        pytest.skip("running as root: file modes do not stop root (see the ENOTDIR/EEXIST test)")
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o500)
+    try:
+        proc = _run_distributor("--durability", "wal", "--state-dir", str(state))
+    finally:
+        state.chmod(0o700)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"logdist distributor: state_dir {state}: [Errno 13] Permission denied"]

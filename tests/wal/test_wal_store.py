@@ -242,3 +242,70 @@ async def test_a_packet_torn_by_a_crash_is_not_remembered_as_stored(Wal: Any, tm
     # again instead of being answered "duplicate", so the torn part is not lost
     assert ledger.keys() == []
     await store.close()
+
+
+def _frame_offsets(raw: bytes) -> list[int]:
+    offsets, pos = [], 16
+    while pos < len(raw):
+        offsets.append(pos)
+        pos += 16 + int.from_bytes(raw[pos : pos + 4], "little")
+    return offsets
+
+
+async def test_damaged_records_are_reported_lost_until_acknowledged(Wal: Any, tmp_path: Path) -> None:
+    store = WalStore(tmp_path, wal_cls=Wal)
+    await recovered(store)
+    parts = [(b",".join(b'{"id":"%d-%d"}' % (p, i) for i in range(p + 2)), p + 2, "a1") for p in range(5)]
+    for p, part in enumerate(parts):
+        await store.append([part], packet_key=("em", f"p{p}"))
+    await crash(store)
+    (seg,) = sorted(tmp_path.glob("*.wal"))
+    raw = bytearray(seg.read_bytes())
+    at = _frame_offsets(bytes(raw))
+    raw[at[1] + 16 + 20] ^= 0x01  # in the messages of packet 1 (3 messages): its count is readable
+    raw[at[3] + 16 + 2] ^= 0x40  # in the count field of packet 3 (5 messages): it is not
+    seg.write_bytes(raw)
+
+    store = WalStore(tmp_path, wal_cls=Wal)
+    got = await recovered(store)
+    assert [lsn for lsn, *_ in got] == [0, 2, 4]  # only the damaged records are missing
+    loss = store.data_loss()
+    assert loss is not None
+    assert (loss["records"], loss["messages"], loss["records_without_count"]) == (2, 3, 1)
+    stretches = [(s["offset"], s["lsns"], s["records"]) for s in loss["stretches"]]
+    assert stretches == [(at[1], [1, 2], 1), (at[3], [3, 4], 1)]
+    st = store.stats()
+    assert (st["wal_lost_records_total"], st["wal_lost_messages_total"]) == (2, 3)
+    await crash(store)
+
+    store = WalStore(tmp_path, wal_cls=Wal)  # a crash keeps the report; nothing is lost twice
+    assert [lsn for lsn, *_ in await recovered(store)] == [0, 2, 4]
+    assert store.data_loss() == loss and store.stats()["wal_lost_records_total"] == 0
+    assert await store.acknowledge_loss() == loss
+    assert store.data_loss() is None and await store.acknowledge_loss() is None
+    await crash(store)
+    store = WalStore(tmp_path, wal_cls=Wal)  # acknowledged: gone for good
+    await recovered(store)
+    assert store.data_loss() is None
+    await store.close()
+
+
+async def test_a_graceful_close_clears_the_loss_report(Wal: Any, tmp_path: Path) -> None:
+    store = WalStore(tmp_path, wal_cls=Wal)
+    await recovered(store)
+    for p in range(3):
+        await store.append([(b'{"id":"%d"}' % p, 1, "a1")])
+    await crash(store)
+    (seg,) = sorted(tmp_path.glob("*.wal"))
+    raw = bytearray(seg.read_bytes())
+    raw[_frame_offsets(bytes(raw))[1] + 4] ^= 0xFF  # the crc of the middle record
+    seg.write_bytes(raw)
+    store = WalStore(tmp_path, wal_cls=Wal)
+    await recovered(store)
+    assert store.data_loss() is not None and (tmp_path / "data-loss.json").exists()
+    await store.close()
+    assert not (tmp_path / "data-loss.json").exists()
+    store = WalStore(tmp_path, wal_cls=Wal)
+    assert [lsn for lsn, *_ in await recovered(store)] == [0, 2]
+    assert store.data_loss() is None
+    await store.close()

@@ -107,6 +107,32 @@ impl WalPy {
         self.inner.recovery().notes.clone()
     }
 
+    /// `(segment, offset, length, lsn_start, lsn_end, lost lsns, first bytes of the stretch)`
+    /// per damaged stretch that held undelivered records.
+    #[getter]
+    #[allow(clippy::type_complexity)]
+    fn recovery_losses<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Vec<(String, u64, u64, u64, u64, Vec<u64>, Bound<'py, PyBytes>)> {
+        self.inner
+            .recovery()
+            .losses
+            .iter()
+            .map(|l| {
+                (
+                    l.segment.clone(),
+                    l.offset,
+                    l.length,
+                    l.lsn_start,
+                    l.lsn_end,
+                    l.lsns.clone(),
+                    PyBytes::new(py, &l.data),
+                )
+            })
+            .collect()
+    }
+
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = py.detach(|| self.inner.stats());
         let d = PyDict::new(py);
@@ -121,6 +147,7 @@ impl WalPy {
         d.set_item("last_fsync_seconds", s.last_fsync_seconds)?;
         d.set_item("skipped_bytes", s.skipped_bytes)?;
         d.set_item("skipped_records", s.skipped_records)?;
+        d.set_item("lost_records", s.lost_records)?;
         d.set_item("recovered_records", s.recovered_records)?;
         d.set_item("max_bytes", s.max_bytes)?;
         Ok(d)

@@ -1,5 +1,6 @@
 //! The write-ahead log: append-only segment files of CRC32C-framed records, group commit,
-//! lazily persisted delivery progress, and recovery that stops cleanly at a torn tail.
+//! lazily persisted delivery progress, and recovery that cuts a torn tail off and
+//! resynchronises over damaged records, reporting exactly what was lost ([`Loss`]).
 //!
 //! The pure-Python twin `logdist._py.wal` writes and reads exactly the same files; the format
 //! is specified here and in `python/logdist/_wlb.pyi` (class `Wal`). All integers are
@@ -22,9 +23,11 @@
 //!   being deleted (at most [`MAX_SPARES`], each at most twice `segment_bytes`). The next
 //!   segment is made by renaming a spare and overwriting it from the start, with the header
 //!   `b"LDWALSR1"` then `first_lsn`: a recycled segment. Past its last record it holds the old
-//!   file's stale frames, whose lsns are all below `first_lsn`, so a scan stops there
-//!   silently. Why: deleting a file frees its blocks, and on a filesystem mounted with
-//!   `discard` the journal commit that frees them stalls every concurrent fsync for 10-25 ms;
+//!   file's stale frames, whose lsns are all below `first_lsn`: never taken for records (a
+//!   record's lsn must be the one expected, and a resynchronisation only takes higher ones),
+//!   and not reported as damage when every lsn the segment should hold was found. Why:
+//!   deleting a file frees its blocks, and on a filesystem mounted with `discard` the journal
+//!   commit that frees them stalls every concurrent fsync for 10-25 ms;
 //!   overwriting blocks that are already allocated also keeps the file size (metadata) out of
 //!   most group commits.
 //!
@@ -58,6 +61,8 @@ pub const SEGMENT_HEADER_LEN: u64 = 16;
 pub const RECORD_HEADER_LEN: u64 = 16;
 /// Largest payload of one record (1 GiB). Longer lengths read back from disk mean corruption.
 pub const MAX_RECORD_LEN: u64 = 1 << 30;
+/// Bytes of a damaged stretch kept in a [`Loss`].
+pub const LOSS_DATA_MAX: usize = 64 << 10;
 /// Name of the progress file inside the log directory.
 pub const CHECKPOINT_FILE: &str = "progress.ckpt";
 const CHECKPOINT_TMP: &str = "progress.ckpt.tmp";
@@ -167,8 +172,29 @@ pub struct WalStats {
     /// What recovery on open skipped (torn or corrupt tails) and the undelivered records it found.
     pub skipped_bytes: u64,
     pub skipped_records: u64,
+    /// Undelivered records that recovery found damaged (lost).
+    pub lost_records: u64,
     pub recovered_records: u64,
     pub max_bytes: u64,
+}
+
+/// Records that recovery found damaged: acknowledged as stored, not yet delivered, and now
+/// unreadable. Identical across the Rust and Python backends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Loss {
+    /// The segment file, e.g. `00000000000000000007.wal`.
+    pub segment: String,
+    /// Where the damaged stretch starts in it, and its length in bytes.
+    pub offset: u64,
+    pub length: u64,
+    /// The lsns the stretch held (`lsn_start..lsn_end`) ...
+    pub lsn_start: u64,
+    pub lsn_end: u64,
+    /// ... and those of them that were not delivered yet: the records lost.
+    pub lsns: Vec<u64>,
+    /// The stretch's first bytes (at most [`LOSS_DATA_MAX`]), for whoever knows the payload
+    /// format and can tell what the lost records held.
+    pub data: Vec<u8>,
 }
 
 /// What recovery found when the log was opened.
@@ -176,6 +202,9 @@ pub struct WalStats {
 pub struct Recovery {
     pub skipped_bytes: u64,
     pub skipped_records: u64,
+    /// Undelivered records lost to damage (the sum of the `losses`' lsns).
+    pub lost_records: u64,
+    pub losses: Vec<Loss>,
     /// Undelivered records found (what `replay` gives back).
     pub recovered_records: u64,
     /// One line per problem, e.g. `00000000000000000007.wal: bad crc at offset 1234: skipped 90
@@ -189,6 +218,8 @@ struct Segment {
     bytes: u64,
     records: u64,
     undelivered: u64,
+    /// Damaged stretches between its records, as (start, end) offsets: replay skips them.
+    gaps: Vec<(usize, usize)>,
 }
 
 struct Active {
@@ -349,13 +380,29 @@ fn write_all_vectored(mut w: impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Re
     Ok(())
 }
 
+/// A damaged stretch inside a segment, between two intact records: bytes `start..end` held
+/// the lsns `lo..hi`.
+#[derive(Clone, Debug)]
+struct Gap {
+    start: usize,
+    end: usize,
+    lo: u64,
+    hi: u64,
+    why: &'static str,
+}
+
 /// The records of one segment's bytes, as far as they are intact.
 struct Scan {
     /// (lsn, payload offset, payload len)
     records: Vec<(u64, usize, usize)>,
-    /// Length of the intact prefix (header + whole good records).
+    /// Damaged stretches the scan resynchronised over (an intact record follows each).
+    gaps: Vec<Gap>,
+    /// End of the last intact record (where a damaged or torn tail starts).
     valid_len: usize,
-    /// Why the scan stopped early, and how many (possibly partial) frames follow.
+    /// The lsn the scan expected next when it stopped (one past the last intact record).
+    end_lsn: u64,
+    /// Why the scan stopped before the end of the data (no intact record follows), and how
+    /// many (possibly partial) frames the length fields describe from there.
     bad: Option<(&'static str, u64)>,
 }
 
@@ -375,41 +422,113 @@ fn count_frames(data: &[u8], mut pos: usize) -> u64 {
     n
 }
 
-fn scan_segment(data: &[u8], first_lsn: u64) -> Scan {
+/// The payload length of the frame at `pos` when it is whole and its crc matches; else why not.
+fn intact_frame(data: &[u8], pos: usize) -> std::result::Result<usize, &'static str> {
+    let hdr = RECORD_HEADER_LEN as usize;
+    if data.len() - pos < hdr {
+        return Err("torn record");
+    }
+    let len = u64::from(u32_at(data, pos));
+    if len > MAX_RECORD_LEN || (data.len() - pos - hdr) < len as usize {
+        return Err("torn record");
+    }
+    let len = len as usize;
+    if record_crc(u64_at(data, pos + 8), &data[pos + hdr..pos + hdr + len]) != u32_at(data, pos + 4)
+    {
+        return Err("bad crc");
+    }
+    Ok(len)
+}
+
+/// The first intact record after a damaged one at `from`: the smallest offset `q > from` whose
+/// frame is whole, has a matching crc, and an lsn in `expect..bound` that the bytes skipped
+/// can account for (each lost record took at least 16 bytes, so at most `(q - from) / 16` of
+/// them). Stale frames of a recycled file have lsns below the segment's first: never taken.
+fn resync(data: &[u8], from: usize, expect: u64, bound: u64) -> Option<(usize, u64)> {
+    let hdr = RECORD_HEADER_LEN as usize;
+    let mut q = from + 1;
+    while q + hdr <= data.len() {
+        let lsn = u64_at(data, q + 8);
+        let most = expect.saturating_add(((q - from) / hdr) as u64);
+        if lsn >= expect && lsn <= most && lsn < bound && intact_frame(data, q).is_ok() {
+            return Some((q, lsn));
+        }
+        q += 1;
+    }
+    None
+}
+
+/// Scans a segment's records from its header on. A damaged record does not end the scan: it
+/// resumes at the next intact record (see [`resync`]), and the stretch becomes a [`Gap`]. The
+/// lsns are `first_lsn, first_lsn + 1, ...` and stay below `bound` (the next segment's first).
+fn scan_segment(data: &[u8], first_lsn: u64, bound: u64) -> Scan {
     let mut pos = SEGMENT_HEADER_LEN as usize;
     let mut expect = first_lsn;
     let mut records = Vec::new();
+    let mut gaps = Vec::new();
     let hdr = RECORD_HEADER_LEN as usize;
     let bad = loop {
-        if pos == data.len() {
+        if pos >= data.len() {
             break None;
         }
-        if data.len() - pos < hdr {
-            break Some("torn record");
-        }
-        let len = u64::from(u32_at(data, pos));
-        if len > MAX_RECORD_LEN || (data.len() - pos - hdr) < len as usize {
-            break Some("torn record");
-        }
-        let len = len as usize;
-        let crc = u32_at(data, pos + 4);
-        let lsn = u64_at(data, pos + 8);
-        let payload = &data[pos + hdr..pos + hdr + len];
-        if record_crc(lsn, payload) != crc {
-            break Some("bad crc");
-        }
-        if lsn != expect {
-            break Some("unexpected lsn");
-        }
-        records.push((lsn, pos + hdr, len));
-        expect += 1;
-        pos += hdr + len;
+        let why = match intact_frame(data, pos) {
+            Ok(len) if u64_at(data, pos + 8) == expect && expect < bound => {
+                records.push((expect, pos + hdr, len));
+                expect += 1;
+                pos += hdr + len;
+                continue;
+            }
+            Ok(_) => "unexpected lsn",
+            Err(why) => why,
+        };
+        let Some((q, lsn)) = (expect < bound)
+            .then(|| resync(data, pos, expect, bound))
+            .flatten()
+        else {
+            break Some(why);
+        };
+        gaps.push(Gap {
+            start: pos,
+            end: q,
+            lo: expect,
+            hi: lsn,
+            why,
+        });
+        pos = q;
+        expect = lsn;
     };
     Scan {
         records,
-        valid_len: pos,
+        gaps,
+        valid_len: pos.min(data.len()),
+        end_lsn: expect,
         bad: bad.map(|why| (why, count_frames(data, pos))),
     }
+}
+
+/// The records of a segment that recovery already scanned, skipping its damaged stretches
+/// (`gaps`, as (start, end) offsets) without checking crcs again.
+fn walk_records(data: &[u8], gaps: &[(usize, usize)]) -> Vec<(u64, usize, usize)> {
+    let hdr = RECORD_HEADER_LEN as usize;
+    let mut out = Vec::new();
+    let mut pos = SEGMENT_HEADER_LEN as usize;
+    let mut gaps = gaps.iter().peekable();
+    while pos + hdr <= data.len() {
+        if let Some(&&(start, end)) = gaps.peek() {
+            if start == pos {
+                pos = end;
+                gaps.next();
+                continue;
+            }
+        }
+        let len = u32_at(data, pos) as usize;
+        if data.len() - pos - hdr < len {
+            break;
+        }
+        out.push((u64_at(data, pos + 8), pos + hdr, len));
+        pos += hdr + len;
+    }
+    out
 }
 
 struct Checkpoint {
@@ -535,74 +654,203 @@ fn list_dir(dir: &Path) -> Result<(SegmentFiles, Vec<PathBuf>)> {
     Ok((found, spares))
 }
 
-/// The records of a segment file's bytes that recovery may keep. `prev_end` is one past the
-/// last lsn of the segments before it; `next_first` the first lsn of the next segment file.
-fn scan_file(data: &[u8], first: u64, prev_end: u64, next_first: Option<u64>) -> Scan {
-    let ours = data.len() >= SEGMENT_HEADER_LEN as usize
-        && (&data[..8] == SEGMENT_MAGIC || &data[..8] == RECYCLED_MAGIC);
-    let recycled = ours && &data[..8] == RECYCLED_MAGIC;
-    let header_ok = ours && u64_at(data, 8) == first && first >= prev_end;
-    let mut scan = if header_ok {
-        scan_segment(data, first)
-    } else if ours && u64_at(data, 8) < first && scan_segment(data, first).records.is_empty() {
-        // A spare renamed for reuse whose new header never reached the disk: no records.
-        Scan {
-            records: Vec::new(),
-            valid_len: 0,
-            bad: None,
-        }
+/// How a segment file's header reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Header {
+    /// `LDWALSG1` and the first lsn its name gives.
+    Fresh,
+    /// `LDWALSR1` and the first lsn its name gives: stale frames may follow its records.
+    Recycled,
+    /// Damaged: its records are still scanned, from the lsn its name gives.
+    Damaged,
+    /// A first lsn below the end of the segment before it: its records would repeat lsns.
+    Overlap,
+}
+
+/// The records of a segment file's bytes that recovery may keep, and how its header reads;
+/// None for a spare renamed for reuse whose new header never reached the disk (no records:
+/// dropped without a note). `prev_end` is one past the last lsn of the segments before it;
+/// `bound` the first lsn of the next segment file (`u64::MAX` for the last one).
+fn scan_file(data: &[u8], first: u64, prev_end: u64, bound: u64) -> Option<(Scan, Header)> {
+    let hdr = SEGMENT_HEADER_LEN as usize;
+    let magic = if data.len() >= hdr {
+        Some(&data[..8])
     } else {
-        let frames = if data.len() >= SEGMENT_HEADER_LEN as usize {
-            count_frames(data, 16)
+        None
+    };
+    let ours = magic == Some(&SEGMENT_MAGIC[..]) || magic == Some(&RECYCLED_MAGIC[..]);
+    let header_lsn = if data.len() >= hdr {
+        u64_at(data, 8)
+    } else {
+        0
+    };
+    if ours && header_lsn == first && first >= prev_end {
+        let kind = if magic == Some(&RECYCLED_MAGIC[..]) {
+            Header::Recycled
+        } else {
+            Header::Fresh
+        };
+        return Some((scan_segment(data, first, bound), kind));
+    }
+    if first < prev_end {
+        let frames = if data.len() >= hdr {
+            count_frames(data, hdr)
         } else {
             0
         };
-        Scan {
+        let scan = Scan {
             records: Vec::new(),
+            gaps: Vec::new(),
             valid_len: 0,
+            end_lsn: first,
             bad: Some(("bad segment header", frames)),
-        }
-    };
-    let end = scan.records.last().map(|r| r.0 + 1);
-    if recycled && (next_first.is_none() || end == next_first) {
-        // The stale frames of the file's previous use (or a torn last write, which was never
-        // acknowledged). A recycled segment that stops short of the next one's first lsn is
-        // damaged, and reported as any other.
-        scan.bad = None;
+        };
+        return Some((scan, Header::Overlap));
     }
-    scan
+    let scan = scan_segment(data, first, bound);
+    if ours && header_lsn < first && scan.records.is_empty() {
+        return None;
+    }
+    Some((scan, Header::Damaged))
+}
+
+/// The lsns in `lo..hi` that the delivered `ranges` do not cover.
+fn undelivered_in(lo: u64, hi: u64, ranges: &[(u64, u64)]) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut i = ranges.partition_point(|&(_, b)| b <= lo);
+    let mut x = lo;
+    while x < hi {
+        if i < ranges.len() && ranges[i].0 <= x {
+            x = x.max(ranges[i].1);
+            i += 1;
+            continue;
+        }
+        let stop = if i < ranges.len() {
+            ranges[i].0.min(hi)
+        } else {
+            hi
+        };
+        out.extend(x..stop);
+        x = stop;
+    }
+    out
 }
 
 impl Recovered {
-    /// Scans every segment file in lsn order: cuts off torn or corrupt tails, deletes files
-    /// without a good record, and counts what is not in `delivered`.
-    fn segments(&mut self, found: SegmentFiles, delivered: &[(u64, u64)]) -> Result<bool> {
+    fn note(&mut self, segment: &str, why: &str, offset: usize, bytes: u64, records: u64) {
+        self.report.notes.push(format!(
+            "{segment}: {why} at offset {offset}: skipped {bytes} bytes, {records} records"
+        ));
+        self.report.skipped_bytes += bytes;
+        self.report.skipped_records += records;
+    }
+
+    /// Records the lsns `lo..hi` of the stretch `data[start..end]` as lost, except those
+    /// already delivered; false when nothing undelivered was there.
+    fn lose(
+        &mut self,
+        segment: &str,
+        data: &[u8],
+        (start, end): (usize, usize),
+        (lo, hi): (u64, u64),
+        delivered: &[(u64, u64)],
+    ) -> bool {
+        let lsns = undelivered_in(lo, hi, delivered);
+        if lsns.is_empty() {
+            return false;
+        }
+        self.report.lost_records += lsns.len() as u64;
+        self.report.losses.push(Loss {
+            segment: segment.to_string(),
+            offset: start as u64,
+            length: (end - start) as u64,
+            lsn_start: lo,
+            lsn_end: hi,
+            lsns,
+            data: data[start..end.min(start + LOSS_DATA_MAX)].to_vec(),
+        });
+        true
+    }
+
+    /// The damaged tail of a segment (no intact record follows): lost when lsns that this
+    /// segment should hold are missing and undelivered (below the next segment's first, or,
+    /// in the last segment, below the checkpoint's `next_lsn`); else a torn write (never
+    /// acknowledged) or, in a recycled segment, its stale frames. True when it is to be cut.
+    fn tail(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        scan: &Scan,
+        header: Header,
+        ctx: (u64, &[(u64, u64)]),
+    ) -> bool {
+        let Some((why, frames)) = scan.bad else {
+            return false;
+        };
+        let (horizon, delivered) = ctx;
+        let (start, bytes) = (scan.valid_len, (data.len() - scan.valid_len) as u64);
+        let lsns = (scan.end_lsn, horizon.max(scan.end_lsn));
+        if header != Header::Overlap && self.lose(name, data, (start, data.len()), lsns, delivered)
+        {
+            self.note(name, why, start, bytes, lsns.1 - lsns.0);
+            return true;
+        }
+        if header == Header::Recycled {
+            return false;
+        }
+        self.note(name, why, start, bytes, frames);
+        true
+    }
+
+    /// Scans every segment file in lsn order: resynchronises over damaged records, cuts off
+    /// torn or damaged tails, deletes files without a good record, reports what was lost, and
+    /// counts what is not in `delivered`. `ckpt_next` is the checkpoint's `next_lsn` (0 without one).
+    fn segments(
+        &mut self,
+        found: SegmentFiles,
+        delivered: &[(u64, u64)],
+        ckpt_next: u64,
+    ) -> Result<bool> {
         let firsts: Vec<u64> = found.iter().map(|f| f.0).collect();
         let mut prev_end = 0;
         let mut touched = false;
         for (idx, (first, path)) in found.into_iter().enumerate() {
             let data = fs::read(&path).map_err(|e| WalError::io("read", &path, &e))?;
-            let scan = scan_file(&data, first, prev_end, firsts.get(idx + 1).copied());
-            if let Some((why, frames)) = scan.bad {
-                let skipped = (data.len() - scan.valid_len) as u64;
-                self.report.notes.push(format!(
-                    "{}: {why} at offset {}: skipped {skipped} bytes, {frames} records",
-                    segment_name(first),
-                    scan.valid_len
-                ));
-                self.report.skipped_bytes += skipped;
-                self.report.skipped_records += frames;
-                if !scan.records.is_empty() {
-                    truncate_file(&path, scan.valid_len as u64)?;
-                    touched = true;
-                }
+            let next_first = firsts.get(idx + 1).copied();
+            let Some((scan, header)) =
+                scan_file(&data, first, prev_end, next_first.unwrap_or(u64::MAX))
+            else {
+                remove_file(&path)?;
+                touched = true;
+                continue;
+            };
+            let name = segment_name(first);
+            if header == Header::Damaged {
+                self.note(
+                    &name,
+                    "bad segment header",
+                    0,
+                    data.len().min(SEGMENT_HEADER_LEN as usize) as u64,
+                    0,
+                );
+            }
+            for g in &scan.gaps {
+                self.note(&name, g.why, g.start, (g.end - g.start) as u64, g.hi - g.lo);
+                self.lose(&name, &data, (g.start, g.end), (g.lo, g.hi), delivered);
+            }
+            let horizon = next_first.unwrap_or(ckpt_next);
+            if self.tail(&name, &data, &scan, header, (horizon, delivered))
+                && !scan.records.is_empty()
+            {
+                truncate_file(&path, scan.valid_len as u64)?;
+                touched = true;
             }
             if scan.records.is_empty() {
                 remove_file(&path)?;
                 touched = true;
                 continue;
             }
-            prev_end = scan.records.last().map_or(first, |r| r.0 + 1);
+            prev_end = scan.end_lsn;
             self.keep(first, path, &scan, delivered);
         }
         self.next_lsn = self.next_lsn.max(prev_end);
@@ -616,6 +864,7 @@ impl Recovered {
             bytes: scan.valid_len as u64,
             records: 0,
             undelivered: 0,
+            gaps: scan.gaps.iter().map(|g| (g.start, g.end)).collect(),
         };
         for &(lsn, _, _) in &scan.records {
             seg.records += 1;
@@ -651,7 +900,7 @@ fn recover(dir: &Path) -> Result<Recovered> {
         spares,
         report,
     };
-    if rec.segments(found, &delivered)? {
+    if rec.segments(found, &delivered, next_lsn)? {
         sync_dir(dir)?;
     }
     rec.report.recovered_records = rec.undelivered.len() as u64;
@@ -1050,6 +1299,7 @@ impl Wal {
                 bytes: SEGMENT_HEADER_LEN,
                 records: 0,
                 undelivered: 0,
+                gaps: Vec::new(),
             },
         );
         st.total_bytes += SEGMENT_HEADER_LEN;
@@ -1253,7 +1503,8 @@ impl Wal {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn replay(&self) -> Result<Vec<(u64, Vec<u8>)>> {
-        let (want, files): (BTreeSet<u64>, Vec<(u64, PathBuf, u64)>) = {
+        type Files = Vec<(PathBuf, u64, Vec<(usize, usize)>)>;
+        let (want, files): (BTreeSet<u64>, Files) = {
             let st = lock(&self.state);
             if st.closed {
                 return Err(WalError::Closed);
@@ -1263,12 +1514,12 @@ impl Wal {
                 .segments
                 .iter()
                 .filter(|(first, s)| **first < self.replay_end && s.undelivered > 0)
-                .map(|(first, s)| (*first, s.path.clone(), s.bytes))
+                .map(|(_, s)| (s.path.clone(), s.bytes, s.gaps.clone()))
                 .collect();
             (want, files)
         };
         let mut out = Vec::with_capacity(want.len());
-        for (first, path, size) in files {
+        for (path, size, gaps) in files {
             let data = match fs::read(&path) {
                 // a recycled segment's stale frames follow its `size` bytes
                 Ok(mut data) => {
@@ -1279,8 +1530,7 @@ impl Wal {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(WalError::io("read", &path, &e)),
             };
-            let scan = scan_segment(&data, first);
-            for (lsn, off, len) in scan.records {
+            for (lsn, off, len) in walk_records(&data, &gaps) {
                 if want.contains(&lsn) {
                     out.push((lsn, data[off..off + len].to_vec()));
                 }
@@ -1320,6 +1570,7 @@ impl Wal {
             last_fsync_seconds: st.last_fsync.as_secs_f64(),
             skipped_bytes: self.recovery.skipped_bytes,
             skipped_records: self.recovery.skipped_records,
+            lost_records: self.recovery.lost_records,
             recovered_records: self.recovery.recovered_records,
             max_bytes: self.opts.max_bytes,
         }

@@ -12,7 +12,11 @@ format, all integers little-endian:
 * spares ``spare-0``, ``spare-1``: delivered segment files kept for reuse instead of deleted (at
   most MAX_SPARES, each at most 2 x segment_bytes). A new segment renames one and overwrites it
   from the start with the header ``b"LDWALSR1"`` + ``first_lsn`` (recycled): its stale frames
-  after the last record have lsns below first_lsn, so a scan stops there without a note.
+  after the last record have lsns below first_lsn, never taken for records (nor for damage
+  when the segment holds every lsn it should).
+
+Recovery resynchronises over a damaged record on the next intact one and reports exactly the
+records lost (recovery_losses); see the class doc in _wlb.pyi and scan_segment in wal.rs.
   (Freeing blocks on a ``discard`` mount stalls concurrent fsyncs for 10-25 ms; see wal.rs.)
 
 Group commit uses a lock and a condition: appenders write under the lock, and the first
@@ -30,7 +34,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -45,6 +49,8 @@ CHECKPOINT_MAGIC = b"LDWALCK1"
 SEGMENT_HEADER_LEN = 16
 RECORD_HEADER_LEN = 16
 MAX_RECORD_LEN = 1 << 30
+LOSS_DATA_MAX = 64 << 10  # bytes of a damaged stretch kept in a loss
+_NO_BOUND = (1 << 64) - 1  # the last segment's lsns have no upper bound (u64::MAX in wal.rs)
 CHECKPOINT_FILE = "progress.ckpt"
 _CHECKPOINT_TMP = "progress.ckpt.tmp"
 _SUFFIX = ".wal"
@@ -52,6 +58,9 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _REC = struct.Struct("<IIQ")
 _LEN_LSN = struct.Struct("<IQ")
+
+#: (segment, offset, length, lsn_start, lsn_end, lost lsns, first bytes of the stretch)
+Loss = tuple[str, int, int, int, int, list[int], bytes]
 
 
 def _crc_tables() -> list[list[int]]:
@@ -129,60 +138,146 @@ def _count_frames(data: bytes, pos: int) -> int:
 
 
 @dataclass
+class _Gap:
+    """A damaged stretch between two intact records: bytes start..end held the lsns lo..hi."""
+
+    start: int
+    end: int
+    lo: int
+    hi: int
+    why: str
+
+
+@dataclass
 class _Scan:
     records: list[tuple[int, int, int]]  # (lsn, payload offset, payload len)
-    valid_len: int
-    bad: tuple[str, int] | None  # (why, frames skipped)
+    gaps: list[_Gap]  # damaged stretches the scan resynchronised over
+    valid_len: int  # end of the last intact record
+    end_lsn: int  # the lsn expected next when the scan stopped
+    bad: tuple[str, int] | None  # the tail: (why, frames), when no intact record follows
 
 
-def _scan_segment(data: bytes, first_lsn: int, verify: bool = True) -> _Scan:
-    """The intact records of a segment. verify=False skips the crc check: replay uses it on
-    segments that recovery already verified and cut to their intact length (crc32c in pure
-    Python runs at ~10 MB/s)."""
+def _intact_frame(data: bytes, pos: int) -> int | str:
+    """The payload length of the frame at pos when whole with a matching crc; else why not."""
+    if len(data) - pos < RECORD_HEADER_LEN:
+        return "torn record"
+    length, crc, lsn = _REC.unpack_from(data, pos)
+    if length > MAX_RECORD_LEN or len(data) - pos - RECORD_HEADER_LEN < length:
+        return "torn record"
+    start = pos + RECORD_HEADER_LEN
+    if record_crc(lsn, memoryview(data)[start : start + length]) != crc:
+        return "bad crc"
+    return int(length)
+
+
+def _resync(data: bytes, start: int, expect: int, bound: int) -> tuple[int, int] | None:
+    """The first intact record after a damaged one at `start` (see resync in wal.rs): the
+    smallest q > start with a whole frame, a matching crc and an lsn in expect..bound that the
+    skipped bytes can account for (at most (q - start) // 16 lost records). Candidates are
+    found with bytes.find on the lsn's upper six bytes (crc32c in pure Python is slow)."""
+    n = len(data)
+    top = min(bound - 1, expect + (n - RECORD_HEADER_LEN - start) // RECORD_HEADER_LEN)
+    best: tuple[int, int] | None = None
+    for t in range(expect >> 16, (top >> 16) + 1 if top >= expect else expect >> 16):
+        pat = t.to_bytes(6, "little")  # bytes 2..8 of the lsn, at q + 10
+        q_min = max(start + 1, start + RECORD_HEADER_LEN * ((t << 16) - expect))
+        end = best[0] + 15 if best is not None else n
+        k = data.find(pat, q_min + 10, end)
+        while k != -1:
+            q = k - 10
+            lsn = _U64.unpack_from(data, q + 8)[0]
+            if (
+                expect <= lsn <= expect + (q - start) // RECORD_HEADER_LEN
+                and lsn < bound
+                and isinstance(_intact_frame(data, q), int)
+            ):
+                best = (q, lsn)
+                break
+            k = data.find(pat, k + 1, end)
+    return best
+
+
+def _scan_segment(data: bytes, first_lsn: int, bound: int) -> _Scan:
+    """A segment's records from its header on; a damaged record does not end the scan, which
+    resumes at the next intact one (a _Gap). lsns are first_lsn, first_lsn + 1, ... < bound."""
     pos = SEGMENT_HEADER_LEN
     expect = first_lsn
     records: list[tuple[int, int, int]] = []
-    mv = memoryview(data)
+    gaps: list[_Gap] = []
     why: str | None = None
-    while pos != len(data):
-        if len(data) - pos < RECORD_HEADER_LEN:
-            why = "torn record"
+    n = len(data)
+    while pos < n:
+        got = _intact_frame(data, pos)
+        if isinstance(got, int):
+            if expect < bound and _U64.unpack_from(data, pos + 8)[0] == expect:
+                records.append((expect, pos + RECORD_HEADER_LEN, got))
+                expect += 1
+                pos += RECORD_HEADER_LEN + got
+                continue
+            got = "unexpected lsn"
+        found = _resync(data, pos, expect, bound) if expect < bound else None
+        if found is None:
+            why = got
             break
-        length, crc, lsn = _REC.unpack_from(data, pos)
-        if length > MAX_RECORD_LEN or len(data) - pos - RECORD_HEADER_LEN < length:
-            why = "torn record"
-            break
-        start = pos + RECORD_HEADER_LEN
-        if verify and record_crc(lsn, mv[start : start + length]) != crc:
-            why = "bad crc"
-            break
-        if lsn != expect:
-            why = "unexpected lsn"
-            break
-        records.append((lsn, start, length))
-        expect += 1
-        pos = start + length
-    return _Scan(records, pos, None if why is None else (why, _count_frames(data, pos)))
+        gaps.append(_Gap(pos, found[0], expect, found[1], got))
+        pos, expect = found
+    return _Scan(records, gaps, min(pos, n), expect, None if why is None else (why, _count_frames(data, pos)))
 
 
-def _scan_found_segment(data: bytes, first: int, prev_end: int, next_first: int | None) -> _Scan:
-    """What recovery keeps of one segment file: its intact records, or why it stops."""
-    ours = len(data) >= SEGMENT_HEADER_LEN and data[:8] in (SEGMENT_MAGIC, RECYCLED_MAGIC)
-    recycled = ours and data[:8] == RECYCLED_MAGIC
-    header_ok = ours and _U64.unpack_from(data, 8)[0] == first and first >= prev_end
-    if header_ok:
-        scan = _scan_segment(data, first)
-    elif ours and _U64.unpack_from(data, 8)[0] < first and not _scan_segment(data, first).records:
-        scan = _Scan([], 0, None)  # a spare renamed for reuse whose new header never reached the disk
-    else:
-        frames = _count_frames(data, 16) if len(data) >= SEGMENT_HEADER_LEN else 0
-        scan = _Scan([], 0, ("bad segment header", frames))
-    end = scan.records[-1][0] + 1 if scan.records else None
-    if recycled and (next_first is None or end == next_first):
-        # the stale frames of the file's previous use (or a torn, never acknowledged last
-        # write); a recycled segment stopping short of the next one is damaged: reported
-        scan.bad = None
-    return scan
+def _walk_records(data: bytes, gaps: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """The records of a segment that recovery already scanned, skipping its damaged stretches
+    without checking crcs again."""
+    out: list[tuple[int, int, int]] = []
+    pos = SEGMENT_HEADER_LEN
+    skip = iter(gaps)
+    nxt = next(skip, None)
+    while pos + RECORD_HEADER_LEN <= len(data):
+        if nxt is not None and nxt[0] == pos:
+            pos = nxt[1]
+            nxt = next(skip, None)
+            continue
+        length, _, lsn = _REC.unpack_from(data, pos)
+        if len(data) - pos - RECORD_HEADER_LEN < length:
+            break
+        out.append((lsn, pos + RECORD_HEADER_LEN, length))
+        pos += RECORD_HEADER_LEN + length
+    return out
+
+
+_FRESH, _RECYCLED, _DAMAGED, _OVERLAP = "fresh", "recycled", "damaged", "overlap"
+
+
+def _scan_file(data: bytes, first: int, prev_end: int, bound: int) -> tuple[_Scan, str] | None:
+    """What recovery keeps of one segment file and how its header reads (see scan_file in
+    wal.rs); None for a spare renamed for reuse whose new header never reached the disk."""
+    magic = data[:8] if len(data) >= SEGMENT_HEADER_LEN else None
+    ours = magic in (SEGMENT_MAGIC, RECYCLED_MAGIC)
+    header_lsn = _U64.unpack_from(data, 8)[0] if len(data) >= SEGMENT_HEADER_LEN else 0
+    if ours and header_lsn == first and first >= prev_end:
+        return _scan_segment(data, first, bound), _RECYCLED if magic == RECYCLED_MAGIC else _FRESH
+    if first < prev_end:
+        frames = _count_frames(data, SEGMENT_HEADER_LEN) if len(data) >= SEGMENT_HEADER_LEN else 0
+        return _Scan([], [], 0, first, ("bad segment header", frames)), _OVERLAP
+    scan = _scan_segment(data, first, bound)
+    if ours and header_lsn < first and not scan.records:
+        return None
+    return scan, _DAMAGED
+
+
+def _undelivered_in(lo: int, hi: int, ranges: list[tuple[int, int]]) -> list[int]:
+    """The lsns in lo..hi that the delivered ranges do not cover."""
+    out: list[int] = []
+    i = bisect.bisect_right([b for _, b in ranges], lo)
+    x = lo
+    while x < hi:
+        if i < len(ranges) and ranges[i][0] <= x:
+            x = max(x, ranges[i][1])
+            i += 1
+            continue
+        stop = min(ranges[i][0], hi) if i < len(ranges) else hi
+        out.extend(range(x, stop))
+        x = stop
+    return out
 
 
 def _encode_checkpoint(next_lsn: int, ranges: list[tuple[int, int]]) -> bytes:
@@ -264,6 +359,7 @@ class _Segment:
     bytes: int
     records: int = 0
     undelivered: int = 0
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # damaged stretches: replay skips them
 
 
 class Wal:
@@ -308,6 +404,8 @@ class Wal:
         self._notes: list[str] = []
         self._skipped_bytes = 0
         self._skipped_records = 0
+        self._lost_records = 0
+        self._losses: list[Loss] = []
         self._next_lsn = self._recover()
         self._recovered = len(self._undelivered)
         self._replay_end = self._next_lsn
@@ -332,30 +430,53 @@ class Wal:
             for spare in self._spares:
                 _remove(spare)
             self._spares = []
-        next_first = [found[i + 1][0] if i + 1 < len(found) else None for i in range(len(found))]
-
         prev_end = 0
         touched = False
         for idx, (first, path) in enumerate(found):
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise _io_error("read", path, exc) from exc
-            scan = _scan_found_segment(data, first, prev_end, next_first[idx])
-            if scan.bad is not None:
-                self._note_skipped(segment_name(first), scan, len(data))
-                if scan.records:
-                    _truncate(path, scan.valid_len)
-                    touched = True
-            if not scan.records:
-                _remove(path)
-                touched = True
-                continue
-            self._adopt_segment(first, path, scan, starts, ranges)
-            prev_end = scan.records[-1][0] + 1
+            nf = found[idx + 1][0] if idx + 1 < len(found) else None
+            horizon = next_lsn if nf is None else nf  # the lsns this segment should reach
+            prev_end, cut = self._recover_segment(first, path, prev_end, nf, horizon, starts, ranges)
+            touched = touched or cut
         if touched:
             _sync_dir(d)
         return max(next_lsn, prev_end)
+
+    def _recover_segment(
+        self,
+        first: int,
+        path: Path,
+        prev_end: int,
+        next_first: int | None,
+        horizon: int,
+        starts: list[int],
+        ranges: list[tuple[int, int]],
+    ) -> tuple[int, bool]:
+        """Recover one segment file (see Recovered::segments in wal.rs): keep its intact
+        records, note and account what it lost, cut a damaged tail, delete it when nothing is
+        left. Returns (one past its last lsn, or prev_end; whether the directory changed)."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise _io_error("read", path, exc) from exc
+        got = _scan_file(data, first, prev_end, _NO_BOUND if next_first is None else next_first)
+        if got is None:
+            _remove(path)
+            return prev_end, True
+        scan, header = got
+        name = segment_name(first)
+        if header == _DAMAGED:
+            self._note(name, "bad segment header", 0, min(len(data), SEGMENT_HEADER_LEN), 0)
+        for g in scan.gaps:
+            self._note(name, g.why, g.start, g.end - g.start, g.hi - g.lo)
+            self._lose(name, data, (g.start, g.end), (g.lo, g.hi), ranges)
+        cut = self._tail(name, data, scan, header, horizon, ranges)
+        if not scan.records:
+            _remove(path)
+            return prev_end, True
+        if cut:
+            _truncate(path, scan.valid_len)
+        self._adopt_segment(first, path, scan, starts, ranges)
+        return scan.end_lsn, cut
 
     def _read_checkpoint(self) -> tuple[int, list[tuple[int, int]]] | None:
         """(next_lsn, delivered ranges) from progress.ckpt; None when absent or corrupt (noted)."""
@@ -387,19 +508,49 @@ class Wal:
         self._spares.sort()
         return found
 
-    def _note_skipped(self, name: str, scan: _Scan, size: int) -> None:
-        assert scan.bad is not None
-        why, frames = scan.bad
-        skipped = size - scan.valid_len
-        self._notes.append(f"{name}: {why} at offset {scan.valid_len}: skipped {skipped} bytes, {frames} records")
+    def _note(self, name: str, why: str, offset: int, skipped: int, records: int) -> None:
+        self._notes.append(f"{name}: {why} at offset {offset}: skipped {skipped} bytes, {records} records")
         self._skipped_bytes += skipped
-        self._skipped_records += frames
+        self._skipped_records += records
+
+    def _lose(
+        self, name: str, data: bytes, span: tuple[int, int], lsns: tuple[int, int], ranges: list[tuple[int, int]]
+    ) -> bool:
+        """Record the lsns lo..hi of the stretch data[start:end] as lost, except those already
+        delivered; False when nothing undelivered was there."""
+        (start, end), (lo, hi) = span, lsns
+        lost = _undelivered_in(lo, hi, ranges)
+        if not lost:
+            return False
+        self._lost_records += len(lost)
+        self._losses.append((name, start, end - start, lo, hi, lost, data[start : min(end, start + LOSS_DATA_MAX)]))
+        return True
+
+    def _tail(
+        self, name: str, data: bytes, scan: _Scan, header: str, horizon: int, ranges: list[tuple[int, int]]
+    ) -> bool:
+        """A damaged tail (no intact record follows): lost when lsns this segment should hold
+        are missing and undelivered (below the next segment's first or, in the last one, the
+        checkpoint's next_lsn); else a torn write (never acknowledged) or a recycled segment's
+        stale frames. True when it is to be cut off."""
+        if scan.bad is None:
+            return False
+        why, frames = scan.bad
+        start, skipped = scan.valid_len, len(data) - scan.valid_len
+        lo, hi = scan.end_lsn, max(horizon, scan.end_lsn)
+        if header != _OVERLAP and self._lose(name, data, (start, len(data)), (lo, hi), ranges):
+            self._note(name, why, start, skipped, hi - lo)
+            return True
+        if header == _RECYCLED:
+            return False
+        self._note(name, why, start, skipped, frames)
+        return True
 
     def _adopt_segment(
         self, first: int, path: Path, scan: _Scan, starts: list[int], ranges: list[tuple[int, int]]
     ) -> None:
         """Count a recovered segment's records, undelivered ones included, into the log."""
-        seg = _Segment(path, scan.valid_len)
+        seg = _Segment(path, scan.valid_len, gaps=[(g.start, g.end) for g in scan.gaps])
         for lsn, _, _ in scan.records:
             seg.records += 1
             if not _in_ranges(starts, ranges, lsn):
@@ -706,12 +857,12 @@ class Wal:
                 raise WalError("write-ahead log is closed")
             want = {lsn for lsn in self._undelivered if lsn < self._replay_end}
             files = [
-                (first, s.path, s.bytes)
+                (s.path, s.bytes, list(s.gaps))
                 for first, s in sorted(self._segments.items())
                 if first < self._replay_end and s.undelivered > 0
             ]
         out: list[tuple[int, bytes]] = []
-        for first, path, size in files:
+        for path, size, gaps in files:
             try:
                 data = path.read_bytes()
                 if len(data) > size:  # a recycled segment's stale frames
@@ -720,7 +871,7 @@ class Wal:
                 continue
             except OSError as exc:
                 raise _io_error("read", path, exc) from exc
-            for lsn, off, length in _scan_segment(data, first, verify=False).records:
+            for lsn, off, length in _walk_records(data, gaps):
                 if lsn in want:
                     out.append((lsn, data[off : off + length]))
         return out
@@ -728,6 +879,10 @@ class Wal:
     @property
     def recovery_notes(self) -> list[str]:
         return list(self._notes)
+
+    @property
+    def recovery_losses(self) -> list[Loss]:
+        return [(*loss[:5], list(loss[5]), loss[6]) for loss in self._losses]
 
     @property
     def path(self) -> str:
@@ -747,6 +902,7 @@ class Wal:
                 "last_fsync_seconds": self._last_fsync,
                 "skipped_bytes": self._skipped_bytes,
                 "skipped_records": self._skipped_records,
+                "lost_records": self._lost_records,
                 "recovered_records": self._recovered,
                 "max_bytes": self._max_bytes,
             }

@@ -28,6 +28,7 @@ Modules, each owning one thing:
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -61,6 +62,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="INFO")
 
 
+def check_state_dir(state_dir: str, subdirs: tuple[str, ...]) -> None:
+    """Fail fast when the state dir cannot hold what the distributor must write there: create
+    it and each of `subdirs` (dead letters, and the write-ahead log in `wal` mode), and write,
+    fsync and delete a probe file in each. Raises SystemExit (exit status 1) with one line
+    naming the path and the errno, so an orchestrator restarts the process and an operator
+    sees why (rather than a process that stays up and never recovers)."""
+    root = Path(state_dir)
+    for d in [root, *(root / s for s in subdirs)]:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            probe = d / f".write-probe-{os.getpid()}"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"probe")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise SystemExit(f"logdist distributor: state_dir {d}: [Errno {exc.errno}] {exc.strerror}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from logdist.config import DistributorConfig, load_distributor_config
 
@@ -79,12 +102,14 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise SystemExit("logdist distributor: --workers must be >= 1")
     if args.workers and args.workers > 1 and not args.worker:
+        check_state_dir(cfg.state_dir, ())  # each worker checks its own <state_dir>/worker-<i>
         # The supervisor only starts and watches the workers: it imports no aiohttp, no core.
         from logdist.distributor.workers import supervisor
         from logdist.logsetup import setup_logging
 
         setup_logging("distributor", args.log_level)
         return supervisor.supervise(args, args.workers, cfg.state_dir, cfg.port, cfg.shutdown_grace_s, cfg.queue_size)
+    check_state_dir(cfg.state_dir, ("dead-letters", "wal") if cfg.durability == "wal" else ("dead-letters",))
     from logdist import daemon
     from logdist.distributor.app import build_app, reloader
     from logdist.distributor.workers import peers, takeover

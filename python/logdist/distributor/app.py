@@ -184,6 +184,16 @@ def replay_merge(request: web.Request, mine: Answer, answers: list[PeerAnswer]) 
     return Answer(merge_replay(mine.payload, ok), mine.status)
 
 
+# --- the write-ahead log -------------------------------------------------------------------
+
+
+async def acknowledge_loss(request: web.Request) -> Answer:
+    """An operator has seen the data-loss report of /health: forget it (status back to ok)."""
+    engine = request.app[ENGINE]
+    report = await engine.acknowledge_loss()
+    return Answer({"acknowledged": report, "status": engine.status()})
+
+
 # --- the application -------------------------------------------------------------------------
 
 
@@ -202,6 +212,7 @@ def _routes(r: web.UrlDispatcher) -> None:
     r.add_patch("/api/v1/analyzers/{id}", everywhere(patch_analyzer, as_is))
     r.add_get("/api/v1/dead-letters", gathered(list_dead_letters, json_merge("dead_letters", merge_dead_letters)))
     r.add_post("/api/v1/dead-letters/replay", everywhere(replay_dead_letters, replay_merge))
+    r.add_post("/api/v1/wal/acknowledge-loss", everywhere(acknowledge_loss, as_is))
 
 
 def build_app(cfg: DistributorConfig, adopt: Sequence[str | Path] = ()) -> web.Application:

@@ -569,7 +569,16 @@ class Engine:
     def status(self) -> str:
         if self._recovery_failed:
             return "recovery_failed"
-        return "recovering" if self._recovering else ("ok" if self._accepting else "stopping")
+        if self._recovering or not self._accepting:
+            return "recovering" if self._recovering else "stopping"
+        return "degraded" if self._store.data_loss() is not None else "ok"
+
+    def data_loss(self) -> dict[str, object] | None:
+        """Stored messages lost to damage on disk, until an operator acknowledges it."""
+        return self._store.data_loss()
+
+    async def acknowledge_loss(self) -> dict[str, object] | None:
+        return await self._store.acknowledge_loss()
 
     def about(self) -> dict[str, Any]:
         """What the engine runs with: durability, backend, strategy, uptime."""

@@ -21,6 +21,7 @@ def health(e: Engine) -> dict[str, Any]:
         "held": e.held,
         "uptime_s": about["uptime_s"],
         **e.store_stats(),
+        **({"data_loss": loss} if (loss := e.data_loss()) is not None else {}),
     }
 
 
@@ -111,5 +112,6 @@ def prometheus(e: Engine, adm: Admission) -> str:
     for k, v in e.store_stats().items():  # the durable store's figures (log bytes, fsyncs, ...)
         if isinstance(v, int | float) and not isinstance(v, bool):
             name = "logdist_" + "".join(c if c.isalnum() else "_" for c in k)
-            _family(out, name, "gauge", f"Store figure {k}.", [({}, v)])
+            kind = "counter" if k.endswith("_total") else "gauge"  # e.g. wal_lost_messages_total
+            _family(out, name, kind, f"Store figure {k}.", [({}, v)])
     return "\n".join(out) + "\n"

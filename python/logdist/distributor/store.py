@@ -52,6 +52,15 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    def data_loss(self) -> dict[str, object] | None:
+        """The pending report of stored messages lost to damage (found by recovery, not yet
+        acknowledged by an operator), or None."""
+        ...
+
+    async def acknowledge_loss(self) -> dict[str, object] | None:
+        """Forget the pending loss report; returns it (None when there was none)."""
+        ...
+
     def stats(self) -> dict[str, object]:
         """Extra figures for /api/v1/metrics and /health (log bytes, segments, ...)."""
         ...
@@ -74,6 +83,12 @@ class MemoryStore:
         yield  # pragma: no cover - makes this an async generator
 
     async def close(self) -> None:
+        return None
+
+    def data_loss(self) -> dict[str, object] | None:
+        return None
+
+    async def acknowledge_loss(self) -> dict[str, object] | None:
         return None
 
     def stats(self) -> dict[str, object]:

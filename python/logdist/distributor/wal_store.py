@@ -17,6 +17,14 @@ them, and rewrites the file atomically from the `packet_keys` snapshot when it h
 window. `recover(remember)` hands back the previous run's keys, oldest first: those of the
 keys file, then those of the records still on disk.
 
+Damage: when recovery finds records that were stored (acknowledged to a client) but are now
+unreadable (Wal.recovery_losses), they are lost. The loss is logged, counted
+(wal_lost_records_total / wal_lost_messages_total) and kept as a pending report in
+`data-loss.json` in the log directory, which /health shows as "degraded" until an operator
+acknowledges it (acknowledge_loss, POST /api/v1/wal/acknowledge-loss) or the distributor stops
+gracefully (close(): the next start is a clean one). A crash keeps the report: the next start
+shows it again, together with anything new.
+
 All log I/O runs in worker threads (asyncio.to_thread); the Rust log releases the GIL there.
 Appends are batched here as well: the parts of every request that arrives while a log write
 is in flight go into the next single append_many call (at most `max_inflight` calls at once,
@@ -28,10 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
 import struct
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +58,7 @@ from logdist.distributor.walrecord import (
     decode_record,
     encode_keys,
     encode_parts,
+    lost_messages,
     record_messages,
 )
 from logdist.errors import WalFullError
@@ -55,6 +66,10 @@ from logdist.errors import WalFullError
 log = logging.getLogger("logdist.distributor.wal")
 
 _Pending = tuple[Sequence[Part], Key | None, "asyncio.Future[list[int]]"]
+
+#: the pending data-loss report, in the log directory (see the module doc)
+LOSS_FILE = "data-loss.json"
+_LOSS_STRETCHES_MAX = 100  # stretches listed in a report (the totals count them all)
 
 
 def wal_class() -> Any:
@@ -112,6 +127,9 @@ class WalStore:
         self.replayed_messages = 0
         self.checkpoint_errors = 0
         self.undecodable_records = 0
+        self.lost_records = 0  # found lost by this process's recovery
+        self.lost_messages = 0
+        self._loss: dict[str, Any] | None = None  # the pending (unacknowledged) loss report
 
     def _open(self) -> None:
         if self.wal is None:
@@ -229,10 +247,79 @@ class WalStore:
             self._delivered(bad)  # nothing can deliver them: do not let them pin their segment
         return parts
 
+    def _read_loss(self) -> dict[str, Any] | None:
+        try:
+            raw = (self.path / LOSS_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            report = json.loads(raw)
+        except ValueError:
+            report = None
+        if not isinstance(report, dict):  # damaged itself: still a loss nobody acknowledged
+            return {"records": None, "messages": None, "records_without_count": None, "stretches": []}
+        return report
+
+    def _write_loss(self, report: dict[str, Any]) -> None:
+        tmp = self.path / (LOSS_FILE + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path / LOSS_FILE)
+
+    def _account_losses(self) -> None:
+        """Worker thread, right after the first open: what recovery found lost, added to the
+        pending report (kept from a previous run that crashed before anyone acknowledged it)."""
+        pending = self._read_loss()
+        stretches = []
+        for segment, offset, length, lo, hi, lsns, data in self.wal.recovery_losses:
+            messages, known = lost_messages(data, lsns)
+            stretches.append({
+                "segment": segment, "offset": offset, "bytes": length, "lsns": [lo, hi],
+                "records": len(lsns), "messages": messages, "records_without_count": len(lsns) - known,
+            })  # fmt: skip
+        if stretches:
+            found = {k: sum(s[k] for s in stretches) for k in ("records", "messages", "records_without_count")}
+            self.lost_records += found["records"]
+            self.lost_messages += found["messages"]
+            log.error(
+                "write-ahead log: DATA LOST to damage on disk: %d stored, undelivered records (%d messages known, "
+                "%d records of unknown size) in %d stretches: %s",
+                found["records"], found["messages"], found["records_without_count"], len(stretches),
+                ", ".join(f"{s['segment']}@{s['offset']}+{s['bytes']}" for s in stretches[:10]),
+            )  # fmt: skip
+            old = pending or {"since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stretches": []}
+            pending = {
+                **old,
+                **{k: (old.get(k) or 0) + v for k, v in found.items()},
+                "stretches": (old.get("stretches") or [])[:_LOSS_STRETCHES_MAX] + stretches,
+            }
+            pending["stretches"] = pending["stretches"][:_LOSS_STRETCHES_MAX]
+            try:
+                self._write_loss(pending)
+            except OSError as exc:  # still reported by this process, just not across a crash
+                log.error("write-ahead log: could not save the data-loss report: %s", exc)
+        self._loss = pending
+
+    def data_loss(self) -> dict[str, Any] | None:
+        """Store.data_loss: the pending loss report, None when there is none."""
+        return self._loss
+
+    async def acknowledge_loss(self) -> dict[str, Any] | None:
+        """Store.acknowledge_loss: forget the pending loss report (returned), on disk too."""
+        report, self._loss = self._loss, None
+        if report is not None:
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(os.unlink, self.path / LOSS_FILE)
+            log.warning("write-ahead log: data loss acknowledged: %s", json.dumps(report)[:1000])
+        return report
+
     async def recover(self, remember: Callable[[Key], None]) -> AsyncIterator[tuple[int, bytes, int, str]]:
         """Store.recover: open the log, hand the previous run's dedup keys to `remember`
         (oldest first), and yield every part not fully acknowledged."""
         await asyncio.to_thread(self._open)
+        await asyncio.to_thread(self._account_losses)
         keys = await asyncio.to_thread(self._read_keys, self.path)
         for k in keys:
             remember(k)
@@ -408,6 +495,10 @@ class WalStore:
             await asyncio.to_thread(self.wal.close)  # persists the final progress
         except OSError as exc:
             log.error("write-ahead log close failed: %s", exc)
+            return
+        if self._loss is not None:  # a graceful stop: the next start is a clean one
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(os.unlink, self.path / LOSS_FILE)
 
     def stats(self) -> dict[str, object]:
         if self.wal is None:
@@ -428,6 +519,8 @@ class WalStore:
             "wal_replayed_messages": self.replayed_messages,
             "wal_checkpoint_errors": self.checkpoint_errors,
             "wal_undecodable_records": self.undecodable_records,
+            "wal_lost_records_total": self.lost_records,
+            "wal_lost_messages_total": self.lost_messages,
         }
 
 

@@ -105,6 +105,35 @@ def record_messages(payloads: Iterable[bytes]) -> int:
     return n
 
 
+_FRAME = struct.Struct("<IIQ")  # a log frame's header: len, crc, lsn (crates/wlb/src/wal.rs)
+
+
+def lost_messages(data: bytes, lsns: Iterable[int]) -> tuple[int, int]:
+    """(messages, records) that can still be told of the lost records `lsns`, from the first
+    bytes `data` of the damaged stretch that held them (Wal.recovery_losses): the frames are
+    walked by their length fields, and a record counts when its frame names one of `lsns` and
+    its message count is plausible (each message takes at least 2 bytes). The other lost
+    records held an unknown number of messages."""
+    want = set(lsns)
+    messages = records = pos = 0
+    while pos + _FRAME.size <= len(data):
+        length, _, lsn = _FRAME.unpack_from(data, pos)
+        start = pos + _FRAME.size
+        if length > len(data) - start:
+            break
+        if lsn in want:
+            want.discard(lsn)
+            try:
+                count, _, part, _ = decode_record(data[start : start + length])
+            except (struct.error, ValueError):
+                count, part = -1, b""
+            if 0 < count <= (len(part) + 1) // 2:
+                messages += count
+                records += 1
+        pos = start + length
+    return messages, records
+
+
 def encode_keys(keys: Iterable[Key], *, header: bool) -> bytes:
     """Keys for the keys file (with its magic first when `header`); over-long keys are left out."""
     out = bytearray(KEYS_MAGIC if header else b"")
