@@ -12,7 +12,8 @@ Every invalid value raises `logdist.errors.ConfigError(key, detail)` naming the 
 Distributor keys of logdist's own (all optional, defaults in DistributorConfig):
   host, queue_size (max messages held, not yet acknowledged), strategy ("alias" | "swrr"), seed,
   durability ("memory" | "wal"), state_dir, max_body_bytes,
-  max_decoded_bytes (gzip bound), max_messages_per_packet, batch_max_messages, batch_max_bytes,
+  max_decoded_bytes (gzip bound), max_encoded_members (gzip members, or deflate streams, one body may
+  hold), max_messages_per_packet, batch_max_messages, batch_max_bytes,
   linger_ms (how long a busy sender lets a batch fill: busy = a batch in flight, or in wal mode
   one sent within 10 x linger_ms), max_inflight (batches in flight per analyzer), health_interval_ms,
   health_timeout_ms, eject_after (consecutive failures), retry_base_ms, retry_cap_ms,
@@ -20,7 +21,8 @@ Distributor keys of logdist's own (all optional, defaults in DistributorConfig):
   retry_count (defaults for analyzers that do not set them), and for durability "wal" (the log
   lives in <state_dir>/wal): wal_max_bytes (bound on disk; full -> 429), wal_segment_bytes,
   wal_commit_delay_us (group-commit batching window), wal_checkpoint_ms (progress persistence).
-Analyzer keys besides those: "enabled" (bool). The worker-pool keys of the worker-pool
+Analyzer weights are finite numbers in [0, MAX_WEIGHT]; ids and URLs hold no control characters
+or whitespace. Analyzer keys besides those: "enabled" (bool). The worker-pool keys of the worker-pool
 distributor config (workers, worker_count, ...) and log_level are accepted and ignored.
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,10 +40,12 @@ from urllib.parse import urlsplit, urlunsplit
 from logdist.errors import ConfigError
 
 __all__ = [
+    "MAX_WEIGHT",
     "AnalyzerSpec",
     "ConfigError",
     "DistributorConfig",
     "EmitterConfig",
+    "check_weight_sum",
     "load_distributor_config",
     "load_emitter_config",
     "parse_analyzer",
@@ -73,7 +78,13 @@ def _int(d: dict[str, Any], key: str, path: str, default: int, lo: int | None = 
 
 
 def _float(
-    d: dict[str, Any], key: str, path: str, default: float, lo: float | None = None, lo_open: bool = False
+    d: dict[str, Any],
+    key: str,
+    path: str,
+    default: float,
+    lo: float | None = None,
+    lo_open: bool = False,
+    hi: float | None = None,
 ) -> float:
     if key not in d or d[key] is None:
         return default
@@ -85,6 +96,8 @@ def _float(
         raise ConfigError(path + key, f"must be finite, got {v!r}")
     if lo is not None and (f <= lo if lo_open else f < lo):
         raise ConfigError(path + key, f"must be {'>' if lo_open else '>='} {lo}, got {v!r}")
+    if hi is not None and f > hi:
+        raise ConfigError(path + key, f"must be <= {hi:g}, got {v!r}")
     return f
 
 
@@ -108,9 +121,21 @@ def _bool(d: dict[str, Any], key: str, path: str, default: bool) -> bool:
     return v
 
 
+def _unprintable(s: str) -> str | None:
+    """The first control, format or separator character of `s` (newline, ESC, a bidi
+    override ...), or None: such text could forge log lines or drive a terminal."""
+    for c in s:
+        if unicodedata.category(c)[0] in "CZ" and c != " ":
+            return c
+    return None
+
+
 def _http_url(v: object, key: str) -> str:
     if not isinstance(v, str) or not v:
         raise ConfigError(key, f"expected a URL string, got {v!r}")
+    if (c := _unprintable(v)) is not None or " " in v:
+        # urlsplit drops tabs and newlines silently: the URL would pass and keep them
+        raise ConfigError(key, f"must not contain spaces or control characters ({c or ' '!r}), got {v!r}")
     parts = urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(key, f"expected an http(s) URL, got {v!r}")
@@ -151,6 +176,10 @@ class AnalyzerSpec:
         }
 
 
+#: the largest weight: weights are relative, and with this bound the sum of any number of
+#: analyzers stays finite (an infinite sum cannot define shares)
+MAX_WEIGHT = 1e6
+
 _ANALYZER_KEYS = {"id", "url", "endpoint", "weight", "timeout", "retry_count", "enabled"}
 
 
@@ -163,8 +192,10 @@ def parse_analyzer(
         raise ConfigError(path.rstrip(".") or "analyzer", f"expected an object, got {type(d).__name__}")
     _unknown(d, _ANALYZER_KEYS, path)
     aid = d.get("id")
-    if not isinstance(aid, str) or not aid or len(aid) > 200 or any(c in aid for c in "/\\\n\r\t "):
+    if not isinstance(aid, str) or not aid or len(aid) > 200 or "/" in aid or "\\" in aid or " " in aid:
         raise ConfigError(path + "id", f"expected a non-empty name without '/' or whitespace, got {aid!r}")
+    if (c := _unprintable(aid)) is not None:
+        raise ConfigError(path + "id", f"must not contain control characters or whitespace ({c!r}), got {aid!r}")
     if d.get("url") is None and d.get("endpoint") is None:
         raise ConfigError(path + "url", "one of 'url' (base URL) or 'endpoint' (full /analyze URL) is required")
     if d.get("url") is not None:
@@ -174,7 +205,7 @@ def parse_analyzer(
         base_path = p.path[: -len("/analyze")] if p.path.endswith("/analyze") else ""
         url = urlunsplit((p.scheme, p.netloc, base_path, "", "")).rstrip("/")
     endpoint = _http_url(d["endpoint"], path + "endpoint") if d.get("endpoint") is not None else url + "/analyze"
-    weight = _float(d, "weight", path, 1.0, lo=0.0)
+    weight = _float(d, "weight", path, 1.0, lo=0.0, hi=MAX_WEIGHT)
     timeout_ms = _float(d, "timeout", path, default_timeout_ms, lo=0.0, lo_open=True)
     retry_count = _int(d, "retry_count", path, default_retry_count, lo=1, hi=1000)
     enabled = _bool(d, "enabled", path, True)
@@ -182,6 +213,15 @@ def parse_analyzer(
         id=aid, url=url, endpoint=endpoint, weight=weight, timeout_s=timeout_ms / 1000.0,
         retry_count=retry_count, enabled=enabled,
     )  # fmt: skip
+
+
+def check_weight_sum(weights: list[float], key: str = "analyzers") -> None:
+    """The weights together must define shares: their sum must be finite. (Each is at most
+    MAX_WEIGHT, so this holds for any real number of analyzers; checked all the same, since
+    an infinite sum would refuse every packet.) All zero stays allowed: traffic waits."""
+    total = sum(weights)
+    if not math.isfinite(total):
+        raise ConfigError(key, f"the weights sum to {total!r}, which cannot define shares")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,6 +244,7 @@ class DistributorConfig:
     state_dir: str = "./logdist-state"
     max_body_bytes: int = 8 << 20
     max_decoded_bytes: int = 32 << 20
+    max_encoded_members: int = 1024
     max_messages_per_packet: int = 10_000
     batch_max_messages: int = 2_000
     batch_max_bytes: int = 1 << 20
@@ -242,7 +283,7 @@ def _validate_distributor(c: DistributorConfig) -> None:
         raise ConfigError("strategy", f"must be alias or swrr, got {c.strategy!r}")
     if c.durability not in DURABILITY_MODES:
         raise ConfigError("durability", f"must be one of {', '.join(DURABILITY_MODES)}, got {c.durability!r}")
-    for key in ("queue_size", "max_body_bytes", "max_decoded_bytes", "max_messages_per_packet",
+    for key in ("queue_size", "max_body_bytes", "max_decoded_bytes", "max_encoded_members", "max_messages_per_packet",
                 "batch_max_messages", "batch_max_bytes", "max_inflight", "eject_after", "dedup_window",
                 "wal_max_bytes", "wal_segment_bytes"):  # fmt: skip
         if getattr(c, key) < 1:
@@ -269,6 +310,7 @@ def parse_distributor_config(d: object, source: str | None = None) -> Distributo
             raise ConfigError(f"analyzers[{i}].id", f"duplicate analyzer id {spec.id!r}")
         seen.add(spec.id)
         specs.append(spec)
+    check_weight_sum([s.weight for s in specs])
     seed = d.get("seed")
     if seed is not None and not _is_int(seed):
         raise ConfigError("seed", f"expected an integer, got {seed!r}")
@@ -287,6 +329,7 @@ def parse_distributor_config(d: object, source: str | None = None) -> Distributo
         state_dir=_str(d, "state_dir", "", base.state_dir) or base.state_dir,
         max_body_bytes=_int(d, "max_body_bytes", "", base.max_body_bytes, lo=1),
         max_decoded_bytes=_int(d, "max_decoded_bytes", "", base.max_decoded_bytes, lo=1),
+        max_encoded_members=_int(d, "max_encoded_members", "", base.max_encoded_members, lo=1),
         max_messages_per_packet=_int(d, "max_messages_per_packet", "", base.max_messages_per_packet, lo=1),
         batch_max_messages=_int(d, "batch_max_messages", "", base.batch_max_messages, lo=1),
         batch_max_bytes=_int(d, "batch_max_bytes", "", base.batch_max_bytes, lo=1),

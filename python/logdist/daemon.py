@@ -19,6 +19,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
+from logdist.http import JsonErrorRunner
 from logdist.logsetup import setup_logging as setup_logging  # re-exported: every role calls daemon.setup_logging
 
 log = logging.getLogger("logdist")
@@ -83,7 +84,8 @@ async def _serve(
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
 
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=grace)
+    # JsonErrorRunner: even a request aiohttp's parser refuses gets a JSON error
+    runner = JsonErrorRunner(app, handle_signals=False, access_log=None, shutdown_timeout=grace)
     await runner.setup()
     try:
         # a worker's private control port first: the public port takes traffic once all is up

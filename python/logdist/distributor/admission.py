@@ -23,7 +23,7 @@ from logdist.config import DistributorConfig
 from logdist.distributor.batch import Chunk
 from logdist.distributor.ledger import Key, PacketLedger
 from logdist.distributor.store import Store
-from logdist.errors import NoTargetError, PacketError, WalFullError
+from logdist.errors import LogdistError, NoTargetError, PacketError, WalFullError
 
 log = logging.getLogger("logdist.distributor")
 
@@ -81,11 +81,13 @@ class Admission:
         self.packets = 0
         self.rejected = 0  # messages refused with 429/503 (backpressure)
         self.rejected_requests = 0  # requests refused with a 4xx (bad input) or 429/503
+        self.rejected_by_status: dict[int, int] = {}  # the same, by status (499: the client went away)
         self.duplicate_packets = 0
 
-    def refuse_request(self) -> None:
-        """Count a request refused before admission (bad content type, too large ...)."""
+    def refuse_request(self, status: int) -> None:
+        """Count a refused request (bad content type, too large, bad body, queue full ...)."""
         self.rejected_requests += 1
+        self.rejected_by_status[status] = self.rejected_by_status.get(status, 0) + 1
 
     def figures(self) -> dict[str, int]:
         return {
@@ -114,13 +116,17 @@ class Admission:
         (or acknowledges a duplicate). Never raises for bad input."""
         why = self._gate.closed_because()
         if why is not None:
-            self.rejected_requests += 1
+            self.refuse_request(503)
             return IngestReply(503, {"error": "unavailable", "detail": why}, _RETRY_SOON)
         try:
             rp = self._route(body, fmt)
         except PacketError as exc:
-            self.rejected_requests += 1
+            self.refuse_request(exc.status)
             return IngestReply(exc.status, exc.to_json())
+        except LogdistError as exc:  # the router cannot pick (weights): not the client's fault, nor a 500
+            self.refuse_request(503)
+            log.error("cannot route a packet: %s", exc)
+            return IngestReply(503, {"error": "cannot_route", "detail": str(exc)}, _RETRY_SOON)
         n, pid = rp.count, rp.packet_id
         key = self._ledger.key(rp.emitter_id, pid)
         if key is not None and await self._duplicate(key):
@@ -129,7 +135,7 @@ class Admission:
         held, bound = self._gate.held, self._gate.cfg.queue_size
         if held and held + n > bound:
             self.rejected += n
-            self.rejected_requests += 1
+            self.refuse_request(429)
             return IngestReply(
                 429, {"error": "queue_full", "detail": f"{held} messages held, bound {bound}"}, _RETRY_SOON
             )
@@ -167,10 +173,10 @@ class Admission:
             return tokens
         except WalFullError as exc:
             self.rejected += n
-            self.rejected_requests += 1
+            self.refuse_request(429)
             return IngestReply(429, {"error": "log_full", "detail": str(exc)}, _RETRY_SOON)
         except OSError as exc:  # WalError and any other I/O error: not stored, not acknowledged
-            self.rejected_requests += 1
+            self.refuse_request(503)
             log.error("cannot store a packet: %s", exc)
             return IngestReply(503, {"error": "store_failed", "detail": str(exc)}, _RETRY_SOON)
         finally:

@@ -15,7 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
-from logdist.config import ConfigError, DistributorConfig, load_distributor_config, parse_analyzer
+from logdist.config import (
+    AnalyzerSpec,
+    ConfigError,
+    DistributorConfig,
+    check_weight_sum,
+    load_distributor_config,
+    parse_analyzer,
+)
 from logdist.daemon import PUBLIC_UP
 from logdist.distributor import metrics
 from logdist.distributor.admission import Admission
@@ -38,13 +45,21 @@ from logdist.distributor.workers.fanout import (
 from logdist.distributor.workers.merge import merge_dead_letters, merge_queue, merge_replay, merge_snapshot
 from logdist.distributor.workers.peers import PEERS, PeerAnswer
 from logdist.errors import WeightError
-from logdist.http import json_errors, read_json_body
+from logdist.http import ON_REFUSED, json_errors, read_json_body
 
 log = logging.getLogger("logdist.distributor")
 
 
-def _bad_analyzer(detail: str) -> Answer:
-    return Answer({"error": "bad_analyzer", "detail": detail}, 400)
+def _bad_analyzer(detail: str, key: str | None = None) -> Answer:
+    """400 bad_analyzer; `field` names the key at fault when there is one."""
+    doc = {"error": "bad_analyzer", "detail": detail}
+    return Answer(doc if key is None else {**doc, "field": key}, 400)
+
+
+def _check_sum_with(engine: Engine, spec: AnalyzerSpec) -> None:
+    """ConfigError when the weights, with `spec` added or changed, would not define shares."""
+    others = [engine.analyzer_spec(aid).weight for aid in engine.analyzer_ids() if aid != spec.id]
+    check_weight_sum([*others, spec.weight], "weight")
 
 
 def _not_found(aid: str) -> Answer:
@@ -108,8 +123,9 @@ async def register_analyzer(request: web.Request) -> Answer:
     body = await read_json_body(request)
     try:
         spec = parse_analyzer(body, default_timeout_ms=engine.cfg.timeout, default_retry_count=engine.cfg.retry_count)
+        _check_sum_with(engine, spec)
     except ConfigError as exc:
-        return _bad_analyzer(str(exc))
+        return _bad_analyzer(str(exc), exc.key)
     created = engine.add_analyzer(spec)
     return Answer(engine.analyzer_view(spec.id), 201 if created else 200)
 
@@ -144,9 +160,12 @@ async def patch_analyzer(request: web.Request) -> Answer:
     cfg = engine.cfg
     try:
         spec = parse_analyzer({**cur, **body}, default_timeout_ms=cfg.timeout, default_retry_count=cfg.retry_count)
+        _check_sum_with(engine, spec)
         engine.update_analyzer(aid, spec=spec)
-    except (ConfigError, WeightError) as exc:
-        return _bad_analyzer(str(exc))
+    except ConfigError as exc:
+        return _bad_analyzer(str(exc), exc.key)
+    except WeightError as exc:
+        return _bad_analyzer(str(exc), "weight")
     return Answer(engine.analyzer_view(aid))
 
 
@@ -223,12 +242,15 @@ def build_app(cfg: DistributorConfig, adopt: Sequence[str | Path] = ()) -> web.A
     admission = Admission(engine, store, ledger)
 
     def count_refusal(request: web.Request, status: int) -> None:
-        if status == 413:  # a body over client_max_size, refused by aiohttp itself
-            admission.refuse_request()
+        if 400 <= status < 500:  # e.g. a body over client_max_size, refused by aiohttp itself
+            admission.refuse_request(status)
 
-    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[json_errors(count_refusal)])
+    # auto_decompress off: ingest decodes bodies itself, under its bounds (ingest.decode_body)
+    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[json_errors(count_refusal)],
+                          handler_args={"auto_decompress": False})  # fmt: skip
     app[ENGINE] = engine
     app[ADMISSION] = admission
+    app[ON_REFUSED] = admission.refuse_request  # malformed requests, refused before any handler
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await engine.start()

@@ -51,6 +51,7 @@ def snapshot(e: Engine, adm: Admission) -> dict[str, Any]:
     return {
         "analyzers": e.analyzer_rows(),
         "totals": totals(e, adm),
+        "rejected_by_status": {str(k): v for k, v in sorted(adm.rejected_by_status.items())},
         "queue_size": e.cfg.queue_size,
         "durability": about["durability"],
         "backend": about["backend"],
@@ -101,6 +102,8 @@ def prometheus(e: Engine, adm: Admission) -> str:
     tot = totals(e, adm)
     for name, kind, help_, key in _TOTALS:
         _family(out, name, kind, help_, [({}, tot[key])])
+    _family(out, "logdist_rejected_requests_by_status_total", "counter", "Requests refused, by HTTP status.",
+            [({"status": str(k)}, v) for k, v in sorted(adm.rejected_by_status.items())])  # fmt: skip
     age = e.oldest_age()
     _family(out, "logdist_oldest_message_age_seconds", "gauge", "Age of the oldest unacknowledged message.",
             [({}, round(age or 0.0, 6))])  # fmt: skip

@@ -48,6 +48,11 @@ def merge_snapshot(mine: dict[str, Any], others: list[dict[str, Any]]) -> dict[s
     every = [mine, *others]
     out = dict(mine)
     out["totals"] = {k: _sum([s["totals"].get(k) for s in every]) for k in mine["totals"]}
+    by_status: dict[str, int] = {}
+    for s in every:
+        for k, v in (s.get("rejected_by_status") or {}).items():
+            by_status[k] = by_status.get(k, 0) + v
+    out["rejected_by_status"] = by_status
     rows: dict[str, list[dict[str, Any]]] = {}
     for s in every:
         for r in s["analyzers"]:
