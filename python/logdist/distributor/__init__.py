@@ -17,7 +17,8 @@ Modules, each owning one thing:
   batch       chunks, batches and the outbound queue
   store       the durability seam (Store protocol) and the memory store
   wal_store   the write-ahead log store: append, ack, checkpoint, recovery, take-over
-  walrecord   the log's record format and the dedup keys file format
+  walrecord   the log's record format, the dedup keys file and the leftover file formats
+  leftover    what a graceful stop in memory mode could not deliver, sent on the next start
   deadletter  batches refused for good, on disk
   metrics     /health, /queue, /api/v1/metrics and /metrics from the engine's figures
   app         the routes (declared with their --workers fan-out), lifecycle, SIGHUP reload
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         return supervisor.supervise(args, args.workers, cfg.state_dir, cfg.port, cfg.shutdown_grace_s, cfg.queue_size)
     from logdist import daemon
     from logdist.distributor.app import build_app, reloader
+    from logdist.distributor.leftover import take_over_leftovers
     from logdist.distributor.workers import peers, takeover
 
     also_listen: list[tuple[str, int]] = []
@@ -104,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         adopt = takeover.orphans(cfg.state_dir, 0, 1, worker=False)
     for src in adopt:
         takeover.take_over_dead_letters(src, Path(cfg.state_dir))
+        take_over_leftovers(src, Path(cfg.state_dir))
     app = build_app(cfg, [src / "wal" for src in adopt])
     if args.worker:
         peers.install(app, peers.Peers(index, ports))
