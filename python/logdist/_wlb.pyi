@@ -233,6 +233,7 @@ def route_packet(
     format: str = "auto",
     max_messages: int = 10_000,
     max_depth: int = 64,
+    id_tag: str = "",
 ) -> RoutedPacket:
     """Validate a request body, give every message an id, and route each message.
 
@@ -268,7 +269,10 @@ def route_packet(
     of emitter_id/agent_id (empty if absent) and P the raw text of packet_id (between the quotes
     for a string), so a re-sent packet yields the same ids; otherwise prefix = fallback_prefix,
     which the caller makes unique per request. fallback_prefix may only hold ASCII letters,
-    digits and "._:/-" (ValueError otherwise), so it never needs escaping.
+    digits and "._:/-" (ValueError otherwise), so it never needs escaping. id_tag (same
+    characters, ValueError otherwise; checked after fallback_prefix) follows '<E>/<P>/' when
+    the packet has a packet_id: '<E>/<P>/<id_tag><i>', so a packet id reused with other
+    content can be given ids of its own.
 
     Routing: router None puts every message under the key "". Otherwise one router.pick() per
     message, in order (so picks equal router.pick_many(count)); NoTargetError if nothing is

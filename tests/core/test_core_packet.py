@@ -162,6 +162,26 @@ def test_no_packet_id_means_fallback_prefix(impl: ModuleType) -> None:
     assert r.batches[""] == b'{"id":"abc.DEF_9:-/0","message":"x"}'
 
 
+def test_id_tag_follows_the_packet_prefix(impl: ModuleType) -> None:
+    body = b'{"emitter_id":"e","packet_id":"p","messages":[{"message":"x"},{"id":"k","message":"y"}]}'
+    r = route(impl, body, id_tag="00ff/")
+    assert r.batches[""] == b'{"id":"e/p/00ff/0","message":"x"},{"id":"k","message":"y"}'
+    # without a packet id the fallback prefix is unique already: no tag
+    bare = route(impl, b'[{"message":"x"}]', id_tag="00ff/")
+    assert bare.batches[""] == b'{"id":"' + FB.encode() + b'0","message":"x"}'
+
+
+def test_both_backends_tag_ids_alike(rs: ModuleType, py: ModuleType) -> None:
+    for body in (b'{"agent_id":"a\\u00e9","packet_id":12,"messages":[{"message":"x"},{}]}', b'[{"message":"x"}]'):
+        assert outcome(rs, body, id_tag="1f-x.y:z/") == outcome(py, body, id_tag="1f-x.y:z/")
+
+
+@pytest.mark.parametrize("tag", ["a b", "\u00e9", "x\\y", "\n"])
+def test_id_tag_is_checked(impl: ModuleType, tag: str) -> None:
+    with pytest.raises(ValueError, match="id_tag"):
+        route(impl, b'{"packet_id":"p","messages":[{"message":"x"}]}', id_tag=tag)
+
+
 def test_existing_ids_are_kept(impl: ModuleType) -> None:
     body = b'{"packet_id":"p","messages":[{"id":"s","message":"a"},{"message":"b","id":-17},{"message":"c"}]}'
     r = route(impl, body)

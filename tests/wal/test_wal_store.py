@@ -14,7 +14,17 @@ from logdist.config import parse_distributor_config
 from logdist.distributor.batch import Chunk
 from logdist.distributor.ledger import PacketLedger
 from logdist.distributor.wal_store import WalStore, make_store
-from logdist.distributor.walrecord import decode_record, encode_parts
+from logdist.distributor.walrecord import (
+    KEYS_FILE,
+    KEYS_MAGIC,
+    KEYS_MAGIC_V1,
+    LeftoverFileError,
+    decode_keys,
+    decode_leftover,
+    decode_record,
+    encode_leftover,
+    encode_parts,
+)
 from logdist.errors import WalFullError
 
 
@@ -124,8 +134,9 @@ async def test_dedup_keys_survive_a_crash(Wal: Any, tmp_path: Path) -> None:
     ledger = PacketLedger(3)
     store = WalStore(tmp_path, wal_cls=Wal, checkpoint_interval=0.01, dedup_window=3, packet_keys=ledger.keys)
     await recovered(store, ledger)
-    delivered = await store.append([(b'{"id":"1"}', 1), (b'{"id":"2"}', 1)], packet_key=("em", "p1"))
-    await store.append([(b'{"id":"3"}', 1)], packet_key=("em", "p2\udc80"))  # a lone surrogate survives too
+    delivered = await store.append([(b'{"id":"1"}', 1), (b'{"id":"2"}', 1)], packet_key=("em", "p1"), content_hash=11)
+    # a lone surrogate survives too, and the largest hash
+    await store.append([(b'{"id":"3"}', 1)], packet_key=("em", "p2\udc80"), content_hash=2**64 - 1)
     await store.append([(b'{"id":"4"}', 1)])  # no packet id: no key
     for t in delivered:
         ack(store, t, 1)
@@ -137,30 +148,83 @@ async def test_dedup_keys_survive_a_crash(Wal: Any, tmp_path: Path) -> None:
     store = WalStore(tmp_path, wal_cls=Wal, dedup_window=3, packet_keys=ledger.keys)
     parts = await recovered(store, ledger)
     assert [p[1] for p in parts] == [b'{"id":"3"}', b'{"id":"4"}']  # records are returned without their key
-    assert ledger.keys() == [("em", "p1"), ("em", "p2\udc80")]
+    assert ledger.keys() == [(("em", "p1"), 11), (("em", "p2\udc80"), 2**64 - 1)]  # with their content hash
     for i in range(3, 6):
-        await store.append([(b"{}", 1)], packet_key=("em", f"p{i}"))
-        ledger.remember(("em", f"p{i}"))  # as admission does once the packet is stored
+        await store.append([(b"{}", 1)], packet_key=("em", f"p{i}"), content_hash=i)
+        ledger.remember(("em", f"p{i}"), i)  # as admission does once the packet is stored
     await store.close()
     ledger = PacketLedger(3)
     store = WalStore(tmp_path, wal_cls=Wal, dedup_window=3, packet_keys=ledger.keys)
     await recovered(store, ledger)
-    assert ledger.keys() == [("em", "p3"), ("em", "p4"), ("em", "p5")]  # bounded by the window
+    assert ledger.keys() == [(("em", "p3"), 3), (("em", "p4"), 4), (("em", "p5"), 5)]  # bounded by the window
     await store.close()
 
 
 @pytest.mark.parametrize("key", [None, ("em", "p-1")])
 @pytest.mark.parametrize("target", ["", "a1", "analyzer-\u00e9"])
-def test_records_round_trip_with_and_without_a_target(key: tuple[str, str] | None, target: str) -> None:
-    parts: list[Any] = [(b'{"id":"x"}', 7, target), (b'{"id":"y"}', 1)]
-    first, second = encode_parts(parts, key)
-    assert decode_record(first) == (7, None, b'{"id":"x"}', target)
-    assert decode_record(second) == (1, key, b'{"id":"y"}', "")  # the key rides on the last part
+@pytest.mark.parametrize("content_hash", [0, 1, 2**64 - 1])
+def test_records_round_trip_with_and_without_a_target(
+    key: tuple[str, str] | None, target: str, content_hash: int
+) -> None:
+    parts: list[Any] = [(b'{"id":"x"}', 7, target), (b'{"id":"y"}', 1, target)]
+    first, second = encode_parts(parts, key, content_hash)
+    assert decode_record(first) == (7, None, 0, b'{"id":"x"}', target)
+    # the key and the content hash ride on the last part (no key: no hash either)
+    assert decode_record(second) == (1, key, content_hash if key else 0, b'{"id":"y"}', target)
 
 
-def test_records_written_before_targets_were_kept_still_decode() -> None:
+def test_records_written_before_targets_or_hashes_were_kept_still_decode() -> None:
     old = struct.pack("<IHH", 3, 2, 2) + b"emp1" + b'{"id":"z"}'  # count without the target bit
-    assert decode_record(old) == (3, ("em", "p1"), b'{"id":"z"}', "")
+    assert decode_record(old) == (3, ("em", "p1"), 0, b'{"id":"z"}', "")
+    old = struct.pack("<IHH", 3 | 0x8000_0000, 2, 2) + b"emp1" + struct.pack("<H", 2) + b"a1" + b'{"id":"z"}'
+    assert decode_record(old) == (3, ("em", "p1"), 0, b'{"id":"z"}', "a1")  # hash 0: unknown
+
+
+def _old_keys_file(keys: list[tuple[str, str]]) -> bytes:
+    """A keys file as the version before content hashes wrote it."""
+    out = KEYS_MAGIC_V1
+    for e, p in keys:
+        out += struct.pack("<HH", len(e), len(p)) + e.encode() + p.encode()
+    return out
+
+
+async def test_a_log_and_keys_file_of_the_previous_format_still_recover(Wal: Any, tmp_path: Path) -> None:
+    wal = Wal(tmp_path)  # records and keys file written by the version that kept no hashes
+    old_record = struct.pack("<IHH", 1 | 0x8000_0000, 2, 2) + b"emp2" + struct.pack("<H", 2) + b"a1" + b'{"id":"b"}'
+    wal.append_many([old_record])
+    wal.close()
+    (tmp_path / KEYS_FILE).write_bytes(_old_keys_file([("em", "p1")]))
+    ledger = PacketLedger(10)
+    store = WalStore(tmp_path, wal_cls=Wal, dedup_window=10, packet_keys=ledger.keys)
+    assert await recovered(store, ledger) == [(0, b'{"id":"b"}', 1, "a1")]
+    assert ledger.keys() == [(("em", "p1"), 0), (("em", "p2"), 0)]  # hash 0: unknown content
+    # converted at once, so the new format can be appended to it
+    assert (tmp_path / KEYS_FILE).read_bytes().startswith(KEYS_MAGIC)
+    await store.append([(b'{"id":"c"}', 1)], packet_key=("em", "p3"), content_hash=33)
+    ledger.remember(("em", "p3"), 33)
+    await store.close()
+    assert decode_keys((tmp_path / KEYS_FILE).read_bytes())[0] == (("em", "p1"), 0)
+    ledger = PacketLedger(10)
+    store = WalStore(tmp_path, wal_cls=Wal, dedup_window=10, packet_keys=ledger.keys)
+    await recovered(store, ledger)
+    assert dict(ledger.keys()) == {("em", "p1"): 0, ("em", "p2"): 0, ("em", "p3"): 33}
+    await store.close()
+
+
+def test_leftover_files_round_trip_and_damage_costs_only_the_damaged_part() -> None:
+    parts: list[Any] = [(b'{"id":"a"},{"id":"b"}', 2, "a1"), (b'{"id":"c"}', 1, ""), (b'{"id":"d"}', 1, "a2")]
+    raw = encode_leftover(parts)
+    assert decode_leftover(raw) == parts
+    with pytest.raises(LeftoverFileError) as cut:
+        decode_leftover(raw[:-3])
+    assert cut.value.parts == parts[:2]
+    flipped = bytearray(raw)
+    flipped[raw.index(b'{"id":"c"}')] ^= 0xFF
+    with pytest.raises(LeftoverFileError) as bad:
+        decode_leftover(bytes(flipped))
+    assert bad.value.parts == parts[:1]
+    with pytest.raises(LeftoverFileError):
+        decode_leftover(b"not a leftover file")
 
 
 class FailingCheckpoints:
@@ -203,7 +267,7 @@ async def test_full_log_frees_itself_after_a_failed_checkpoint_with_no_more_traf
 
 async def test_records_that_are_not_logdist_records_are_skipped_on_recovery(Wal: Any, tmp_path: Path) -> None:
     wal = Wal(tmp_path)
-    good = encode_parts([(b'{"id":"a"}', 1, "a1")], ("em", "p1"))[0]
+    good = encode_parts([(b'{"id":"a"}', 1, "a1")], ("em", "p1"), 5)[0]
     wal.append_many([b"\x01", struct.pack("<IHH", 1, 50, 50) + b"short", good])
     wal.close()
     store = WalStore(tmp_path, wal_cls=Wal)

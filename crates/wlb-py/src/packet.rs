@@ -111,6 +111,19 @@ fn prefix_arg(prefix: &Bound<'_, PyAny>) -> PyResult<String> {
     }
 }
 
+/// The `id_tag` argument: like a prefix ("" when not given).
+fn id_tag_arg(tag: Option<&Bound<'_, PyAny>>) -> PyResult<String> {
+    let Some(tag) = tag else {
+        return Ok(String::new());
+    };
+    match tag.extract::<String>() {
+        Ok(t) if valid_prefix(&t) => Ok(t),
+        _ => Err(errors::value(format!(
+            "id_tag may only hold ASCII letters, digits and '._:/-': {tag}"
+        ))),
+    }
+}
+
 /// The body as bytes: a bytes object as is, a bytearray or memoryview copied (the twin accepts
 /// those too), anything else a `TypeError`.
 fn body_arg(py: Python<'_>, body: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> {
@@ -126,9 +139,10 @@ fn body_arg(py: Python<'_>, body: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> 
 /// Validate a request body, give every message an id, and route each message (see _wlb.pyi).
 #[pyfunction]
 #[pyo3(
-    signature = (body, router, *, fallback_prefix, format = None, max_messages = Int(10_000), max_depth = Int(64)),
-    text_signature = "(body, router, *, fallback_prefix, format='auto', max_messages=10000, max_depth=64)"
+    signature = (body, router, *, fallback_prefix, format = None, max_messages = Int(10_000), max_depth = Int(64), id_tag = None),
+    text_signature = "(body, router, *, fallback_prefix, format='auto', max_messages=10000, max_depth=64, id_tag='')"
 )]
+#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python function
 pub fn route_packet(
     py: Python<'_>,
     body: &Bound<'_, PyAny>,
@@ -137,10 +151,12 @@ pub fn route_packet(
     format: Option<&Bound<'_, PyAny>>,
     max_messages: Int,
     max_depth: Int,
+    id_tag: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<RoutedPacketPy> {
-    // Argument checks, in the twin's order: format, prefix, then the body's type.
+    // Argument checks, in the twin's order: format, prefix, id tag, then the body's type.
     let format = format_arg(format)?;
     let prefix = prefix_arg(fallback_prefix)?;
+    let id_tag = id_tag_arg(id_tag)?;
     let body = body_arg(py, body)?;
     let opts = Options {
         format,
@@ -151,7 +167,7 @@ pub fn route_packet(
     let out = py
         .detach(|| {
             let mut guard = shared.map(|r| lock(&r.inner));
-            wlb::packet::route_packet(&body, guard.as_deref_mut(), &prefix, &opts)
+            wlb::packet::route_packet_tagged(&body, guard.as_deref_mut(), &prefix, &id_tag, &opts)
         })
         .map_err(errors::route)?;
     let batches = out

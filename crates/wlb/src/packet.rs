@@ -875,12 +875,48 @@ pub fn route_packet(
     fallback_prefix: &str,
     opts: &Options,
 ) -> Result<RoutedPacket, RouteError> {
+    route_packet_tagged(body, router, fallback_prefix, "", opts)
+}
+
+/// [`route_packet`], with `id_tag` after the `E/P/` prefix of the ids it gives to messages
+/// without one, when the packet has a `packet_id` (a packet id reused with other content then
+/// gets ids of its own, not those of the earlier packet). Without a `packet_id` the tag is not
+/// used: the fallback prefix is unique already.
+///
+/// # Errors
+///
+/// As [`route_packet`]; [`RouteError::InvalidPrefix`] also for an `id_tag` with a character
+/// outside ASCII letters, digits and `._:/-`.
+///
+/// # Examples
+///
+/// ```
+/// use wlb::packet::{route_packet_tagged, Options};
+///
+/// let body = br#"{"emitter_id":"e","packet_id":"p-1","messages":[{"message":"x"}]}"#;
+/// let routed = route_packet_tagged(body, None, "req-9/", "0af3/", &Options::default())?;
+/// assert_eq!(routed.batches[0].bytes, br#"{"id":"e/p-1/0af3/0","message":"x"}"#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn route_packet_tagged(
+    body: &[u8],
+    router: Option<&mut Router>,
+    fallback_prefix: &str,
+    id_tag: &str,
+    opts: &Options,
+) -> Result<RoutedPacket, RouteError> {
     if !valid_prefix(fallback_prefix) {
         return Err(RouteError::InvalidPrefix(fallback_prefix.to_owned()));
     }
+    if !valid_prefix(id_tag) {
+        return Err(RouteError::InvalidPrefix(id_tag.to_owned()));
+    }
     let v = validate(body, opts)?;
     let count = v.count();
-    let prefix = v.id_prefix(fallback_prefix);
+    let mut prefix = v.id_prefix(fallback_prefix);
+    if v.packet_id_raw().is_some() {
+        prefix.extend_from_slice(id_tag.as_bytes());
+    }
     let batches = match router {
         None => vec![v.one_batch(&prefix)],
         Some(router) => {

@@ -368,12 +368,15 @@ def route_packet(
     format: str = "auto",
     max_messages: int = 10_000,
     max_depth: int = 64,
+    id_tag: str = "",
 ) -> RoutedPacket:
     """Validate a request body, give every message an id, and route each message (see _wlb.pyi)."""
     if format not in ("auto", "json", "ndjson"):
         raise ValueError(f"unknown format {format!r} (expected 'auto', 'json' or 'ndjson')")
     if not isinstance(fallback_prefix, str) or _PREFIX_OK.fullmatch(fallback_prefix) is None:
         raise ValueError(f"fallback_prefix may only hold ASCII letters, digits and '._:/-': {fallback_prefix!r}")
+    if not isinstance(id_tag, str) or _PREFIX_OK.fullmatch(id_tag) is None:
+        raise ValueError(f"id_tag may only hold ASCII letters, digits and '._:/-': {id_tag!r}")
     max_messages = as_int(max_messages, "max_messages")
     max_depth = as_int(max_depth, "max_depth")
     if not isinstance(body, bytes):
@@ -383,7 +386,7 @@ def route_packet(
             raise TypeError(f"body must be bytes, not {type(body).__name__}")
     sc = _validate(body, format, max_messages, max_depth)
     count = len(sc.starts)
-    emitter_id, packet_id, prefix = _ids(sc, fallback_prefix)
+    emitter_id, packet_id, prefix = _ids(sc, fallback_prefix, id_tag)
 
     # Routing: every pick happens here, after the whole body was accepted.
     picks: list[str] | None = None if router is None else router.pick_many(count)
@@ -444,7 +447,7 @@ def _validate(body: bytes, format: str, max_messages: int, max_depth: int) -> _S
     return sc
 
 
-def _ids(sc: _Scan, fallback_prefix: str) -> tuple[str | None, str | None, bytes]:
+def _ids(sc: _Scan, fallback_prefix: str, id_tag: str) -> tuple[str | None, str | None, bytes]:
     """(emitter_id, packet_id, the prefix of the ids given to messages without one)."""
     e_raw = sc.emitter_raw if sc.emitter_raw is not None else sc.agent_raw
     emitter_id: str | None = None
@@ -453,7 +456,7 @@ def _ids(sc: _Scan, fallback_prefix: str) -> tuple[str | None, str | None, bytes
     packet_id: str | None = None
     if sc.pid_raw is not None:
         packet_id = json.loads(b'"' + sc.pid_raw + b'"')
-        prefix = (e_raw or b"") + b"/" + sc.pid_raw + b"/"
+        prefix = (e_raw or b"") + b"/" + sc.pid_raw + b"/" + id_tag.encode("ascii")
     else:
         prefix = fallback_prefix.encode("ascii")
     return emitter_id, packet_id, prefix

@@ -17,7 +17,8 @@ Modules, each owning one thing:
   batch       chunks, batches and the outbound queue
   store       the durability seam (Store protocol) and the memory store
   wal_store   the write-ahead log store: append, ack, checkpoint, recovery, take-over
-  walrecord   the log's record format and the dedup keys file format
+  walrecord   the log's record format, the dedup keys file and the leftover file formats
+  leftover    what a graceful stop in memory mode could not deliver, sent on the next start
   deadletter  batches refused for good, on disk
   metrics     /health, /queue, /api/v1/metrics and /metrics from the engine's figures
   app         the routes (declared with their --workers fan-out), lifecycle, SIGHUP reload
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     check_state_dir(cfg.state_dir, ("dead-letters", "wal") if cfg.durability == "wal" else ("dead-letters",))
     from logdist import daemon
     from logdist.distributor.app import build_app, reloader
+    from logdist.distributor.leftover import take_over_leftovers
     from logdist.distributor.workers import peers, takeover
 
     also_listen: list[tuple[str, int]] = []
@@ -129,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         adopt = takeover.orphans(cfg.state_dir, 0, 1, worker=False)
     for src in adopt:
         takeover.take_over_dead_letters(src, Path(cfg.state_dir))
+        take_over_leftovers(src, Path(cfg.state_dir))
     app = build_app(cfg, [src / "wal" for src in adopt])
     if args.worker:
         peers.install(app, peers.Peers(index, ports))

@@ -1,7 +1,9 @@
 """Admission: the checks, routing and storing of one packet, up to its chunks.
 
 `Admission.admit` answers, in order: not accepting (recovering or shutting down: 503), a
-duplicate of a stored packet (the packet ledger: 202 "duplicate"), over the queue bound (429),
+duplicate of a stored packet (the packet ledger: same key and same content hash, 202
+"duplicate"; the same key with other content is a new packet, counted in `reused_packet_ids`),
+over the queue bound (429),
 not storable (the log is full: 429; an I/O error: 503). Otherwise it routes the packet
 (`core.route_packet`: one pick per message), stores its parts (`store.append`) and returns
 them as chunks, one per target analyzer. It does not place them: the engine does
@@ -21,7 +23,7 @@ from typing import Any, Protocol
 from logdist import core
 from logdist.config import DistributorConfig
 from logdist.distributor.batch import Chunk
-from logdist.distributor.ledger import Key, PacketLedger
+from logdist.distributor.ledger import Key, PacketLedger, Seen, content_hash
 from logdist.distributor.store import Store
 from logdist.errors import LogdistError, NoTargetError, PacketError, WalFullError
 
@@ -83,6 +85,7 @@ class Admission:
         self.rejected_requests = 0  # requests refused with a 4xx (bad input) or 429/503
         self.rejected_by_status: dict[int, int] = {}  # the same, by status (499: the client went away)
         self.duplicate_packets = 0
+        self.reused_packet_ids = 0  # packets stored under a remembered key, with other content
 
     def refuse_request(self, status: int) -> None:
         """Count a refused request (bad content type, too large, bad body, queue full ...)."""
@@ -96,20 +99,19 @@ class Admission:
             "rejected_requests": self.rejected_requests,
             "packets": self.packets,
             "duplicate_packets": self.duplicate_packets,
+            "reused_packet_ids": self.reused_packet_ids,
         }
 
-    def _route(self, body: bytes, fmt: str) -> Any:
+    def _route(self, body: bytes, fmt: str, id_tag: str = "") -> Any:
         prefix = f"{self.node}:{next(self._seq)}/"
-        cfg = self._gate.cfg
+        limit = self._gate.cfg.max_messages_per_packet
         try:
             return core.route_packet(
-                body, self._gate.router, fallback_prefix=prefix, format=fmt, max_messages=cfg.max_messages_per_packet
+                body, self._gate.router, fallback_prefix=prefix, format=fmt, max_messages=limit, id_tag=id_tag
             )
         except NoTargetError:
             # Nothing eligible: accept into pending; it is routed when an analyzer returns.
-            return core.route_packet(
-                body, None, fallback_prefix=prefix, format=fmt, max_messages=cfg.max_messages_per_packet
-            )
+            return core.route_packet(body, None, fallback_prefix=prefix, format=fmt, max_messages=limit, id_tag=id_tag)
 
     async def admit(self, body: bytes, fmt: str) -> Admitted | IngestReply:
         """Check, route and store one request body: its chunks, or the answer that refuses it
@@ -129,9 +131,15 @@ class Admission:
             return IngestReply(503, {"error": "cannot_route", "detail": str(exc)}, _RETRY_SOON)
         n, pid = rp.count, rp.packet_id
         key = self._ledger.key(rp.emitter_id, pid)
-        if key is not None and await self._duplicate(key):
+        digest = content_hash(body) if key is not None else 0
+        if key is not None and await self._duplicate(key, digest):
             self.duplicate_packets += 1
             return IngestReply(202, {"accepted": n, "packet_id": pid, "duplicate": True})
+        if key is not None and self._ledger.seen(key, digest) is Seen.REUSED:
+            # Messages without an id get "<emitter>/<packet>/<i>": the earlier packet's ids,
+            # which the analyzers would drop as duplicates. Tagged by the content, they are new
+            # (and the same again for a retry of this content).
+            rp = self._route(body, fmt, id_tag=f"{digest:016x}/")
         held, bound = self._gate.held, self._gate.cfg.queue_size
         if held and held + n > bound:
             self.rejected += n
@@ -139,36 +147,44 @@ class Admission:
             return IngestReply(
                 429, {"error": "queue_full", "detail": f"{held} messages held, bound {bound}"}, _RETRY_SOON
             )
-        stored = await self._store_parts(rp.batches, rp.counts, key, n)
+        stored = await self._store_parts(rp.batches, rp.counts, key, digest, n)
         if isinstance(stored, IngestReply):
             return stored
         self.accepted += n
         self.packets += 1
         if key is not None:
-            self._ledger.remember(key)
+            self._remember(key, digest)
         now = asyncio.get_running_loop().time()
         counts = rp.counts
         chunks = {t: Chunk(data, counts[t], stored[i], now) for i, (t, data) in enumerate(rp.batches.items())}
         return Admitted(chunks, n, pid)
 
-    async def _duplicate(self, key: Key) -> bool:
-        """True when the packet was stored already, or is being stored right now and that
-        succeeds (its verdict is awaited)."""
-        storing = self._ledger.storing(key)
+    async def _duplicate(self, key: Key, digest: int) -> bool:
+        """True when the packet (same key, same content) was stored already, or is being stored
+        right now and that succeeds (its verdict is awaited)."""
+        storing = self._ledger.storing(key, digest)
         if storing is not None:
             return await asyncio.shield(storing)
-        return self._ledger.seen(key)
+        return self._ledger.seen(key, digest) is Seen.DUPLICATE
+
+    def _remember(self, key: Key, digest: int) -> None:
+        """Remember a stored packet; one that reused a remembered key is counted and logged."""
+        if self._ledger.seen(key, digest) is Seen.REUSED:
+            self.reused_packet_ids += 1
+            self._ledger.warn_reused(*key)
+        self._ledger.remember(key, digest)
 
     async def _store_parts(
-        self, batches: dict[str, bytes], counts: dict[str, int], key: Key | None, n: int
+        self, batches: dict[str, bytes], counts: dict[str, int], key: Key | None, digest: int, n: int
     ) -> list[int] | IngestReply:
         """The store's token per part, or the answer when it cannot store them."""
         if self._store.noop:
             return [0] * len(batches)
-        done = self._ledger.begin(key)
+        done = self._ledger.begin(key, digest)
         stored = False
         try:
-            tokens = await self._store.append([(data, counts[t], t) for t, data in batches.items()], packet_key=key)
+            parts = [(data, counts[t], t) for t, data in batches.items()]
+            tokens = await self._store.append(parts, packet_key=key, content_hash=digest)
             stored = True
             return tokens
         except WalFullError as exc:
@@ -180,4 +196,4 @@ class Admission:
             log.error("cannot store a packet: %s", exc)
             return IngestReply(503, {"error": "store_failed", "detail": str(exc)}, _RETRY_SOON)
         finally:
-            self._ledger.end(key, done, stored)
+            self._ledger.end(key, digest, done, stored)

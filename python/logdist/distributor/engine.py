@@ -4,8 +4,9 @@ It owns placement (push a chunk to its analyzer's link, re-split, reroute a batc
 pending when no analyzer can take it), retries (the retry scheduler and its loop), analyzer
 health and saturation (eligibility in the router), the admin changes (add, update, remove an
 analyzer, a config reload, dead-letter replay), the figures it reports as plain data, and the
-lifecycle (start, recovery from the store, graceful stop). All of it on one event loop, so
-there are no locks. The hot path is per packet and per chunk/batch; Python never touches
+lifecycle (start, recovery from the store and from leftover files, graceful stop: in memory
+mode what it could not deliver goes to a leftover file, see leftover.py). All of it on one
+event loop, so there are no locks. The hot path is per packet and per chunk/batch; Python never touches
 individual messages.
 
 Where a message can be, once accepted (each counted in `held` until acknowledged):
@@ -39,8 +40,10 @@ from logdist.distributor.admission import Admitted
 from logdist.distributor.batch import Batch, Chunk, OutboundQueue
 from logdist.distributor.deadletter import DeadLetterStore
 from logdist.distributor.ledger import PacketLedger
+from logdist.distributor.leftover import LeftoverStore
 from logdist.distributor.link import AnalyzerLink
 from logdist.distributor.store import MemoryStore, Store
+from logdist.distributor.walrecord import Part
 from logdist.errors import NoTargetError, PacketError
 
 log = logging.getLogger("logdist.distributor")
@@ -62,6 +65,7 @@ class Engine:
         self._store: Store = store if store is not None else MemoryStore()
         self._ledger = ledger if ledger is not None else PacketLedger(cfg.dedup_window)
         self._deadletters = DeadLetterStore(cfg.state_dir)
+        self._leftover = LeftoverStore(cfg.state_dir)
         self._links: dict[str, AnalyzerLink] = {}
         self._pending = OutboundQueue()  # chunks no analyzer can take right now
         self._retrying: dict[int, Batch] = {}
@@ -109,14 +113,10 @@ class Engine:
             async for token, part, count, target in self._store.recover(self._ledger.remember):
                 self.held += count
                 recovered += count
-                # Back to where it was routed: a redelivery then meets that analyzer's dedup.
-                a = self._links.get(target) if target else None
-                if a is not None and a.eligible:
-                    self._push(target, Chunk(part, count, token, now))
-                else:
-                    self._resplit(Chunk(part, count, token, now))
+                self._place_recovered(target, Chunk(part, count, token, now))
             if recovered:
                 log.info("recovered %d undelivered messages from the %s store", recovered, self._store.durability)
+            await self._recover_leftover()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -125,6 +125,28 @@ class Engine:
             return
         self._recovering = False
         self._accepting = True
+
+    def _place_recovered(self, target: str, chunk: Chunk) -> None:
+        # Back to where it was routed: a redelivery then meets that analyzer's dedup.
+        a = self._links.get(target) if target else None
+        if a is not None and a.eligible:
+            self._push(target, chunk)
+        else:
+            self._resplit(chunk)
+
+    async def _recover_leftover(self) -> None:
+        """What earlier graceful stops could not deliver (leftover.py): into the store, then the
+        queues; each file is removed once handed over."""
+        for path, parts in await asyncio.to_thread(self._leftover.load):
+            tokens = [0] * len(parts) if self._store.noop else await self._store.append(parts)
+            now = self._now
+            n = 0
+            for (data, count, target), token in zip(parts, tokens, strict=True):
+                self.held += count
+                n += count
+                self._place_recovered(target, Chunk(data, count, token, now))
+            await asyncio.to_thread(self._leftover.remove, path)
+            log.info("recovered %d messages a graceful stop left in %s", n, path)
 
     def closed_because(self) -> str | None:
         """None when ingest takes packets; else why not."""
@@ -136,34 +158,69 @@ class Engine:
         self._accepting = False
 
     async def stop(self, grace: float) -> None:
-        """Stop accepting, try to deliver what is held within `grace` seconds, then stop."""
+        """Stop accepting, try to deliver what is held within `grace` seconds, then stop. A
+        durable store keeps what is left; in memory mode it goes to a leftover file (written
+        first as the stop begins, so a forced exit during the drain loses nothing either)."""
         self._accepting = False
         deadline = asyncio.get_running_loop().time() + grace
         if self.held:
             log.info("draining %d held messages (grace %.1fs)", self.held, grace)
         if self._store.noop:
+            if self.held:
+                await self._keep_leftover(self._held_parts())
             await self._drain_until(deadline)
         else:
             await self._finish_inflight(deadline)
-        if self.held:
-            where = f"kept in the {self._store.durability} store" if not self._store.noop else "lost (memory mode)"
-            log.warning("stopping with %d messages undelivered: %s", self.held, where)
-        else:
-            log.info("all accepted messages delivered")
         for a in self._links.values():
             a.close()
+        # taken before the senders are cancelled: a batch in flight leaves `inflight` then
+        left = self._held_parts() if self._store.noop else []
         tasks = [*self._bg, *self._tasks]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._store.noop:
+            await self._keep_leftover(left)
+        if self.held:
+            where = f"kept in the {self._store.durability} store" if not self._store.noop else "kept in a leftover file"
+            log.warning("stopping with %d messages undelivered: %s, sent on the next start", self.held, where)
+        else:
+            log.info("all accepted messages delivered")
         if self._session is not None:
             await self._session.close()
         await self._store.close()
 
+    def _held_parts(self) -> list[Part]:
+        """Every held message, as (messages, count, target analyzer) parts: queued, ready, in
+        flight, waiting for a retry, pending."""
+        parts: list[Part] = []
+        batches: list[Batch] = [*self._retrying.values()]
+        for a in self._links.values():
+            parts += [(c.data, c.count, a.id) for c in a.queue.chunks]
+            batches += [*a.ready, *a.inflight]
+        for b in batches:
+            parts += [(c.data, c.count, b.analyzer) for c in b.chunks]
+        parts += [(c.data, c.count, "") for c in self._pending.chunks]
+        return parts
+
+    async def _keep_leftover(self, parts: list[Part]) -> None:
+        """Memory mode, stopping: write what is held to this run's leftover file (none: remove it)."""
+        n = sum(p[1] for p in parts)
+        if n != self.held:  # a batch being dead-lettered right now is in no queue
+            log.warning("stopping: %d messages held, %d found in the queues", self.held, n)
+        try:
+            await asyncio.to_thread(self._leftover.save, parts)
+        except OSError as exc:
+            log.error("cannot write %d undelivered messages to %s: %s", n, self._leftover.path, exc)
+            return
+        if parts:
+            log.info("kept %d undelivered messages in %s", n, self._leftover.path)
+
     async def _drain_until(self, deadline: float) -> None:
-        """Memory mode: what is not delivered now is lost, so use the whole grace period."""
+        """Memory mode: deliver what can be within the grace period (the rest is kept in a
+        leftover file). With no analyzer at all, nothing can: do not wait."""
         loop = asyncio.get_running_loop()
-        while self.held > 0 and loop.time() < deadline:
+        while self.held > 0 and self._links and loop.time() < deadline:
             if self._pending.chunks and self._any_candidate():
                 self.drain_pending()
             await asyncio.sleep(0.05)

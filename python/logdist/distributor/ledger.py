@@ -1,29 +1,65 @@
 """The packet ledger: the one owner of the (emitter_id, packet_id) dedup window.
 
-It holds the keys of recent packets (oldest first, bounded by `window`), and the packets being
-stored right now, so that a retry arriving while its first copy is still being written waits
-for that write's verdict instead of being stored twice. The write-ahead log persists the
-window through two explicit hooks: it is handed `keys` (a snapshot for its keys file), and its
-`recover(remember)` hands back the keys of the previous run, oldest first.
+It holds the keys of recent packets (oldest first, bounded by `window`), each with a 64-bit
+hash of the packet's content, and the packets being stored right now, so that a retry arriving
+while its first copy is still being written waits for that write's verdict instead of being
+stored twice. A remembered key with the same content hash is a duplicate; with another one it
+is a new packet that reuses the id (a client restarted and began again at packet-1), which is
+stored and counted, never dropped. A hash of 0 means unknown (a key kept by a version that kept
+no hashes): such a key matches no content, so the packet is stored again (at least once: the
+analyzers deduplicate by message id) rather than risk dropping new content.
+
+The write-ahead log persists the window through two explicit hooks: it is handed `keys` (a
+snapshot for its keys file), and its `recover(remember)` hands back the keys of the previous
+run, oldest first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import hashlib
+import logging
 import sys
+import time
 from collections import OrderedDict
+
+log = logging.getLogger("logdist.distributor")
 
 #: a packet's dedup key: (emitter_id, packet_id)
 Key = tuple[str, str]
+#: a remembered packet: its key and the hash of its content (0: unknown)
+Stamp = tuple[Key, int]
+
+#: one warning per emitter reusing packet ids, at most this often (seconds)
+REUSE_LOG_INTERVAL = 60.0
+_REUSE_LOG_EMITTERS = 4096  # bound of the emitters whose last warning is remembered
+
+
+def content_hash(body: bytes) -> int:
+    """A 64-bit hash of a packet's content (the request body, decoded), never 0 (0 = unknown).
+    blake2b: in the standard library, and a few GB/s; computed once per packet."""
+    return int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "little") or 1
+
+
+class Seen(enum.Enum):
+    """What the ledger knows of a packet's key."""
+
+    NEW = "new"  # not remembered
+    DUPLICATE = "duplicate"  # remembered, same content
+    REUSED = "reused"  # remembered, other (or unknown) content: a new packet reusing the id
 
 
 class PacketLedger:
-    __slots__ = ("_keys", "_storing", "window")
+    __slots__ = ("_keys", "_reuse_logged", "_storing", "window")
 
     def __init__(self, window: int) -> None:
         self.window = window
-        self._keys: OrderedDict[Key, None] = OrderedDict()
-        self._storing: dict[Key, asyncio.Future[bool]] = {}
+        self._keys: OrderedDict[Key, int] = OrderedDict()
+        # by (emitter_id, packet_id, content hash): a retry of the same content waits for the
+        # write under way; other content under the same key does not
+        self._storing: dict[tuple[str, str, int], asyncio.Future[bool]] = {}
+        self._reuse_logged: dict[str, tuple[float, int]] = {}  # emitter -> (last warning, since)
 
     @staticmethod
     def key(emitter_id: str | None, packet_id: str | None) -> Key | None:
@@ -36,34 +72,42 @@ class PacketLedger:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def seen(self, key: Key) -> bool:
-        """True when the packet was stored already (and keep its key fresh)."""
-        if key in self._keys:
+    def seen(self, key: Key, digest: int) -> Seen:
+        """Whether a packet with this key and content hash was stored already (and keep its key
+        fresh when it was)."""
+        known = self._keys.get(key)
+        if known is None:
+            return Seen.NEW
+        if known == digest and digest:
             self._keys.move_to_end(key)
-            return True
-        return False
+            return Seen.DUPLICATE
+        return Seen.REUSED
 
-    def storing(self, key: Key) -> asyncio.Future[bool] | None:
-        """The verdict (stored or not) of the same packet being stored right now, if any."""
-        return self._storing.get(key)
+    def storing(self, key: Key, digest: int) -> asyncio.Future[bool] | None:
+        """The verdict (stored or not) of the same packet, same content, being stored right now."""
+        return self._storing.get((*key, digest))
 
-    def begin(self, key: Key | None) -> asyncio.Future[bool] | None:
+    def begin(self, key: Key | None, digest: int) -> asyncio.Future[bool] | None:
         """Mark the packet as being stored; `end` gives the verdict to whoever waits on it."""
-        if key is None or key in self._storing:
+        if key is None:
+            return None
+        k = (*key, digest)
+        if k in self._storing:
             return None
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._storing[key] = done
+        self._storing[k] = done
         return done
 
-    def end(self, key: Key | None, done: asyncio.Future[bool] | None, stored: bool) -> None:
+    def end(self, key: Key | None, digest: int, done: asyncio.Future[bool] | None, stored: bool) -> None:
         if done is not None and key is not None:
-            del self._storing[key]
+            del self._storing[(*key, digest)]
             done.set_result(stored)
 
-    def remember(self, key: Key) -> None:
-        """Add a key as the newest; the oldest go once the window is full."""
+    def remember(self, key: Key, digest: int) -> None:
+        """Add a key (with the hash of the content stored under it) as the newest; the oldest
+        go once the window is full."""
         keys = self._keys
-        keys[key] = None
+        keys[key] = digest
         keys.move_to_end(key)
         while len(keys) > self.window:
             keys.popitem(last=False)
@@ -73,6 +117,26 @@ class PacketLedger:
         while len(self._keys) > window:
             self._keys.popitem(last=False)
 
-    def keys(self) -> list[Key]:
+    def keys(self) -> list[Stamp]:
         """A snapshot of the window, oldest first (for the write-ahead log's keys file)."""
-        return list(self._keys)
+        return list(self._keys.items())
+
+    def warn_reused(self, emitter_id: str, packet_id: str) -> None:
+        """Log a packet id reused with other content: at most once a minute per emitter (with
+        how many reuses were not logged since)."""
+        now = time.monotonic()
+        last, since = self._reuse_logged.get(emitter_id, (-REUSE_LOG_INTERVAL, 0))
+        if now - last < REUSE_LOG_INTERVAL:
+            self._reuse_logged[emitter_id] = (last, since + 1)
+            return
+        if len(self._reuse_logged) >= _REUSE_LOG_EMITTERS:  # bounded: forget the quiet ones
+            self._reuse_logged = {e: v for e, v in self._reuse_logged.items() if now - v[0] < REUSE_LOG_INTERVAL}
+            if len(self._reuse_logged) >= _REUSE_LOG_EMITTERS:
+                self._reuse_logged.clear()
+        self._reuse_logged[emitter_id] = (now, 0)
+        more = f" ({since} more reuses since the last warning)" if since else ""
+        log.warning(
+            "emitter %r re-sent packet id %r with other content: stored as a new packet%s "
+            "(a restarted client that numbers its packets from the start again?)",
+            emitter_id[:200], packet_id[:200], more,
+        )  # fmt: skip

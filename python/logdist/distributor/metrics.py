@@ -41,6 +41,7 @@ def totals(e: Engine, adm: Admission) -> dict[str, int]:
         "rejected_requests": theirs["rejected_requests"],
         "packets": theirs["packets"],
         "duplicate_packets": theirs["duplicate_packets"],
+        "reused_packet_ids": theirs["reused_packet_ids"],
         "dead_lettered": mine["dead_lettered"],
         "dead_letters": mine["dead_letters"],
     }
@@ -81,6 +82,7 @@ _TOTALS: list[tuple[str, str, str, str]] = [
     ("logdist_rejected_messages_total", "counter", "Messages refused by backpressure.", "rejected"),
     ("logdist_rejected_requests_total", "counter", "Requests refused (4xx, 429, 503).", "rejected_requests"),
     ("logdist_duplicate_packets_total", "counter", "Re-sent packets acknowledged again.", "duplicate_packets"),
+    ("logdist_reused_packet_ids_total", "counter", "Packets stored under a reused id.", "reused_packet_ids"),
     ("logdist_dead_letter_messages", "gauge", "Messages held in dead letters.", "dead_letters"),
 ]
 _PER_ANALYZER: list[tuple[str, str, str, str]] = [

@@ -1,6 +1,6 @@
 """The durability seam: where accepted messages are stored before the distributor answers 2xx.
 
-Admission calls `await store.append(parts, packet_key)` for each accepted packet before it
+Admission calls `await store.append(parts, packet_key, content_hash)` for each accepted packet before it
 answers 202: one part per target analyzer, (comma-joined messages with ids assigned, count,
 target). The engine tags each chunk it queues with the token returned for its part, and when
 an analyzer acknowledges a batch (or a batch is written to the dead-letter store) it calls
@@ -10,7 +10,7 @@ still undelivered at start. In `memory` mode everything is a no-op and the messa
 in the outbound queues (they die with the process).
 
 The packet ledger owns the dedup window; a store that keeps it across restarts hands the
-previous run's keys back to `recover(remember)`.
+previous run's keys (with their content hashes) back to `recover(remember)`.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ class Store(Protocol):
     #: True when append/ack do nothing, so the hot path may skip the calls
     noop: bool
 
-    async def append(self, parts: Sequence[Part], packet_key: Key | None = None) -> list[int]:
+    async def append(self, parts: Sequence[Part], packet_key: Key | None = None, content_hash: int = 0) -> list[int]:
         """Store the parts of one accepted packet (each: messages joined by b",", their count,
         and optionally the id of the analyzer they were routed to; b"[" + part + b"]" is a JSON
         array) and return one token per part. `packet_key` is the packet's (emitter_id,
-        packet_id) when it has one. A chunk may later be re-split, so acks for a token may come
+        packet_id) when it has one, and `content_hash` the hash of its content (ledger.content_hash).
+        A chunk may later be re-split, so acks for a token may come
         in several pieces. Raises WalFullError (answer 429) or WalError (answer 503) when it
         cannot store them; nothing is then acknowledged to the client."""
         ...
@@ -44,10 +45,11 @@ class Store(Protocol):
         """The messages of these chunks are delivered (or dead-lettered on disk)."""
         ...
 
-    def recover(self, remember: Callable[[Key], None]) -> AsyncIterator[tuple[int, bytes, int, str]]:
+    def recover(self, remember: Callable[[Key, int], None]) -> AsyncIterator[tuple[int, bytes, int, str]]:
         """(token, part, count, target) of every part not fully acknowledged (re-queued at
         start; to `target`, the analyzer it was routed to, when that one can take it; target is
-        "" when unknown). The previous run's packet keys go to `remember`, oldest first."""
+        "" when unknown). The previous run's packet keys go to `remember` with the hash of their
+        content (0 when unknown), oldest first."""
         ...
 
     async def close(self) -> None: ...
@@ -72,13 +74,13 @@ class MemoryStore:
     durability = "memory"
     noop = True
 
-    async def append(self, parts: Sequence[Part], packet_key: Key | None = None) -> list[int]:
+    async def append(self, parts: Sequence[Part], packet_key: Key | None = None, content_hash: int = 0) -> list[int]:
         return [0] * len(parts)
 
     def ack_chunks(self, chunks: Iterable[Chunk]) -> None:
         return None
 
-    async def recover(self, remember: Callable[[Key], None]) -> AsyncIterator[tuple[int, bytes, int, str]]:
+    async def recover(self, remember: Callable[[Key, int], None]) -> AsyncIterator[tuple[int, bytes, int, str]]:
         return
         yield  # pragma: no cover - makes this an async generator
 

@@ -11,11 +11,13 @@ delivered segments: after a crash, the parts acked since the last checkpoint are
 again, and analyzers deduplicate them by message id.
 
 Packet dedup across restarts: the packet ledger owns the window; this store keeps it on disk
-through two hooks. It appends the key of each packet it stores to the keys file
+through two hooks. It appends the key of each packet it stores, with the hash of the packet's
+content (which rides on the packet's last record too), to the keys file
 (`dedup.keys`) at each checkpoint, before the checkpoint may recycle the records holding
 them, and rewrites the file atomically from the `packet_keys` snapshot when it holds twice the
 window. `recover(remember)` hands back the previous run's keys, oldest first: those of the
-keys file, then those of the records still on disk.
+keys file, then those of the records still on disk. A keys file in the format written before
+content hashes were kept is read (hash 0: unknown) and rewritten in the current one at once.
 
 Damage: when recovery finds records that were stored (acknowledged to a client) but are now
 unreadable (Wal.recovery_losses), they are lost. The loss is logged, counted
@@ -49,9 +51,10 @@ from typing import Any
 from logdist import core
 from logdist.config import DistributorConfig
 from logdist.distributor.batch import Chunk
-from logdist.distributor.ledger import Key
+from logdist.distributor.ledger import Key, Stamp
 from logdist.distributor.walrecord import (
     KEYS_FILE,
+    KEYS_MAGIC,
     KeysFileError,
     Part,
     decode_keys,
@@ -65,7 +68,7 @@ from logdist.errors import WalFullError
 
 log = logging.getLogger("logdist.distributor.wal")
 
-_Pending = tuple[Sequence[Part], Key | None, "asyncio.Future[list[int]]"]
+_Pending = tuple[Sequence[Part], Key | None, int, "asyncio.Future[list[int]]"]
 
 #: the pending data-loss report, in the log directory (see the module doc)
 LOSS_FILE = "data-loss.json"
@@ -97,7 +100,7 @@ class WalStore:
         checkpoint_interval: float = 0.5,
         max_inflight: int = 1,
         dedup_window: int = 100_000,
-        packet_keys: Callable[[], list[Key]] | None = None,
+        packet_keys: Callable[[], list[Stamp]] | None = None,
         wal_cls: Any = None,
         adopt: Sequence[str | Path] = (),
     ) -> None:
@@ -117,7 +120,7 @@ class WalStore:
         self._sleeping = False  # the checkpointer waits between checkpoints (safe to cancel)
         self._queue: list[_Pending] = []
         self._packet_keys = packet_keys
-        self._unsaved: list[Key] = []  # stored since the keys file was last written
+        self._unsaved: list[Stamp] = []  # stored since the keys file was last written
         self._saved = 0  # keys in the keys file
         self.dedup_window = dedup_window
         self._inflight = 0
@@ -135,22 +138,24 @@ class WalStore:
         if self.wal is None:
             self.wal = (self._cls or wal_class())(self.path, **self._opts)
 
-    def _read_keys(self, where: Path) -> list[Key]:
+    def _read_keys(self, where: Path) -> tuple[list[Stamp], bool]:
         """The keys file in `where`, oldest first ([] when there is none or it is unreadable;
-        the keys before the cut when it is cut short)."""
+        the keys before the cut when it is cut short), and whether it is in the current
+        format (False: an older one, to be rewritten before anything is appended to it)."""
         try:
             raw = (where / KEYS_FILE).read_bytes()
         except FileNotFoundError:
-            return []
+            return [], True
+        current = raw.startswith(KEYS_MAGIC)
         try:
-            return decode_keys(raw)
+            return decode_keys(raw), current
         except KeysFileError as exc:
             if not exc.cut_short:
                 log.warning("write-ahead log: %s is unreadable; the dedup window starts empty", KEYS_FILE)
-                return []
+                return [], False
             log.warning("write-ahead log: %s is cut short; kept the keys before the cut", KEYS_FILE)
             self._saved = 2 * self.dedup_window  # rewrite it whole on the next save
-            return exc.keys
+            return exc.stamps, current
 
     async def _persist_keys(self) -> None:
         """Append the new keys to the keys file (rewrite it whole from the ledger's snapshot
@@ -171,7 +176,7 @@ class WalStore:
             self._unsaved[:0] = new  # written next time
             raise
 
-    def _write_keys(self, keys: list[Key], rewrite: bool) -> None:
+    def _write_keys(self, keys: list[Stamp], rewrite: bool) -> None:
         dst = self.path / KEYS_FILE
         out = encode_keys(keys, header=rewrite or not dst.exists())
         target = self.path / (KEYS_FILE + ".tmp") if rewrite else dst
@@ -182,7 +187,7 @@ class WalStore:
         if rewrite:
             os.replace(target, dst)
 
-    def _take_over(self, src: Path) -> tuple[int, list[Key]]:
+    def _take_over(self, src: Path) -> tuple[int, list[Stamp]]:
         """Worker thread: copy the undelivered records of the log in `src` (left by a run with
         another --workers count) into this one, fsynced, then delete `src`. A crash half-way
         only means that some of them are delivered twice. Returns the messages taken over and
@@ -194,11 +199,11 @@ class WalStore:
             self.wal.append_many(payloads[i : i + 512])
         other.ack([lsn for lsn, _ in records])
         other.close()
-        keys = self._read_keys(src)
+        keys, _ = self._read_keys(src)
         shutil.rmtree(src)
         return record_messages(payloads), keys
 
-    async def _adopt_logs(self, remember: Callable[[Key], None]) -> None:
+    async def _adopt_logs(self, remember: Callable[[Key, int], None]) -> None:
         """Take over the logs of a run with another --workers count, then reopen ours, so that
         replay() covers what was just copied in."""
         for src in self._adopt:
@@ -209,15 +214,15 @@ class WalStore:
             except (OSError, ValueError) as exc:  # WalFullError too: the rest stays where it is
                 log.error("write-ahead log: could not take over %s (left in place): %s", src, exc)
                 continue
-            for k in keys:
-                remember(k)
+            for k, h in keys:
+                remember(k, h)
             self._unsaved.extend(keys)
             log.warning("write-ahead log: took over %d undelivered messages from %s", n, src)
         await asyncio.to_thread(self.wal.close)
         self.wal = None
         await asyncio.to_thread(self._open)
 
-    async def _replay(self, remember: Callable[[Key], None]) -> list[tuple[int, bytes, int, str]]:
+    async def _replay(self, remember: Callable[[Key, int], None]) -> list[tuple[int, bytes, int, str]]:
         """(lsn, part, count, target) of every record still on disk; their keys to `remember`."""
         for note in self.wal.recovery_notes:
             log.warning("write-ahead log recovery skipped: %s", note)
@@ -231,7 +236,7 @@ class WalStore:
         bad: list[int] = []
         for lsn, payload in records:
             try:
-                count, key, part, target = decode_record(payload)
+                count, key, content_hash, part, target = decode_record(payload)
             except (struct.error, ValueError) as exc:  # checksummed, so not torn: not ours
                 log.error(
                     "write-ahead log: record %d (%d bytes) is not a logdist record, skipped: %s", lsn, len(payload), exc
@@ -239,8 +244,8 @@ class WalStore:
                 bad.append(lsn)
                 continue
             if key is not None:
-                remember(key)
-                self._unsaved.append(key)
+                remember(key, content_hash)
+                self._unsaved.append((key, content_hash))
             parts.append((lsn, part, count, target))
         self.undecodable_records += len(bad)
         if bad:
@@ -315,14 +320,17 @@ class WalStore:
             log.warning("write-ahead log: data loss acknowledged: %s", json.dumps(report)[:1000])
         return report
 
-    async def recover(self, remember: Callable[[Key], None]) -> AsyncIterator[tuple[int, bytes, int, str]]:
-        """Store.recover: open the log, hand the previous run's dedup keys to `remember`
-        (oldest first), and yield every part not fully acknowledged."""
+    async def recover(self, remember: Callable[[Key, int], None]) -> AsyncIterator[tuple[int, bytes, int, str]]:
+        """Store.recover: open the log, hand the previous run's dedup keys and content hashes
+        to `remember` (oldest first), and yield every part not fully acknowledged."""
         await asyncio.to_thread(self._open)
         await asyncio.to_thread(self._account_losses)
-        keys = await asyncio.to_thread(self._read_keys, self.path)
-        for k in keys:
-            remember(k)
+        keys, current = await asyncio.to_thread(self._read_keys, self.path)
+        if not current:  # the new format is appended to it from now on: convert it first
+            await asyncio.to_thread(self._write_keys, keys, True)
+            self._saved = 0
+        for k, h in keys:
+            remember(k, h)
         self._saved += len(keys)
         if any(a.is_dir() for a in self._adopt):
             await self._adopt_logs(remember)
@@ -332,13 +340,13 @@ class WalStore:
             self.replayed_messages += count
             yield lsn, part, count, target
 
-    async def append(self, parts: Sequence[Part], packet_key: Key | None = None) -> list[int]:
-        """Store.append; `packet_key`, the packet's (emitter_id, packet_id), rides on its last
-        record and goes to the keys file at the next checkpoint."""
+    async def append(self, parts: Sequence[Part], packet_key: Key | None = None, content_hash: int = 0) -> list[int]:
+        """Store.append; `packet_key`, the packet's (emitter_id, packet_id), and its content
+        hash ride on its last record and go to the keys file at the next checkpoint."""
         if self.wal is None:  # used without recover(): open now
             await asyncio.to_thread(self._open)
         fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._queue.append((parts, packet_key, fut))
+        self._queue.append((parts, packet_key, content_hash, fut))
         if self._inflight < self._max_inflight:
             self._flush_queue()
         return await fut
@@ -352,7 +360,7 @@ class WalStore:
 
     async def _write(self, batch: list[_Pending]) -> None:
         try:
-            payloads = [rec for parts, key, _ in batch for rec in encode_parts(parts, key)]
+            payloads = [rec for parts, key, h, _ in batch for rec in encode_parts(parts, key, h)]
             try:
                 lsns: list[int] = await asyncio.to_thread(self.wal.append_many, payloads)
             except WalFullError:
@@ -361,21 +369,21 @@ class WalStore:
                 if len(batch) == 1:
                     raise
                 # Together they do not fit; alone some may: give each request its own answer.
-                for parts, key, fut in batch:
+                for parts, key, h, fut in batch:
                     try:
-                        mine = await asyncio.to_thread(self.wal.append_many, encode_parts(parts, key))
+                        mine = await asyncio.to_thread(self.wal.append_many, encode_parts(parts, key, h))
                     except Exception as exc:
                         if not fut.done():
                             fut.set_exception(exc)
                     else:
-                        self._stored(parts, key, fut, mine)
+                        self._stored(parts, (key, h), fut, mine)
                 return
             i = 0
-            for parts, key, fut in batch:
-                self._stored(parts, key, fut, lsns[i : i + len(parts)])
+            for parts, key, h, fut in batch:
+                self._stored(parts, (key, h), fut, lsns[i : i + len(parts)])
                 i += len(parts)
         except BaseException as exc:
-            for _, _, fut in batch:
+            for _, _, _, fut in batch:
                 if not fut.done():
                     if isinstance(exc, Exception):
                         fut.set_exception(exc)
@@ -388,7 +396,9 @@ class WalStore:
             if self._queue:
                 self._flush_queue()
 
-    def _stored(self, parts: Sequence[Part], key: Key | None, fut: asyncio.Future[list[int]], lsns: list[int]) -> None:
+    def _stored(
+        self, parts: Sequence[Part], stamp: tuple[Key | None, int], fut: asyncio.Future[list[int]], lsns: list[int]
+    ) -> None:
         if fut.cancelled():
             # Nobody will queue (or acknowledge to a client) these parts: do not let them
             # hold their segment forever. (A restart before the next checkpoint replays them.)
@@ -397,8 +407,9 @@ class WalStore:
         remaining = self._remaining
         for lsn, part in zip(lsns, parts, strict=True):
             remaining[lsn] = part[1]
+        key, h = stamp
         if key is not None:
-            self._unsaved.append(key)
+            self._unsaved.append((key, h))
         fut.set_result(lsns)
 
     def ack_chunks(self, chunks: Iterable[Chunk]) -> None:
@@ -525,7 +536,7 @@ class WalStore:
 
 
 def make_store(
-    cfg: DistributorConfig, packet_keys: Callable[[], list[Key]], adopt: Sequence[str | Path] = ()
+    cfg: DistributorConfig, packet_keys: Callable[[], list[Stamp]], adopt: Sequence[str | Path] = ()
 ) -> WalStore | None:
     """The store for a DistributorConfig: a WalStore in <state_dir>/wal for durability "wal"
     (`packet_keys`: the packet ledger's snapshot hook), None (the engine's MemoryStore)
