@@ -49,7 +49,7 @@ KEYS_MAGIC = b"LDKEYS2\n"
 KEYS_MAGIC_V1 = b"LDKEYS1\n"
 KEYS_FILE = "dedup.keys"
 LEFTOVER_MAGIC = b"LDLEFT1\n"
-_FRAME = struct.Struct("<II")
+_LEFT_FRAME = struct.Struct("<II")  # a leftover record's header: len, crc32
 
 
 def _utf8(s: str) -> bytes:
@@ -130,7 +130,7 @@ def record_messages(payloads: Iterable[bytes]) -> int:
     return n
 
 
-_FRAME = struct.Struct("<IIQ")  # a log frame's header: len, crc, lsn (crates/wlb/src/wal.rs)
+_LOG_FRAME = struct.Struct("<IIQ")  # a log frame's header: len, crc, lsn (crates/wlb/src/wal.rs)
 
 
 def lost_messages(data: bytes, lsns: Iterable[int]) -> tuple[int, int]:
@@ -141,9 +141,9 @@ def lost_messages(data: bytes, lsns: Iterable[int]) -> tuple[int, int]:
     records held an unknown number of messages."""
     want = set(lsns)
     messages = records = pos = 0
-    while pos + _FRAME.size <= len(data):
-        length, _, lsn = _FRAME.unpack_from(data, pos)
-        start = pos + _FRAME.size
+    while pos + _LOG_FRAME.size <= len(data):
+        length, _, lsn = _LOG_FRAME.unpack_from(data, pos)
+        start = pos + _LOG_FRAME.size
         if length > len(data) - start:
             break
         if lsn in want:
@@ -215,7 +215,7 @@ def encode_leftover(parts: Iterable[Part]) -> bytes:
     out = [LEFTOVER_MAGIC]
     for part in parts:
         (rec,) = encode_parts([part], None)
-        out.append(_FRAME.pack(len(rec), zlib.crc32(rec)))
+        out.append(_LEFT_FRAME.pack(len(rec), zlib.crc32(rec)))
         out.append(rec)
     return b"".join(out)
 
@@ -238,10 +238,10 @@ def decode_leftover(raw: bytes) -> list[tuple[bytes, int, str]]:
     pos = len(LEFTOVER_MAGIC)
     while pos < len(raw):
         try:
-            size, crc = _FRAME.unpack_from(raw, pos)
+            size, crc = _LEFT_FRAME.unpack_from(raw, pos)
         except struct.error:
             raise LeftoverFileError(f"cut short at offset {pos}", parts) from None
-        rec = raw[pos + _FRAME.size : pos + _FRAME.size + size]
+        rec = raw[pos + _LEFT_FRAME.size : pos + _LEFT_FRAME.size + size]
         if len(rec) != size or zlib.crc32(rec) != crc:
             raise LeftoverFileError(f"damaged record at offset {pos}", parts)
         try:
@@ -249,5 +249,5 @@ def decode_leftover(raw: bytes) -> list[tuple[bytes, int, str]]:
         except (struct.error, ValueError) as exc:
             raise LeftoverFileError(f"bad record at offset {pos}: {exc}", parts) from exc
         parts.append((data, count, target))
-        pos += _FRAME.size + size
+        pos += _LEFT_FRAME.size + size
     return parts
