@@ -155,6 +155,7 @@ class RoutePacket(Protocol[R_contra]):
         format: str = "auto",
         max_messages: int = 10_000,
         max_depth: int = 64,
+        strict: bool = True,
     ) -> RoutedPacket: ...
 
 

@@ -126,8 +126,8 @@ fn body_arg(py: Python<'_>, body: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> 
 /// Validate a request body, give every message an id, and route each message (see _wlb.pyi).
 #[pyfunction]
 #[pyo3(
-    signature = (body, router, *, fallback_prefix, format = None, max_messages = Int(10_000), max_depth = Int(64)),
-    text_signature = "(body, router, *, fallback_prefix, format='auto', max_messages=10000, max_depth=64)"
+    signature = (body, router, *, fallback_prefix, format = None, max_messages = Int(10_000), max_depth = Int(64), strict = true),
+    text_signature = "(body, router, *, fallback_prefix, format='auto', max_messages=10000, max_depth=64, strict=True)"
 )]
 pub fn route_packet(
     py: Python<'_>,
@@ -137,6 +137,7 @@ pub fn route_packet(
     format: Option<&Bound<'_, PyAny>>,
     max_messages: Int,
     max_depth: Int,
+    strict: bool,
 ) -> PyResult<RoutedPacketPy> {
     // Argument checks, in the twin's order: format, prefix, then the body's type.
     let format = format_arg(format)?;
@@ -146,6 +147,7 @@ pub fn route_packet(
         format,
         max_messages: max_messages.0,
         max_depth: max_depth.0,
+        strict,
     };
     let shared = router.as_ref().map(pyo3::Bound::get);
     let out = py
