@@ -178,8 +178,28 @@ BASE = (
     b'{"packet_id":"p1","agent_id":"a","messages":[{"message":"x","level":"INFO","id":3},'
     b'{"message":"y\\u00e9","metadata":{"k":[1,2.5,null,true]},"timestamp":-1e3},{"source":"s","message":""}]}'
 )
-PIECES = [b"{", b"}", b"[", b"]", b",", b":", b'"', b"\\", b"\n", b" ", b"1", b"-", b"e", b"null", b"\xff", b"\xc3",
-          b"e999", b"\\ud800", b"\\udc00", b"9" * 320]
+PIECES = [
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b'"',
+    b"\\",
+    b"\n",
+    b" ",
+    b"1",
+    b"-",
+    b"e",
+    b"null",
+    b"\xff",
+    b"\xc3",
+    b"e999",
+    b"\\ud800",
+    b"\\udc00",
+    b"9" * 320,
+]
 
 
 @SETTINGS
@@ -223,8 +243,11 @@ string_piece = st.one_of(
     st.sampled_from(["\\uD800", "\\uDFFF", "\\\\ud800", "\\n", "\\u0000", "a", "\u00e9"]),
 )
 number_st = st.one_of(
-    st.builds(lambda m, e: f"{m}e{e}", st.sampled_from(["1", "-9.99", "1.7976931348623157", "17976931348623159"]),
-              st.integers(min_value=-400, max_value=400)),
+    st.builds(
+        lambda m, e: f"{m}e{e}",
+        st.sampled_from(["1", "-9.99", "1.7976931348623157", "17976931348623159"]),
+        st.integers(min_value=-400, max_value=400),
+    ),
     st.integers(min_value=290, max_value=320).map(lambda n: "9" * n),
 )
 
@@ -244,7 +267,7 @@ def test_ingest_refuses_exactly_what_the_analyzer_cannot_read(
     msg = f'{{"message":"{text}","k{key}":{number}}}'
     if where == "metadata":
         msg = f'{{"message":"m","metadata":{{"a":[{msg}]}}}}'
-    body = (f'{{"x":{msg},"messages":[{{"message":"m"}}]}}' if where == "packet" else f'{{"messages":[{msg}]}}')
+    body = f'{{"x":{msg},"messages":[{{"message":"m"}}]}}' if where == "packet" else f'{{"messages":[{msg}]}}'
     raw = body.encode()
     try:
         orjson.loads(raw)

@@ -46,21 +46,40 @@ def _msgs(*texts: str) -> bytes:
 HOSTILE: list[Case] = [
     # Valid JSON that no analyzer can read (orjson refuses it): refused at ingest, naming the
     # message and the reason, instead of accepted and then refused with other clients' messages.
-    Case("overflowing float", _msgs('{"message":"a"}', '{"message":"b","n":1e999}'), 400, "bad_value",
-         "messages[1]: number is infinity"),
+    Case(
+        "overflowing float",
+        _msgs('{"message":"a"}', '{"message":"b","n":1e999}'),
+        400,
+        "bad_value",
+        "messages[1]: number is infinity",
+    ),
     Case("overflowing negative float", _msgs('{"message":"a","n":-1e999}'), 400, "bad_value", "messages[0]"),
     Case("400-digit integer", _msgs('{"message":"a","n":' + "9" * 400 + "}"), 400, "bad_value", "messages[0]"),
-    Case("lone high surrogate", _msgs('{"message":"ok"}', '{"message":"\\ud800"}'), 400, "bad_value",
-         "messages[1]: high surrogate without a low one"),
+    Case(
+        "lone high surrogate",
+        _msgs('{"message":"ok"}', '{"message":"\\ud800"}'),
+        400,
+        "bad_value",
+        "messages[1]: high surrogate without a low one",
+    ),
     Case("lone low surrogate", _msgs('{"message":"\\udfff"}'), 400, "bad_value", "messages[0]: lone low surrogate"),
     Case("surrogate pair reversed", _msgs('{"message":"\\udc00\\ud800"}'), 400, "bad_value", "messages[0]"),
     Case("lone surrogate in a key", _msgs('{"message":"a","\\ud800":1}'), 400, "bad_value", "messages[0]"),
-    Case("overflow deep in metadata", _msgs('{"message":"a","metadata":{"x":[{"y":1e400}]}}'), 400, "bad_value",
-         "messages[0]"),
-    Case("lone surrogate in the emitter id", b'{"emitter_id":"\\ud800","messages":[{"message":"a"}]}', 400,
-         "bad_value", "packet:"),
-    Case("NDJSON line with an overflow", b'{"message":"a"}\n{"message":"b","n":-1e999}\n', 400, "bad_value",
-         "line 2"),
+    Case(
+        "overflow deep in metadata",
+        _msgs('{"message":"a","metadata":{"x":[{"y":1e400}]}}'),
+        400,
+        "bad_value",
+        "messages[0]",
+    ),
+    Case(
+        "lone surrogate in the emitter id",
+        b'{"emitter_id":"\\ud800","messages":[{"message":"a"}]}',
+        400,
+        "bad_value",
+        "packet:",
+    ),
+    Case("NDJSON line with an overflow", b'{"message":"a"}\n{"message":"b","n":-1e999}\n', 400, "bad_value", "line 2"),
     # ... and what both read: accepted and delivered
     Case("escaped NUL", _msgs('{"message":"a\\u0000b","metadata":{"k\\u0000":"\\u0000"}}'), 202),
     Case("surrogate pair", _msgs('{"message":"\\ud83d\\ude00 \\uDBFF\\uDFFF"}'), 202),
@@ -127,9 +146,8 @@ def test_poison_beside_concurrent_good_traffic_loses_no_good_message(cluster: Cl
             bodies.append(json.dumps(packet(ids, f"good-{e}", f"p{p}")).encode())
         good[f"good-{e}"] = bodies
     poison = [
-        f'{{"emitter_id":"bad-{k % 2}","packet_id":"p{k}","messages":[{{"id":"x{k}","message":"m",{POISON[k % 5]}}}]}}'
-        .encode()
-        for k in range(40)
+        f'{{"emitter_id":"bad-{k % 2}","packet_id":"p{k}","messages":[{{"id":"x{k}","message":"m",{p}}}]}}'.encode()
+        for k, p in ((k, POISON[k % 5]) for k in range(40))
     ]
     answers: dict[str, list[tuple[int, Any]]] = {name: [] for name in [*good, "bad-0", "bad-1"]}
     threads = [threading.Thread(target=_post_all, args=(cluster.url + "/logs", b, answers[n])) for n, b in good.items()]

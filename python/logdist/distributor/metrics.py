@@ -83,8 +83,12 @@ _TOTALS: list[tuple[str, str, str, str]] = [
     ("logdist_duplicate_packets_total", "counter", "Re-sent packets acknowledged again.", "duplicate_packets"),
     ("logdist_dead_letter_messages", "gauge", "Messages held in dead letters.", "dead_letters"),
     ("logdist_split_batches_total", "counter", "Refused batches split to isolate what was refused.", "split_batches"),
-    ("logdist_isolation_requests_total", "counter", "Extra batches sent to isolate refused messages.",
-     "isolation_requests"),
+    (
+        "logdist_isolation_requests_total",
+        "counter",
+        "Extra batches sent to isolate refused messages.",
+        "isolation_requests",
+    ),
 ]
 _PER_ANALYZER: list[tuple[str, str, str, str]] = [
     ("logdist_analyzer_routed_messages_total", "counter", "Messages routed to the analyzer.", "routed"),
