@@ -124,6 +124,8 @@ fn body_arg(py: Python<'_>, body: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> 
 }
 
 /// Validate a request body, give every message an id, and route each message (see _wlb.pyi).
+// One parameter per argument of the Python signature (keywords mostly): pyo3 needs them so.
+#[allow(clippy::too_many_arguments)]
 #[pyfunction]
 #[pyo3(
     signature = (body, router, *, fallback_prefix, format = None, max_messages = Int(10_000), max_depth = Int(64), strict = true),
