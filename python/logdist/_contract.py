@@ -156,6 +156,7 @@ class RoutePacket(Protocol[R_contra]):
         max_messages: int = 10_000,
         max_depth: int = 64,
         id_tag: str = "",
+        strict: bool = True,
     ) -> RoutedPacket: ...
 
 

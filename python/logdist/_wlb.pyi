@@ -234,6 +234,7 @@ def route_packet(
     max_messages: int = 10_000,
     max_depth: int = 64,
     id_tag: str = "",
+    strict: bool = True,
 ) -> RoutedPacket:
     """Validate a request body, give every message an id, and route each message.
 
@@ -248,10 +249,17 @@ def route_packet(
        "ndjson": one message object per line; blank lines (whitespace only) are skipped.
        "auto":  like "json", but if the first value is an object and more non-whitespace
                 follows it, the body is read as NDJSON.
-       Syntax is RFC 8259 (strings may hold any escaped code point, lone surrogate escapes
-       included; numbers are checked for syntax only and kept as written, any size).
-       Violations: bad_json, with the byte offset in the detail. Nesting deeper than
-       max_depth (the top-level value is depth 1): too_deep.
+       Syntax is RFC 8259; numbers are kept as written. Violations: bad_json, with the byte
+       offset in the detail. Nesting deeper than max_depth (the top-level value is depth 1):
+       too_deep. With strict (the default), values the analyzer (BatchAnalyzer, as orjson)
+       cannot read are refused too, anywhere in the body: a number that is infinite as a
+       double (1e999, -1e999, 400 digits) and a surrogate escape that is not a high one
+       followed at once by a low one ("\ud800", "\udfff", "\udc00\ud800"); an escaped
+       NUL ("\u0000") is fine. Violation: bad_value, detail "<where>: <what> (byte <offset>)",
+       where is "messages[i]" / "log_messages[i]" (NDJSON: "line n") for a value inside a
+       message, "packet" elsewhere. strict=False skips these checks (for re-routing bytes
+       already accepted, which are never refused). The first of bad_json, too_deep and
+       bad_value in the body wins.
     3. Packet object: "messages" or "log_messages" must be present (bad_schema if neither,
        or both), and be an array (bad_schema). "emitter_id" / "agent_id" if present: string;
        "packet_id" if present: string or integer (bad_schema otherwise). Other packet keys are

@@ -33,6 +33,7 @@ class PacketError(LogdistError, ValueError):
         "bad_json": 400,
         "too_deep": 400,
         "bad_schema": 400,
+        "bad_value": 400,
         "empty_packet": 400,
         "too_many_messages": 413,
     }

@@ -175,7 +175,7 @@ def test_fault_flags_at_start(spawn) -> None:  # type: ignore[no-untyped-def]
 
 def test_fault_endpoint_changes_and_clears_faults(analyzer) -> None:  # type: ignore[no-untyped-def]
     r = cluster.post(analyzer.url + "/fault", {"fail_status": 503, "retry_after": 1})
-    assert r.doc == {"latency_ms": 0.0, "error_rate": 0.0, "fail_status": 503, "retry_after": 1.0}
+    assert r.doc == {"latency_ms": 0.0, "error_rate": 0.0, "fail_status": 503, "retry_after": 1.0, "refuse_ids": []}
     r = cluster.post(analyzer.url + "/analyze", msgs("x", 1))
     assert (r.status, r.headers["Retry-After"]) == (503, "1")
     cluster.post(analyzer.url + "/fault", {"fail_status": None, "error_rate": 1.0})
@@ -184,7 +184,17 @@ def test_fault_endpoint_changes_and_clears_faults(analyzer) -> None:  # type: ig
     r = cluster.post(analyzer.url + "/analyze", msgs("x", 1))
     assert (r.status, r.doc) == (200, {"accepted": 1, "duplicates": 0})
     assert cluster.get(analyzer.url + "/fault").doc["latency_ms"] == 50.0
-    for bad in ({"error_rate": 2}, {"fail_status": 42}, {"bogus": 1}, {"latency_ms": -1}):
+    # a poison message: a batch holding one of these ids is refused whole, nothing counted
+    assert cluster.post(analyzer.url + "/fault", {"latency_ms": None, "refuse_ids": ["p-1"]}).doc["refuse_ids"] == [
+        "p-1"
+    ]
+    before = cluster.get(analyzer.url + "/processed").doc["processed_count"]
+    r = cluster.post(analyzer.url + "/analyze", [{"id": "p-0", "message": "a"}, {"id": "p-1", "message": "b"}])
+    assert (r.status, r.doc["error"]) == (400, "injected_fault") and "p-1" in r.doc["detail"]
+    assert cluster.get(analyzer.url + "/processed").doc["processed_count"] == before
+    assert cluster.post(analyzer.url + "/analyze", [{"id": "p-0", "message": "a"}]).status == 200
+    assert cluster.post(analyzer.url + "/fault", {"refuse_ids": None}).doc["refuse_ids"] == []
+    for bad in ({"error_rate": 2}, {"fail_status": 42}, {"bogus": 1}, {"latency_ms": -1}, {"refuse_ids": "p-1"}):
         r = cluster.post(analyzer.url + "/fault", bad)
         assert r.status == 400, bad
         assert r.doc["error"] == "bad_schema"

@@ -197,8 +197,14 @@ def test_unknown_fields_are_carried_byte_for_byte(impl: ModuleType) -> None:
         b'"timestamp":"2024-01-01T00:00:00Z"  }'
     )
     body = b'{"packet_id":"p","emitter_id":"e","extra":{"z":1},"messages":[' + msg + b"]}"
-    r = route(impl, body)
+    # 1E+400 and the lone surrogate are refused at ingest (the analyzer cannot read them) ...
+    assert code_of(impl, body) == "bad_value"
+    # ... but re-routing what was accepted carries anything byte for byte
+    r = route(impl, body, strict=False)
     assert r.batches[""] == b'{"id":"e/p/0",' + msg[1:]
+    readable = msg.replace(b"1E+400", b"1E+308").replace(b"\\ud800", b"\\ud800\\udc00")
+    r = route(impl, body.replace(msg, readable))
+    assert r.batches[""] == b'{"id":"e/p/0",' + readable[1:]
 
 
 def test_routing_follows_the_router_picks(impl: ModuleType) -> None:
@@ -338,9 +344,13 @@ GOOD = [
     b'{"messages":[{"message":"x","timestamp":-1.5e+10,"id":"0"}],"packet_id":0}',
     b'{"message":"a","metadata":{"k":"v"}}\n{"message":"b"}\n',
     b'\t\r\n [{"message":"\\u0000\\b\\f\\n\\r\\t\\\\\\"\\/"}]\r\n',
-    b'[{"message":"x","n":-0.0e-0,"m":0E0,"big":' + b"9" * 500 + b"}]",
-    b'[{"message":"\\udc00\\ud800x","lone":"\\uDFFF"}]',
-    b'{"packet_id":"\\ud800","emitter_id":"\\u00e9","messages":[{"message":"x"}]}',
+    b'[{"message":"x","n":-0.0e-0,"m":0E0,"big":' + b"9" * 300 + b"}]",
+    # what the analyzer reads too: paired surrogates, an escaped NUL, the largest double, an
+    # underflow (0.0), an escaped backslash before "ud800" (no escape at all)
+    b'[{"message":"\\ud83d\\ude00 \\uD800\\uDC00 \\udbff\\udfff","k":"\\u0000 a\\u0000b"}]',
+    b'[{"message":"x","max":1.7976931348623157e308,"min":-1.7976931348623157E+308,"tiny":-1e-999}]',
+    b'[{"message":"\\\\ud800 \\\\udfff","n":' + b"9" * 308 + b"}]",
+    b'{"emitter_id":"\\u00e9","messages":[{"message":"x"}]}',
     b'[{"message":"\xf0\x9f\x98\x80 \xe2\x82\xac \xc2\xa2 \x7f"}]',
     b'{"messages":[{"message":"a"}],"messages_extra":[1],"log_messages_x":{}}',
     b'{"mess\\u0061ges":[{"m\\u0065ssage":"x"}]}',
@@ -427,6 +437,33 @@ BAD: list[tuple[bytes, str]] = [
     (b'[{"message":"x","metadata":[]}]', "bad_schema"),
     (b'[{"message":"x","metadata":"k=v"}]', "bad_schema"),
     (b'{"message":"x"}\n5\n', "bad_schema"),
+    # valid JSON the analyzer cannot read (orjson refuses it): anywhere in the body
+    (b'[{"message":"x","n":1e999}]', "bad_value"),
+    (b'[{"message":"x","n":-1e999}]', "bad_value"),
+    (b'[{"message":"x","n":1.8E+308}]', "bad_value"),
+    (b'[{"message":"x","big":' + b"9" * 500 + b"}]", "bad_value"),
+    (b'[{"message":"\\ud800"}]', "bad_value"),
+    (b'[{"message":"\\udfff"}]', "bad_value"),
+    (b'[{"message":"\\udc00\\ud800x","lone":"\\uDFFF"}]', "bad_value"),  # a pair reversed
+    (b'[{"message":"a\\uD800b"}]', "bad_value"),
+    (b'[{"message":"\\ud800\\u0041"}]', "bad_value"),
+    (b'[{"message":"\\ud800\\n\\udc00"}]', "bad_value"),
+    (b'[{"message":"x","\\ud800":1}]', "bad_value"),  # in a key
+    (b'[{"message":"x","metadata":{"a":[1,{"b":[2e999]}]}}]', "bad_value"),
+    (b'{"packet_id":"\\ud800","emitter_id":"\\u00e9","messages":[{"message":"x"}]}', "bad_value"),
+    (b'{"emitter_id":"\\udfff","messages":[{"message":"x"}]}', "bad_value"),
+    (b'{"sent_at":1e400,"messages":[{"message":"x"}]}', "bad_value"),
+    (b'{"message":"a"}\n{"message":"\\ud800"}\n', "bad_value"),
+    (b'"\\ud800"', "bad_value"),
+    (b"[1e999]", "bad_value"),
+    # the first of bad_json, too_deep and bad_value wins; bad_value beats a schema error
+    (b'[{"message":"\\ud800"}, x]', "bad_value"),
+    (b'[x, {"message":"\\ud800"}]', "bad_json"),
+    (b'[{"message":"x","n":1e999 ]', "bad_value"),
+    (b'[{"message":"x\\ud800\x01"}]', "bad_json"),  # the string itself is not JSON
+    (b'[{"message":5},{"message":"\\ud800"}]', "bad_value"),
+    (b'[{"message":"\\ud800","m":' + b"[" * 70 + b"]" * 70 + b"}]", "bad_value"),
+    (b'[{"message":"x","m":' + b"[" * 70 + b"]" * 70 + b',"n":1e999}]', "too_deep"),
     # empty
     (b"[]", "empty_packet"),
     (b" [ ] ", "empty_packet"),
@@ -452,6 +489,41 @@ def test_bad_corpus_gets_its_code(impl: ModuleType, body: bytes, code: str) -> N
 def test_corpus_identical_across_backends(rs: ModuleType, py: ModuleType, body: bytes) -> None:
     for kw in ({}, {"format": "json"}, {"format": "ndjson"}, {"max_depth": 3}, {"max_messages": 1}):
         assert outcome(rs, body, **kw) == outcome(py, body, **kw), kw
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (
+            b'{"messages":[{"message":"a"},{"message":"b","n":1e999}]}',
+            "messages[1]: number is infinity when parsed as a double (byte 48)",
+        ),
+        (
+            b'{"log_messages":[{"message":"a"},{"message":"b"},{"message":"\\ud800"}]}',
+            "log_messages[2]: high surrogate without a low one in string (byte 60)",
+        ),
+        (b'[{"message":"\\udfff"}]', "messages[0]: lone low surrogate in string (byte 12)"),
+        (b'[{"message":"a"},7e777]', "messages[1]: number is infinity when parsed as a double (byte 17)"),
+        (b'{"message":"a"}\n\n{"message":"\\udc00\\ud800"}\n', "line 3: lone low surrogate in string (byte 28)"),
+        (
+            b'{"emitter_id":"e\\ud800","messages":[{"message":"a"}]}',
+            "packet: high surrogate without a low one in string (byte 14)",
+        ),
+    ],
+)
+def test_bad_value_names_the_message_and_the_reason(impl: ModuleType, body: bytes, detail: str) -> None:
+    with pytest.raises(PacketError) as exc:
+        route(impl, body)
+    assert (exc.value.code, exc.value.detail, exc.value.status) == ("bad_value", detail, 400)
+
+
+def test_lenient_mode_routes_what_strict_mode_refuses(impl: ModuleType) -> None:
+    # Re-routing bytes already accepted (engine re-splits) never refuses them: the analyzer
+    # has the last word, and the engine isolates what it refuses.
+    body = b'[{"id":"a","message":"\\ud800","n":1e999},{"id":"b","message":"ok"}]'
+    assert code_of(impl, body) == "bad_value"
+    r = route(impl, body, strict=False)
+    assert r.count == 2 and r.batches == {"": body[1:-1]}
 
 
 def test_body_types(impl: ModuleType) -> None:

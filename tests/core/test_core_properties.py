@@ -7,6 +7,7 @@ import math
 from types import ModuleType
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -162,7 +163,8 @@ def verdict(impl: ModuleType, body: bytes, fmt: str) -> tuple[Any, ...]:
     try:
         r = impl.route_packet(body, None, fallback_prefix="x", format=fmt, max_depth=8)
     except PacketError as exc:
-        return ("err", exc.code)
+        # bad_value details name the message, the reason and the offset: the same on both
+        return ("err", exc.code, exc.detail if exc.code == "bad_value" else None)
     return ("ok", r.emitter_id, r.packet_id, r.count, r.batches)
 
 
@@ -176,7 +178,28 @@ BASE = (
     b'{"packet_id":"p1","agent_id":"a","messages":[{"message":"x","level":"INFO","id":3},'
     b'{"message":"y\\u00e9","metadata":{"k":[1,2.5,null,true]},"timestamp":-1e3},{"source":"s","message":""}]}'
 )
-PIECES = [b"{", b"}", b"[", b"]", b",", b":", b'"', b"\\", b"\n", b" ", b"1", b"-", b"e", b"null", b"\xff", b"\xc3"]
+PIECES = [
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b'"',
+    b"\\",
+    b"\n",
+    b" ",
+    b"1",
+    b"-",
+    b"e",
+    b"null",
+    b"\xff",
+    b"\xc3",
+    b"e999",
+    b"\\ud800",
+    b"\\udc00",
+    b"9" * 320,
+]
 
 
 @SETTINGS
@@ -211,3 +234,48 @@ def test_mutated_packets_same_verdict(
 def test_base_packet_is_good(impl: ModuleType, fmt: str) -> None:
     body = BASE if fmt != "ndjson" else b'{"message":"x"}\n{"message":"y"}'
     assert verdict(impl, body, fmt)[0] == "ok"
+
+
+# Pieces of a string at the edges of what the analyzer (orjson) reads: surrogate escapes in
+# every order, escapes that look like them but are not, plain text.
+string_piece = st.one_of(
+    st.integers(min_value=0xD7FF, max_value=0xE000).map(lambda u: f"\\u{u:04x}"),
+    st.sampled_from(["\\uD800", "\\uDFFF", "\\\\ud800", "\\n", "\\u0000", "a", "\u00e9"]),
+)
+number_st = st.one_of(
+    st.builds(
+        lambda m, e: f"{m}e{e}",
+        st.sampled_from(["1", "-9.99", "1.7976931348623157", "17976931348623159"]),
+        st.integers(min_value=-400, max_value=400),
+    ),
+    st.integers(min_value=290, max_value=320).map(lambda n: "9" * n),
+)
+
+
+@SETTINGS
+@given(
+    text=st.lists(string_piece, max_size=5).map("".join),
+    key=st.lists(string_piece, max_size=2).map("".join),
+    number=number_st,
+    where=st.sampled_from(["message", "metadata", "packet"]),
+)
+def test_ingest_refuses_exactly_what_the_analyzer_cannot_read(
+    rs: ModuleType, py: ModuleType, text: str, key: str, number: str, where: str
+) -> None:
+    """One definition of a valid message: route_packet (strict) answers bad_value exactly when
+    orjson, the analyzer's reader, refuses the body, and both backends say the same."""
+    msg = f'{{"message":"{text}","k{key}":{number}}}'
+    if where == "metadata":
+        msg = f'{{"message":"m","metadata":{{"a":[{msg}]}}}}'
+    body = f'{{"x":{msg},"messages":[{{"message":"m"}}]}}' if where == "packet" else f'{{"messages":[{msg}]}}'
+    raw = body.encode()
+    try:
+        orjson.loads(raw)
+        readable = True
+    except orjson.JSONDecodeError:
+        readable = False
+    got = verdict(rs, raw, "auto")
+    assert got == verdict(py, raw, "auto")
+    assert (got[0] == "ok") == readable, (got, raw)
+    if not readable:
+        assert got[2].startswith("packet: " if where == "packet" else "messages[0]: "), got

@@ -137,10 +137,12 @@ fn body_arg(py: Python<'_>, body: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> 
 }
 
 /// Validate a request body, give every message an id, and route each message (see _wlb.pyi).
+// One parameter per argument of the Python signature (keywords mostly): pyo3 needs them so.
+#[allow(clippy::too_many_arguments)]
 #[pyfunction]
 #[pyo3(
-    signature = (body, router, *, fallback_prefix, format = None, max_messages = Int(10_000), max_depth = Int(64), id_tag = None),
-    text_signature = "(body, router, *, fallback_prefix, format='auto', max_messages=10000, max_depth=64, id_tag='')"
+    signature = (body, router, *, fallback_prefix, format = None, max_messages = Int(10_000), max_depth = Int(64), id_tag = None, strict = true),
+    text_signature = "(body, router, *, fallback_prefix, format='auto', max_messages=10000, max_depth=64, id_tag='', strict=True)"
 )]
 #[allow(clippy::too_many_arguments)] // the keyword arguments of the Python function
 pub fn route_packet(
@@ -152,6 +154,7 @@ pub fn route_packet(
     max_messages: Int,
     max_depth: Int,
     id_tag: Option<&Bound<'_, PyAny>>,
+    strict: bool,
 ) -> PyResult<RoutedPacketPy> {
     // Argument checks, in the twin's order: format, prefix, id tag, then the body's type.
     let format = format_arg(format)?;
@@ -162,6 +165,7 @@ pub fn route_packet(
         format,
         max_messages: max_messages.0,
         max_depth: max_depth.0,
+        strict,
     };
     let shared = router.as_ref().map(pyo3::Bound::get);
     let out = py

@@ -106,6 +106,9 @@ pub(crate) enum JsonError {
     Syntax { offset: usize, what: &'static str },
     /// A container opens at byte `offset`, deeper than the scanner's limit.
     TooDeep { offset: usize },
+    /// Strict mode: valid RFC 8259 at byte `offset`, but a value orjson refuses (a number that
+    /// overflows a double, an unpaired surrogate escape): what it is.
+    Unsupported { offset: usize, what: &'static str },
 }
 
 impl JsonError {
@@ -116,12 +119,19 @@ impl JsonError {
     pub(crate) fn eof(offset: usize) -> Self {
         Self::syntax(offset, "unexpected end of input")
     }
+
+    pub(crate) fn unsupported(offset: usize, what: &'static str) -> Self {
+        Self::Unsupported { offset, what }
+    }
 }
 
 impl fmt::Display for JsonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::Syntax { offset, what } => write!(f, "invalid JSON at byte {offset}: {what}"),
+            // The analyzer answers with this text: an unsupported value reads as a syntax error.
+            Self::Syntax { offset, what } | Self::Unsupported { offset, what } => {
+                write!(f, "invalid JSON at byte {offset}: {what}")
+            }
             Self::TooDeep { offset } => {
                 write!(f, "invalid JSON at byte {offset}: nesting too deep")
             }
@@ -169,7 +179,8 @@ pub(crate) struct Scanner<'a> {
     lim: usize,
     max_depth: i64,
     /// Strict mode rejects what orjson rejects beyond RFC 8259's grammar: unpaired surrogate
-    /// escapes and numbers that overflow a double. `route_packet` never sets it.
+    /// escapes and numbers that overflow a double. This is the one definition of a value the
+    /// analyzer takes: `route_packet` (at ingest) and `BatchAnalyzer` both scan with it.
     strict: bool,
     /// Open containers of the value being skipped (`{` or `[`).
     stack: Vec<u8>,
@@ -383,7 +394,7 @@ impl<'a> Scanner<'a> {
         {
             let text = std::str::from_utf8(&buf[pos..p]).expect("ASCII digits");
             if text.parse::<f64>().map_or(true, f64::is_infinite) {
-                return Err(JsonError::syntax(
+                return Err(JsonError::unsupported(
                     pos,
                     "number is infinity when parsed as a double",
                 ));
@@ -547,7 +558,10 @@ fn check_surrogates(buf: &[u8], start: usize, end: usize) -> Scan<()> {
         let unit = hex(i + 2);
         i += 6;
         if (0xDC00..0xE000).contains(&unit) {
-            return Err(JsonError::syntax(start - 1, "lone low surrogate in string"));
+            return Err(JsonError::unsupported(
+                start - 1,
+                "lone low surrogate in string",
+            ));
         }
         if (0xD800..0xDC00).contains(&unit) {
             let paired = i + 6 <= end
@@ -555,7 +569,7 @@ fn check_surrogates(buf: &[u8], start: usize, end: usize) -> Scan<()> {
                 && buf[i + 1] == b'u'
                 && (0xDC00..0xE000).contains(&hex(i + 2));
             if !paired {
-                return Err(JsonError::syntax(
+                return Err(JsonError::unsupported(
                     start - 1,
                     "high surrogate without a low one in string",
                 ));

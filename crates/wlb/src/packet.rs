@@ -4,9 +4,11 @@
 //! The syntax is checked by [`crate::json`]'s scanner; this module descends by hand through
 //! the three levels that carry meaning (packet object, messages array, message object) and
 //! lets the scanner skip every other value. It records message spans and the first schema
-//! error of each step; syntax errors stop it at once. The verdict order is the contract's
-//! (`python/logdist/_wlb.pyi`): `bad_utf8`, `bad_json`/`too_deep` (whichever comes first in the
-//! body), `bad_schema` (packet fields, then messages), `empty_packet`, `too_many_messages`.
+//! error of each step; syntax errors stop it at once. The scanner runs in strict mode, the
+//! analyzer's own definition of a readable value, so nothing accepted here is refused there
+//! for its values. The verdict order is the contract's (`python/logdist/_wlb.pyi`):
+//! `bad_utf8`, `bad_json`/`too_deep`/`bad_value` (whichever comes first in the body),
+//! `bad_schema` (packet fields, then messages), `empty_packet`, `too_many_messages`.
 
 use crate::json::{is_ws, JsonError, Key, Kind, Scan, Scanner};
 use crate::router::{Router, RouterError};
@@ -51,6 +53,9 @@ pub enum ErrorCode {
     BadJson,
     TooDeep,
     BadSchema,
+    /// Valid JSON that the analyzer cannot read: a number that overflows a double, or an
+    /// unpaired surrogate escape.
+    BadValue,
     EmptyPacket,
     TooManyMessages,
 }
@@ -71,6 +76,7 @@ impl ErrorCode {
             Self::BadJson => "bad_json",
             Self::TooDeep => "too_deep",
             Self::BadSchema => "bad_schema",
+            Self::BadValue => "bad_value",
             Self::EmptyPacket => "empty_packet",
             Self::TooManyMessages => "too_many_messages",
         }
@@ -139,6 +145,9 @@ pub struct Options {
     pub format: Format,
     pub max_messages: i64,
     pub max_depth: i64,
+    /// Refuse what the analyzer refuses (`bad_value`). Only re-routing bytes that were already
+    /// accepted turns it off: they are never refused, the analyzer has the last word.
+    pub strict: bool,
 }
 
 impl Default for Options {
@@ -147,6 +156,7 @@ impl Default for Options {
             format: Format::Auto,
             max_messages: 10_000,
             max_depth: 64,
+            strict: true,
         }
     }
 }
@@ -223,12 +233,12 @@ impl Field {
 
 /// Where a message sits, for error details.
 #[derive(Clone, Copy)]
-enum Label<'n> {
-    Element(&'n str, usize),
+enum Label {
+    Element(&'static str, usize),
     Line(usize),
 }
 
-impl Label<'_> {
+impl Label {
     fn path(self, field: Option<Field>) -> String {
         match (self, field) {
             (Label::Element(name, i), Some(f)) => format!("{name}[{i}].{}", f.name()),
@@ -254,18 +264,25 @@ struct Found {
     pid_raw: Option<(usize, usize)>,
 }
 
-/// The packet pass over a body: the shared scanner (lenient mode) for the syntax, plus what
-/// the schema steps check, collected on the way.
+/// The packet pass over a body: the shared scanner for the syntax (and, strict, the values),
+/// plus what the schema steps check, collected on the way.
 struct PacketScanner<'a> {
     sc: Scanner<'a>,
     found: Found,
+    /// The message being scanned (None between messages): what a `bad_value` detail names.
+    at: Option<Label>,
 }
 
 impl<'a> PacketScanner<'a> {
-    fn new(buf: &'a [u8], max_depth: i64) -> Self {
+    fn new(buf: &'a [u8], max_depth: i64, strict: bool) -> Self {
         Self {
-            sc: Scanner::new(buf, max_depth),
+            sc: if strict {
+                Scanner::new_strict(buf, max_depth)
+            } else {
+                Scanner::new(buf, max_depth)
+            },
             found: Found::default(),
+            at: None,
         }
     }
 
@@ -274,7 +291,8 @@ impl<'a> PacketScanner<'a> {
     }
 
     /// A message object at `pos`: records its span, whether it has an id, and its first error.
-    fn message(&mut self, mut pos: usize, depth: i64, label: Label<'_>) -> Scan<usize> {
+    fn message(&mut self, mut pos: usize, depth: i64, label: Label) -> Scan<usize> {
+        self.at = Some(label);
         self.sc.check_depth(pos, depth)?;
         let start = pos;
         pos += 1;
@@ -309,6 +327,7 @@ impl<'a> PacketScanner<'a> {
             end: pos,
             has_id,
         });
+        self.at = None;
         if check {
             self.found.msg_err = match err {
                 Some(field) => Some(format!(
@@ -328,8 +347,10 @@ impl<'a> PacketScanner<'a> {
 
     /// A value that stands where a message should, but is no object: it counts for the index
     /// of the next message and is a schema error.
-    fn not_a_message(&mut self, pos: usize, depth: i64, label: Label<'_>) -> Scan<usize> {
+    fn not_a_message(&mut self, pos: usize, depth: i64, label: Label) -> Scan<usize> {
+        self.at = Some(label);
         let end = self.sc.value(pos, depth)?.0;
+        self.at = None;
         self.found.msgs.push(NOT_A_MESSAGE);
         if self.found.msg_err.is_none() {
             self.found.msg_err = Some(format!("{}: expected object", label.path(None)));
@@ -338,7 +359,7 @@ impl<'a> PacketScanner<'a> {
     }
 
     /// An array of messages at `pos` (at `depth`); returns its end.
-    fn messages_array(&mut self, mut pos: usize, depth: i64, name: &str) -> Scan<usize> {
+    fn messages_array(&mut self, mut pos: usize, depth: i64, name: &'static str) -> Scan<usize> {
         self.sc.check_depth(pos, depth)?;
         pos += 1;
         let p = self.sc.ws(pos);
@@ -512,8 +533,8 @@ pub struct Validated<'a> {
 ///
 /// # Errors
 ///
-/// [`PacketError`] with the first verdict in the contract's order: `bad_utf8`, `bad_json` or
-/// `too_deep`, `bad_schema`, `empty_packet`, `too_many_messages`.
+/// [`PacketError`] with the first verdict in the contract's order: `bad_utf8`, `bad_json`,
+/// `too_deep` or `bad_value`, `bad_schema`, `empty_packet`, `too_many_messages`.
 ///
 /// # Examples
 ///
@@ -534,7 +555,7 @@ pub fn validate<'a>(body: &'a [u8], opts: &Options) -> Result<Validated<'a>, Pac
             format!("invalid UTF-8 at byte {}", e.valid_up_to()),
         ));
     }
-    let mut sc = PacketScanner::new(body, opts.max_depth);
+    let mut sc = PacketScanner::new(body, opts.max_depth, opts.strict);
     let is_packet = match sc.scan(opts.format) {
         Ok(p) => p,
         Err(JsonError::TooDeep { offset }) => {
@@ -542,6 +563,13 @@ pub fn validate<'a>(body: &'a [u8], opts: &Options) -> Result<Validated<'a>, Pac
                 ErrorCode::TooDeep,
                 format!("nesting deeper than {} at byte {offset}", opts.max_depth),
             ))
+        }
+        Err(JsonError::Unsupported { offset, what }) => {
+            let at = sc.at.map_or_else(|| "packet".to_owned(), |l| l.path(None));
+            return Err(PacketError::new(
+                ErrorCode::BadValue,
+                format!("{at}: {what} (byte {offset})"),
+            ));
         }
         Err(e) => return Err(PacketError::new(ErrorCode::BadJson, e.to_string())),
     };
@@ -939,8 +967,17 @@ mod tests {
     #[test]
     fn strings_with_escapes_and_long_runs() {
         let body = br#"[{"message":"0123456789abcdef0123456789\"\\\/\b\f\n\r\t\u00e9 ok \ud800","x":"\u00e9"}]"#;
-        let v = validate(body, &Options::default()).unwrap();
-        assert_eq!(v.count(), 1);
+        let lenient = Options {
+            strict: false,
+            ..Options::default()
+        };
+        assert_eq!(validate(body, &lenient).unwrap().count(), 1);
+        let err = validate(body, &Options::default()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadValue);
+        assert_eq!(
+            err.detail,
+            "messages[0]: high surrogate without a low one in string (byte 12)"
+        );
         let raw = br#"[{"message":"0123456789abcdef0123456789 tab	inside"}]"#;
         let err = validate(raw, &Options::default()).unwrap_err();
         assert_eq!(err.code, ErrorCode::BadJson);
@@ -961,7 +998,8 @@ mod tests {
             "-0",
             "1.5",
             "-1.5e+10",
-            "1E400",
+            "1.7976931348623157e308",
+            "1E-400",
             "123456789012345678901234567890",
             "0.0e-0",
         ] {
@@ -971,6 +1009,17 @@ mod tests {
             "01", "1.", ".5", "+1", "1e", "-", "1e+", "NaN", "Infinity", "0x1",
         ] {
             assert!(!ok(n), "{n}");
+        }
+        // Valid JSON, but no double holds it: the analyzer refuses it, so ingest does too.
+        let big = "9".repeat(400);
+        for n in ["1E400", "-1e999", "1.8e308", big.as_str()] {
+            let body = format!(r#"[{{"message":"x"}},{{"message":"x","n":{n}}}]"#);
+            let err = validate(body.as_bytes(), &Options::default()).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadValue, "{n}");
+            assert_eq!(
+                err.detail,
+                "messages[1]: number is infinity when parsed as a double (byte 36)"
+            );
         }
     }
 

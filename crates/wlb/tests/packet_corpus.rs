@@ -15,9 +15,13 @@ const GOOD: &[&[u8]] = &[
     b"{\"messages\":[{\"message\":\"x\",\"timestamp\":-1.5e+10,\"id\":\"0\"}],\"packet_id\":0}",
     b"{\"message\":\"a\",\"metadata\":{\"k\":\"v\"}}\n{\"message\":\"b\"}\n",
     b"\t\r\n [{\"message\":\"\\u0000\\b\\f\\n\\r\\t\\\\\\\"\\/\"}]\r\n",
-    b"[{\"message\":\"x\",\"n\":-0.0e-0,\"m\":0E0,\"big\":99999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999}]",
-    b"[{\"message\":\"\\udc00\\ud800x\",\"lone\":\"\\uDFFF\"}]",
-    b"{\"packet_id\":\"\\ud800\",\"emitter_id\":\"\\u00e9\",\"messages\":[{\"message\":\"x\"}]}",
+    b"[{\"message\":\"x\",\"n\":-0.0e-0,\"m\":0E0,\"big\":999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999}]",
+    // what the analyzer reads too: paired surrogates, escaped NULs, the largest double, an
+    // underflow, an escaped backslash before "ud800"
+    b"[{\"message\":\"\\ud83d\\ude00 \\uD800\\uDC00 \\udbff\\udfff\",\"k\":\"\\u0000 a\\u0000b\"}]",
+    b"[{\"message\":\"x\",\"max\":1.7976931348623157e308,\"min\":-1.7976931348623157E+308,\"tiny\":-1e-999}]",
+    b"[{\"message\":\"\\\\ud800 \\\\udfff\",\"n\":99999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999}]",
+    b"{\"emitter_id\":\"\\u00e9\",\"messages\":[{\"message\":\"x\"}]}",
     b"[{\"message\":\"\xf0\x9f\x98\x80 \xe2\x82\xac \xc2\xa2 \x7f\"}]",
     b"{\"messages\":[{\"message\":\"a\"}],\"messages_extra\":[1],\"log_messages_x\":{}}",
     b"{\"mess\\u0061ges\":[{\"m\\u0065ssage\":\"x\"}]}",
@@ -98,6 +102,33 @@ const BAD: &[(&[u8], ErrorCode)] = &[
     (b"[{\"message\":\"x\",\"metadata\":[]}]", ErrorCode::BadSchema),
     (b"[{\"message\":\"x\",\"metadata\":\"k=v\"}]", ErrorCode::BadSchema),
     (b"{\"message\":\"x\"}\n5\n", ErrorCode::BadSchema),
+    // valid JSON the analyzer cannot read (orjson refuses it), anywhere in the body; the first
+    // of bad_json, too_deep and bad_value wins, and bad_value beats a schema error
+    (b"[{\"message\":\"x\",\"n\":1e999}]", ErrorCode::BadValue),
+    (b"[{\"message\":\"x\",\"n\":-1e999}]", ErrorCode::BadValue),
+    (b"[{\"message\":\"x\",\"n\":1.8E+308}]", ErrorCode::BadValue),
+    (b"[{\"message\":\"x\",\"big\":99999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999}]", ErrorCode::BadValue),
+    (b"[{\"message\":\"\\ud800\"}]", ErrorCode::BadValue),
+    (b"[{\"message\":\"\\udfff\"}]", ErrorCode::BadValue),
+    (b"[{\"message\":\"\\udc00\\ud800x\",\"lone\":\"\\uDFFF\"}]", ErrorCode::BadValue),
+    (b"[{\"message\":\"a\\uD800b\"}]", ErrorCode::BadValue),
+    (b"[{\"message\":\"\\ud800\\u0041\"}]", ErrorCode::BadValue),
+    (b"[{\"message\":\"\\ud800\\n\\udc00\"}]", ErrorCode::BadValue),
+    (b"[{\"message\":\"x\",\"\\ud800\":1}]", ErrorCode::BadValue),
+    (b"[{\"message\":\"x\",\"metadata\":{\"a\":[1,{\"b\":[2e999]}]}}]", ErrorCode::BadValue),
+    (b"{\"packet_id\":\"\\ud800\",\"emitter_id\":\"\\u00e9\",\"messages\":[{\"message\":\"x\"}]}", ErrorCode::BadValue),
+    (b"{\"emitter_id\":\"\\udfff\",\"messages\":[{\"message\":\"x\"}]}", ErrorCode::BadValue),
+    (b"{\"sent_at\":1e400,\"messages\":[{\"message\":\"x\"}]}", ErrorCode::BadValue),
+    (b"{\"message\":\"a\"}\n{\"message\":\"\\ud800\"}\n", ErrorCode::BadValue),
+    (b"\"\\ud800\"", ErrorCode::BadValue),
+    (b"[1e999]", ErrorCode::BadValue),
+    (b"[{\"message\":\"\\ud800\"}, x]", ErrorCode::BadValue),
+    (b"[{\"message\":\"x\",\"n\":1e999 ]", ErrorCode::BadValue),
+    (b"[{\"message\":5},{\"message\":\"\\ud800\"}]", ErrorCode::BadValue),
+    (b"[{\"message\":\"\\ud800\",\"m\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}]", ErrorCode::BadValue),
+    (b"[x, {\"message\":\"\\ud800\"}]", ErrorCode::BadJson),
+    (b"[{\"message\":\"x\\ud800\x01\"}]", ErrorCode::BadJson),
+    (b"[{\"message\":\"x\",\"m\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],\"n\":1e999}]", ErrorCode::TooDeep),
     (b"[]", ErrorCode::EmptyPacket),
     (b" [ ] ", ErrorCode::EmptyPacket),
     (b"{\"messages\":[]}", ErrorCode::EmptyPacket),
@@ -315,6 +346,41 @@ fn routing_follows_the_router_and_draws_nothing_on_error() {
         ),
         Err(RouteError::Router(RouterError::NoTarget))
     );
+}
+
+#[test]
+fn bad_value_names_the_message_and_only_strict_mode_refuses_it() {
+    let cases: [(&[u8], &str); 4] = [
+        (
+            br#"{"messages":[{"message":"a"},{"message":"b","n":1e999}]}"#,
+            "messages[1]: number is infinity when parsed as a double (byte 48)",
+        ),
+        (
+            br#"[{"message":"\udfff"}]"#,
+            "messages[0]: lone low surrogate in string (byte 12)",
+        ),
+        (
+            b"{\"message\":\"a\"}\n\n{\"message\":\"\\udc00\\ud800\"}\n",
+            "line 3: lone low surrogate in string (byte 28)",
+        ),
+        (
+            br#"{"emitter_id":"e\ud800","messages":[{"message":"a"}]}"#,
+            "packet: high surrogate without a low one in string (byte 14)",
+        ),
+    ];
+    let lenient = Options {
+        strict: false,
+        ..Options::default()
+    };
+    for (body, detail) in cases {
+        match route_packet(body, None, FB, &Options::default()) {
+            Err(RouteError::Packet(e)) => {
+                assert_eq!((e.code, e.detail.as_str()), (ErrorCode::BadValue, detail));
+            }
+            other => panic!("{detail}: {other:?}"),
+        }
+        assert!(route_packet(body, None, FB, &lenient).is_ok(), "{detail}");
+    }
 }
 
 #[test]

@@ -3,6 +3,11 @@
 It validates RFC 8259 syntax without building Python objects: regular expressions match the
 common shapes in one C-level call each, and a step-by-step scanner runs only to find the
 precise error offset. `packet` scans a request body with it.
+
+Strict mode (`may_be_unsupported`, `unsupported_value`) is the Rust scanner's: it refuses what
+orjson, and so the analyzer, refuses beyond the grammar: numbers that are infinite as a double
+and unpaired surrogate escapes. A body that cannot hold either (one regular expression says
+so) costs nothing more.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ __all__ = [
     "after_value",
     "bad",
     "key_name",
+    "may_be_unsupported",
     "member_key",
     "scan_scalar",
     "scan_value",
     "skip_container",
     "skip_ws",
     "string_error",
+    "unsupported_value",
 ]
 
 _RX_WS = rb"[ \t\n\r]*"
@@ -285,3 +292,60 @@ def after_value(buf: bytes, pos: int, lim: int, closer: int) -> tuple[int, bool]
     if c == closer:
         return m.end(), True
     raise bad(m.start(1), "expected ',' or a closing bracket")
+
+
+# Strict mode. A double overflows only past 1.8e308: with an exponent of at most two digits
+# that takes 200 digits or more, so a body without a 3-digit exponent, a 200-digit run or a
+# surrogate escape holds no unsupported value (false alarms only cost the exact check).
+_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|[eE][-+]?[0-9]{3}|[0-9]{200}")
+# the tokens the exact check looks at: a whole string, an unfinished one (where the syntax
+# error is), a number
+_TOKEN = re.compile(b"(" + _RX_STR + rb')|(")|(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)')
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)")
+
+
+def may_be_unsupported(buf: bytes) -> bool:
+    """False when `buf` surely holds no value strict mode refuses."""
+    return _SUSPECT.search(buf) is not None
+
+
+def unsupported_value(buf: bytes, start: int, end: int) -> tuple[int, str] | None:
+    """The first value strict mode refuses in `buf[start:end]` (whole tokens of valid JSON up to
+    a syntax error, if any, at `end`): (offset, what), as the Rust scanner reports it."""
+    for m in _TOKEN.finditer(buf, start, end):
+        kind = m.lastindex
+        if kind == 2:  # a string the syntax error cuts: nothing after it counts
+            return None
+        tok = m.group(kind or 0)
+        if kind == 1:
+            if b"\\" in tok:
+                what = _surrogate_error(tok)
+                if what is not None:
+                    return m.start(), what
+        elif (len(tok) > 300 or b"e" in tok or b"E" in tok) and float(tok) in (_INF, -_INF):
+            return m.start(), "number is infinity when parsed as a double"
+    return None
+
+
+_INF = float("inf")
+
+
+def _surrogate_error(tok: bytes) -> str | None:
+    """Why a string token's surrogate escapes are unpaired (orjson's rule), or None."""
+    escapes = list(_ESCAPE.finditer(tok))
+    i = 0
+    while i < len(escapes):
+        e = escapes[i]
+        i += 1
+        if e.group(1) is None:
+            continue
+        unit = int(e.group(1), 16)
+        if 0xDC00 <= unit < 0xE000:
+            return "lone low surrogate in string"
+        if 0xD800 <= unit < 0xDC00:
+            nxt = escapes[i] if i < len(escapes) else None
+            pair = nxt.group(1) if nxt is not None and nxt.start() == e.end() else None
+            if pair is None or not 0xDC00 <= int(pair, 16) < 0xE000:
+                return "high surrogate without a low one in string"
+            i += 1
+    return None

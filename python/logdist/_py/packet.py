@@ -1,7 +1,9 @@
 """Packet validation, id insertion and routing over raw bytes (twin of crates/wlb/src/packet.rs).
 
 `route_packet` checks a request body in the contract's order (see _wlb.pyi), gives every
-message an id and splits the messages by target; the JSON syntax itself is `json`'s.
+message an id and splits the messages by target; the JSON syntax itself is `json`'s, and so
+are the values strict mode refuses (the analyzer's definition, checked where the Rust scanner
+checks it: per message, so the first error in the body wins and the detail names the message).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from logdist._py.json import (
     after_value,
     bad,
     key_name,
+    may_be_unsupported,
     member_key,
     scan_scalar,
     scan_value,
     skip_container,
     skip_ws,
     string_error,
+    unsupported_value,
 )
 from logdist._py.router import Router
 from logdist.errors import PacketError
@@ -116,9 +120,12 @@ _MSG_FIELDS_RAW: dict[bytes, tuple[frozenset[int], str, str]] = {
 class _Scan:
     """What the syntax pass found: message spans, ids, and the first schema error per step."""
 
-    __slots__ = ("agent_raw", "arrays", "emitter_raw", "ends", "msg_err", "noid", "pid_raw", "pkt_err", "starts")
+    __slots__ = (
+        "agent_raw", "arrays", "emitter_raw", "ends", "msg_err", "noid", "pid_raw", "pkt_err", "starts", "strict"
+    )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict  # strict mode, and the body may hold a value it refuses
         self.starts: list[int] = []
         self.ends: list[int] = []
         self.noid: list[int] = []  # indexes of messages without an "id" member
@@ -128,6 +135,35 @@ class _Scan:
         self.emitter_raw: bytes | None = None
         self.agent_raw: bytes | None = None
         self.pid_raw: bytes | None = None
+
+
+def _check_values(buf: bytes, start: int, end: int, label: str) -> None:
+    """Strict mode: bad_value for the first value in buf[start:end] the analyzer refuses."""
+    found = unsupported_value(buf, start, end)
+    if found is not None:
+        raise JsonError("bad_value", found[0], f"{label}: {found[1]}")
+
+
+def _element(buf: bytes, pos: int, lim: int, depth: int, max_depth: int, sc: _Scan, label: str, dot: str) -> int:
+    """A message (or what stands where one should) at pos; returns its end."""
+    start = pos
+    try:
+        if buf[pos] == B_LBRACE:
+            pos = _message(buf, pos, lim, depth, max_depth, sc, label, dot)
+        else:
+            pos = scan_value(buf, pos, lim, depth, max_depth)[0]
+            # still counts as a message for the index of the next one; never routed
+            sc.starts.append(-1)
+            sc.ends.append(-1)
+            if sc.msg_err is None:
+                sc.msg_err = f"{label}: expected object"
+    except JsonError as exc:
+        if sc.strict:  # a refused value before the syntax error comes first
+            _check_values(buf, start, exc.offset, label)
+        raise
+    if sc.strict:
+        _check_values(buf, start, pos, label)
+    return pos
 
 
 # One branch per JSON token class, like the Rust scanner it mirrors: splitting it would add a
@@ -229,15 +265,7 @@ def _messages_array(buf: bytes, pos: int, lim: int, depth: int, max_depth: int, 
         pos = ws(buf, pos, lim).end()
         if pos >= lim:
             raise bad(pos, "unexpected end of input")
-        if buf[pos] == B_LBRACE:
-            pos = _message(buf, pos, lim, depth + 1, max_depth, sc, f"{name}[{i}]", ".")
-        else:
-            pos = scan_value(buf, pos, lim, depth + 1, max_depth)[0]
-            # still counts as a message for the index of the next one; never routed
-            sc.starts.append(-1)
-            sc.ends.append(-1)
-            if sc.msg_err is None:
-                sc.msg_err = f"{name}[{i}]: expected object"
+        pos = _element(buf, pos, lim, depth + 1, max_depth, sc, f"{name}[{i}]", ".")
         i += 1
         pos, closed = after_value(buf, pos, lim, B_RBRACK)
         if closed:
@@ -253,31 +281,42 @@ def _packet_members(buf: bytes, pos: int, lim: int, max_depth: int, sc: _Scan) -
     if m is not None and buf[m.start(1)] == B_RBRACE:
         return m.end()
     while True:
-        km = KEY.match(buf, pos, lim)
-        if km is None:
-            member_key(buf, pos, lim)
-            raise AssertionError("unreachable")
-        vpos = km.end()
-        name = key_name(km.group(1))
-        if vpos >= lim:
-            raise bad(vpos, "unexpected end of input")
-        c = buf[vpos]
-        if name == b"messages" or name == b"log_messages":
-            sc.arrays += 1
-            label = name.decode()
-            if c == B_LBRACK:
-                pos = _messages_array(buf, vpos, lim, 2, max_depth, sc, label)
-            else:
-                pos = scan_value(buf, vpos, lim, 2, max_depth)[0]
-                if sc.pkt_err is None:
-                    sc.pkt_err = f"{label}: expected array"
-        else:
-            pos, kind = scan_value(buf, vpos, lim, 2, max_depth)
-            if name in _ID_MEMBERS:
-                _packet_field(sc, name, kind, buf[vpos:pos])
+        try:
+            pos = _packet_member(buf, pos, lim, max_depth, sc)
+        except JsonError as exc:
+            if sc.strict and exc.code != "bad_value":  # a refused value before the syntax error
+                _check_values(buf, pos, exc.offset, "packet")
+            raise
         pos, closed = after_value(buf, pos, lim, B_RBRACE)
         if closed:
             return pos
+
+
+def _packet_member(buf: bytes, pos: int, lim: int, max_depth: int, sc: _Scan) -> int:
+    """One member of the packet object (key, value) at pos; returns the end of its value."""
+    km = KEY.match(buf, pos, lim)
+    if km is None:
+        member_key(buf, pos, lim)
+        raise AssertionError("unreachable")
+    vpos = km.end()
+    name = key_name(km.group(1))
+    if vpos >= lim:
+        raise bad(vpos, "unexpected end of input")
+    if name == b"messages" or name == b"log_messages":
+        sc.arrays += 1
+        label = name.decode()
+        if buf[vpos] == B_LBRACK:
+            return _messages_array(buf, vpos, lim, 2, max_depth, sc, label)
+        end = scan_value(buf, vpos, lim, 2, max_depth)[0]
+        if sc.pkt_err is None:
+            sc.pkt_err = f"{label}: expected array"
+    else:
+        end, kind = scan_value(buf, vpos, lim, 2, max_depth)
+        if name in _ID_MEMBERS:
+            _packet_field(sc, name, kind, buf[vpos:end])
+    if sc.strict:
+        _check_values(buf, pos, end, "packet")
+    return end
 
 
 _ID_MEMBERS = frozenset({b"emitter_id", b"agent_id", b"packet_id"})
@@ -302,8 +341,8 @@ def _packet_field(sc: _Scan, name: bytes, kind: int, raw: bytes) -> None:
             sc.pkt_err = "packet_id: expected string or integer"
 
 
-def _ndjson(buf: bytes, max_depth: int) -> _Scan:
-    sc = _Scan()
+def _ndjson(buf: bytes, max_depth: int, strict: bool) -> _Scan:
+    sc = _Scan(strict)
     n = len(buf)
     ws = skip_ws
     line = 0
@@ -314,14 +353,7 @@ def _ndjson(buf: bytes, max_depth: int) -> _Scan:
         line += 1
         pos = ws(buf, start, end).end()
         if pos < end:
-            if buf[pos] == B_LBRACE:
-                pos = _message(buf, pos, end, 1, max_depth, sc, f"line {line}", ": ")
-            else:
-                pos = scan_value(buf, pos, end, 1, max_depth)[0]
-                sc.starts.append(-1)
-                sc.ends.append(-1)
-                if sc.msg_err is None:
-                    sc.msg_err = f"line {line}: expected object"
+            pos = _element(buf, pos, end, 1, max_depth, sc, f"line {line}", ": ")
             pos = ws(buf, pos, end).end()
             if pos < end:
                 raise bad(pos, "unexpected data after the value on this line")
@@ -331,28 +363,36 @@ def _ndjson(buf: bytes, max_depth: int) -> _Scan:
     return sc
 
 
-def _scan(buf: bytes, fmt: str, max_depth: int) -> tuple[_Scan, bool]:
+def _scan(buf: bytes, fmt: str, max_depth: int, strict: bool) -> tuple[_Scan, bool]:
     """Syntax pass (step 2) plus what steps 3-4 need. Returns (scan, is_packet)."""
+    strict = strict and may_be_unsupported(buf)
     if fmt == "ndjson":
-        return _ndjson(buf, max_depth), False
+        return _ndjson(buf, max_depth, strict), False
     n = len(buf)
     pos = skip_ws(buf, 0, len(buf)).end()
     if pos >= n:
         raise bad(pos, "expected a JSON value, found only whitespace" if n else "empty body")
     c = buf[pos]
-    sc = _Scan()
+    sc = _Scan(strict)
     if c == B_LBRACE:
         end = _packet_members(buf, pos, n, max_depth, sc)
         rest = skip_ws(buf, end, n).end()
         if rest < n:
             if fmt == "auto":
-                return _ndjson(buf, max_depth), False
+                return _ndjson(buf, max_depth, strict), False
             raise bad(rest, "unexpected data after the JSON value")
         return sc, True
     if c == B_LBRACK:
         end = _messages_array(buf, pos, n, 1, max_depth, sc, "messages")
     else:
-        end = scan_value(buf, pos, n, 1, max_depth)[0]
+        try:
+            end = scan_value(buf, pos, n, 1, max_depth)[0]
+        except JsonError as exc:
+            if strict:
+                _check_values(buf, pos, exc.offset, "packet")
+            raise
+        if strict:
+            _check_values(buf, pos, end, "packet")
         sc.pkt_err = "expected a packet object or an array of messages"
     rest = skip_ws(buf, end, n).end()
     if rest < n:
@@ -369,6 +409,7 @@ def route_packet(
     max_messages: int = 10_000,
     max_depth: int = 64,
     id_tag: str = "",
+    strict: bool = True,
 ) -> RoutedPacket:
     """Validate a request body, give every message an id, and route each message (see _wlb.pyi)."""
     if format not in ("auto", "json", "ndjson"):
@@ -384,7 +425,7 @@ def route_packet(
             body = bytes(body)
         else:
             raise TypeError(f"body must be bytes, not {type(body).__name__}")
-    sc = _validate(body, format, max_messages, max_depth)
+    sc = _validate(body, format, max_messages, max_depth, strict)
     count = len(sc.starts)
     emitter_id, packet_id, prefix = _ids(sc, fallback_prefix, id_tag)
 
@@ -410,7 +451,7 @@ def route_packet(
     )
 
 
-def _validate(body: bytes, format: str, max_messages: int, max_depth: int) -> _Scan:
+def _validate(body: bytes, format: str, max_messages: int, max_depth: int, strict: bool) -> _Scan:
     """Steps 1-5 of the contract, in its order; PacketError at the first that fails."""
     # 1. UTF-8
     try:
@@ -420,10 +461,12 @@ def _validate(body: bytes, format: str, max_messages: int, max_depth: int) -> _S
 
     # 2. syntax (the whole body), collecting what steps 3 and 4 check
     try:
-        sc, is_packet = _scan(body, format, max_depth)
+        sc, is_packet = _scan(body, format, max_depth, bool(strict))
     except JsonError as exc:
         if exc.code == "too_deep":
             raise PacketError("too_deep", f"nesting deeper than {max_depth} at byte {exc.offset}") from None
+        if exc.code == "bad_value":
+            raise PacketError("bad_value", f"{exc.what} (byte {exc.offset})") from None
         raise PacketError("bad_json", f"invalid JSON at byte {exc.offset}: {exc.what}") from None
 
     # 3. packet fields

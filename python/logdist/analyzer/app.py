@@ -3,7 +3,8 @@
 
 State lives in one `AnalyzerState` under an AppKey; the analysis itself is
 `logdist.analyzer.engine.Analysis`. Fault injection (latency, error rate, fixed status,
-Retry-After) exists for tests and chaos runs and can be changed at runtime via POST /fault.
+Retry-After, refusing batches that hold given message ids) exists for tests and chaos runs and
+can be changed at runtime via POST /fault.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from logdist.analyzer.engine import Analysis
@@ -32,6 +34,9 @@ class Faults:
     error_rate: float = 0.0
     fail_status: int | None = None
     retry_after: float | None = None
+    #: a batch holding a message with one of these ids is refused whole with 400, as a body
+    #: the analysis cannot read is (a poison message)
+    refuse_ids: frozenset[str] = frozenset()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,11 +44,12 @@ class Faults:
             "error_rate": self.error_rate,
             "fail_status": self.fail_status,
             "retry_after": self.retry_after,
+            "refuse_ids": sorted(self.refuse_ids),
         }
 
     def update(self, doc: dict[str, Any]) -> None:
         """Apply a POST /fault body; null clears a fault. Raises PacketError on bad values."""
-        unknown = set(doc) - {"latency_ms", "error_rate", "fail_status", "retry_after"}
+        unknown = set(doc) - {"latency_ms", "error_rate", "fail_status", "retry_after", "refuse_ids"}
         if unknown:
             raise PacketError("bad_schema", f"unknown fault keys: {sorted(unknown)}")
         new = Faults(**self.__dict__)
@@ -58,7 +64,27 @@ class Faults:
             new.fail_status = v
         if "retry_after" in doc:
             new.retry_after = None if doc["retry_after"] is None else _number(doc, "retry_after", 0.0, lo=0.0)
+        if "refuse_ids" in doc:
+            v = doc["refuse_ids"]
+            if v is not None and (type(v) is not list or not all(type(i) is str for i in v)):
+                raise PacketError("bad_schema", "'refuse_ids' must be a list of message ids (strings) or null")
+            new.refuse_ids = frozenset(v or ())
         self.__dict__.update(new.__dict__)
+
+    def refused_id(self, body: bytes) -> str | None:
+        """The first id of `refuse_ids` among the body's messages (a fault: it reads the whole
+        body once more), or None."""
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None  # the analysis refuses it anyway
+        if type(doc) is dict:
+            doc = doc.get("log_messages") or doc.get("messages") or [doc]
+        for m in doc if type(doc) is list else ():
+            mid = m.get("id") if type(m) is dict else None
+            if type(mid) is str and mid in self.refuse_ids:
+                return mid
+        return None
 
 
 def _number(doc: dict[str, Any], key: str, default: float, lo: float, hi: float | None = None) -> float:
@@ -111,6 +137,11 @@ async def analyze(request: web.Request) -> web.Response:
         st.fault_answers += 1
         return _unavailable(st, 500, {"error": "injected_fault", "detail": f"--error-rate {f.error_rate}"})
     body = await request.read()
+    if f.refuse_ids:
+        poison = f.refused_id(body)
+        if poison is not None:
+            st.fault_answers += 1
+            return json_response({"error": "injected_fault", "detail": f"refusing message id {poison!r}"}, 400)
     try:
         accepted, dups = st.analysis.ingest(body)
     except PacketError as exc:

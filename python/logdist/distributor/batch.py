@@ -26,7 +26,7 @@ class Chunk:
 class Batch:
     """Chunks sent together in one POST; its body is built once and kept for retries."""
 
-    __slots__ = ("analyzer", "attempts", "body", "born", "chunks", "count", "tried")
+    __slots__ = ("analyzer", "attempts", "body", "born", "chunks", "count", "split_from", "splits", "tried")
 
     def __init__(self, chunks: list[Chunk], analyzer: str) -> None:
         self.chunks = chunks
@@ -41,6 +41,10 @@ class Batch:
         self.analyzer = analyzer  # where it is being delivered now
         self.attempts = 0  # failed attempts on the current analyzer
         self.tried: set[str] = set()  # analyzers it failed on for good (for reroute)
+        # A piece of a refused batch, split to isolate what the analyzer refuses: how many
+        # splits made it, and how many messages the refused batch held (0: not a piece).
+        self.splits = 0
+        self.split_from = 0
 
 
 class OutboundQueue:

@@ -1,9 +1,10 @@
 """The dead-letter store: batches an analyzer refused permanently (a 4xx other than 408/429).
 
 One file per batch in `<state_dir>/dead-letters/`: a first line of JSON metadata (id,
-analyzer, status, detail, count, time) and then the batch body exactly as it was sent (a JSON
-array). Files are written to a temporary name, fsynced, then renamed, so a listed dead letter
-is always whole. Replay reads the body back and hands it to the distributor, which routes its
+analyzer, status, detail, count, time; for a piece that splitting a refused batch isolated,
+also `splits` and `split_from`, the size of that batch) and then the batch body exactly as it
+was sent (a JSON array). Files are written to a temporary name, fsynced, then renamed, so a
+listed dead letter is always whole. Replay reads the body back and hands it to the distributor, which routes its
 messages again; the file is removed only after that.
 """
 
@@ -62,9 +63,11 @@ class DeadLetterStore:
             finally:
                 os.close(dfd)
 
-    async def put(self, body: bytes, count: int, analyzer: str, status: int, detail: str) -> str:
+    async def put(
+        self, body: bytes, count: int, analyzer: str, status: int, detail: str, *, splits: int = 0, split_from: int = 0
+    ) -> str:
         dl_id = f"{time.time_ns():x}-{os.getpid():x}-{next(self._seq)}"
-        meta = {
+        meta: dict[str, Any] = {
             "id": dl_id,
             "analyzer": analyzer,
             "status": status,
@@ -73,6 +76,9 @@ class DeadLetterStore:
             "bytes": len(body),
             "time": time.time(),
         }
+        if splits:
+            meta["splits"] = splits
+            meta["split_from"] = split_from
         head = json.dumps(meta, separators=(",", ":")).encode() + b"\n"
         await asyncio.to_thread(self._write, dl_id, head, body)
         self._meta[dl_id] = meta

@@ -16,7 +16,10 @@ Where a message can be, once accepted (each counted in `held` until acknowledged
                                         or the analyzer was ejected / disabled / removed)
                                     \\-> pending (no analyzer can take it) -> re-routed when
                                         one becomes eligible
-                                    \\-> dead letters on disk (permanent 4xx; not in `held`)
+                                    \\-> refused (permanent 4xx): split in halves, each sent
+                                        again, until what the analyzer refuses is isolated
+                                    \\-> dead letters on disk (what was isolated, or any other
+                                        permanent refusal; not in `held`)
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ log = logging.getLogger("logdist.distributor")
 FLAP_WINDOW = 10.0
 #: depth bound when re-splitting bodies that route_packet already validated
 _RESPLIT_DEPTH = 256
+#: a refused batch is split to isolate what the analyzer refuses, unless it has refused this
+#: many in a row without acknowledging any: then it refuses everything, and splitting would
+#: only cut the dead letters into pieces
+_ISOLATE_AFTER_STREAK_OF = 32
 #: config keys a reload cannot change (they take effect on restart)
 _FIXED_KEYS = ("port", "host", "strategy", "durability", "state_dir", "seed")
 
@@ -83,6 +90,8 @@ class Engine:
         self.held = 0  # accepted, not yet acknowledged (or dead-lettered)
         self._acked = 0
         self._dead_lettered = 0
+        self._split_batches = 0  # refused batches split in two to isolate the refused messages
+        self._isolation_requests = 0  # the extra batches sent for that
 
     @property
     def _now(self) -> float:
@@ -288,7 +297,7 @@ class Engine:
         try:
             rp = core.route_packet(
                 b"[" + chunk.data + b"]", self.router, fallback_prefix="r/", format="json",
-                max_messages=max(chunk.count, 1), max_depth=_RESPLIT_DEPTH,
+                max_messages=max(chunk.count, 1), max_depth=_RESPLIT_DEPTH, strict=False,
             )  # fmt: skip
         except NoTargetError:
             self._pending.push(chunk)
@@ -354,6 +363,7 @@ class Engine:
     # what the links report (LinkReports)
 
     def acked(self, link: AnalyzerLink, batch: Batch) -> None:
+        link.refused_in_a_row = 0
         self._acked += batch.count
         self.held -= batch.count
         if not self._store.noop:
@@ -372,8 +382,21 @@ class Engine:
         self._retry_wake.set()
 
     async def refused(self, link: AnalyzerLink, batch: Batch, status: int, detail: str) -> None:
+        link.refused_in_a_row += 1
+        if (
+            batch.count > 1
+            and 400 <= status < 500
+            and link.refused_in_a_row <= _ISOLATE_AFTER_STREAK_OF
+            and self._split(link, batch)
+        ):
+            if batch.splits == 0:
+                log.warning("analyzer %s refused a batch of %d messages (%s): splitting it to isolate what it refuses",
+                            link.id, batch.count, detail[:200])  # fmt: skip
+            return
         try:
-            await self._deadletters.put(batch.body, batch.count, link.id, status, detail)
+            await self._deadletters.put(
+                batch.body, batch.count, link.id, status, detail, splits=batch.splits, split_from=batch.split_from
+            )
         except OSError:
             log.exception("cannot write a dead letter (%d messages); keeping them pending", batch.count)
             for c in batch.chunks:
@@ -385,6 +408,64 @@ class Engine:
         self.held -= batch.count
         if not self._store.noop:
             self._store.ack_chunks(batch.chunks)
+
+    def _split(self, link: AnalyzerLink, batch: Batch) -> bool:
+        """Send a refused batch again as two halves (by message count), so that only what the
+        analyzer refuses ends in dead letters: one poison message costs 2 requests per halving,
+        2 x ceil(log2(count)) in all. False when it cannot be split."""
+        half = batch.count // 2
+        first: list[Chunk] = []
+        second: list[Chunk] = []
+        n = 0
+        for c in batch.chunks:
+            if n >= half:
+                second.append(c)
+            elif n + c.count <= half:
+                first.append(c)
+            else:
+                pieces = self._split_chunk(c, half - n)
+                if pieces is None:
+                    return False
+                first.append(pieces[0])
+                second.append(pieces[1])
+            n += c.count
+        self._split_batches += 1
+        for chunks in (first, second):
+            piece = Batch(chunks, link.id)
+            piece.splits = batch.splits + 1
+            piece.split_from = batch.split_from or batch.count
+            piece.tried = set(batch.tried)
+            self._isolation_requests += 1
+            if self._links.get(link.id) is link and link.eligible:
+                link.ready.append(piece)
+            else:
+                self._reroute(piece)
+        link.wake.set()
+        return True
+
+    def _split_chunk(self, chunk: Chunk, k: int) -> tuple[Chunk, Chunk] | None:
+        """A chunk in two pieces of k and count - k messages, each keeping the chunk's store token
+        (so the store's count of the record still adds up). The core cuts the bytes along the
+        message boundaries: routed by smooth weighted round robin over weights k and count - k,
+        exactly k go to the first."""
+        router = core.Router("swrr", 0)
+        router.set_target("a", float(k))
+        router.set_target("b", float(chunk.count - k))
+        try:
+            rp = core.route_packet(
+                b"[" + chunk.data + b"]", router, fallback_prefix="r/", format="json",
+                max_messages=chunk.count, max_depth=_RESPLIT_DEPTH, strict=False,
+            )  # fmt: skip
+        except PacketError:  # not what route_packet produced: it cannot be cut, keep it whole
+            log.exception("cannot split a refused chunk of %d messages", chunk.count)
+            return None
+        data, counts = rp.batches, rp.counts
+        if set(counts) != {"a", "b"}:
+            return None
+        return (
+            Chunk(data["a"], counts["a"], chunk.token, chunk.born),
+            Chunk(data["b"], counts["b"], chunk.token, chunk.born),
+        )
 
     def caught_up(self, link: AnalyzerLink) -> None:
         link.saturated = False
@@ -657,6 +738,8 @@ class Engine:
             "pending": self._pending.messages,
             "dead_lettered": self._dead_lettered,
             "dead_letters": self._deadletters.messages,
+            "split_batches": self._split_batches,
+            "isolation_requests": self._isolation_requests,
         }
 
     def queue_figures(self) -> dict[str, Any]:

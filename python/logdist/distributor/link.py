@@ -68,6 +68,7 @@ class AnalyzerLink:
         self.enabled = spec.enabled
         self.closed = False
         self.consecutive_failures = 0
+        self.refused_in_a_row = 0  # batches refused for good since the last acknowledged one
         self.paused_until = 0.0  # Retry-After: send nothing new before this loop time
         self.last_error = ""
         self.ejections = 0

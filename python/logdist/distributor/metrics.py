@@ -44,6 +44,8 @@ def totals(e: Engine, adm: Admission) -> dict[str, int]:
         "reused_packet_ids": theirs["reused_packet_ids"],
         "dead_lettered": mine["dead_lettered"],
         "dead_letters": mine["dead_letters"],
+        "split_batches": mine["split_batches"],
+        "isolation_requests": mine["isolation_requests"],
     }
 
 
@@ -84,6 +86,13 @@ _TOTALS: list[tuple[str, str, str, str]] = [
     ("logdist_duplicate_packets_total", "counter", "Re-sent packets acknowledged again.", "duplicate_packets"),
     ("logdist_reused_packet_ids_total", "counter", "Packets stored under a reused id.", "reused_packet_ids"),
     ("logdist_dead_letter_messages", "gauge", "Messages held in dead letters.", "dead_letters"),
+    ("logdist_split_batches_total", "counter", "Refused batches split to isolate what was refused.", "split_batches"),
+    (
+        "logdist_isolation_requests_total",
+        "counter",
+        "Extra batches sent to isolate refused messages.",
+        "isolation_requests",
+    ),
 ]
 _PER_ANALYZER: list[tuple[str, str, str, str]] = [
     ("logdist_analyzer_routed_messages_total", "counter", "Messages routed to the analyzer.", "routed"),
