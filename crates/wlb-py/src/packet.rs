@@ -144,7 +144,6 @@ fn body_arg(py: Python<'_>, body: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> 
     signature = (body, router, *, fallback_prefix, format = None, max_messages = Int(10_000), max_depth = Int(64), id_tag = None, strict = true),
     text_signature = "(body, router, *, fallback_prefix, format='auto', max_messages=10000, max_depth=64, id_tag='', strict=True)"
 )]
-#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python function
 pub fn route_packet(
     py: Python<'_>,
     body: &Bound<'_, PyAny>,
