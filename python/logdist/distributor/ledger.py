@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import hashlib
 import logging
 import sys
 import time
+import zlib
 from collections import OrderedDict
 
 log = logging.getLogger("logdist.distributor")
@@ -37,9 +37,11 @@ _REUSE_LOG_EMITTERS = 4096  # bound of the emitters whose last warning is rememb
 
 
 def content_hash(body: bytes) -> int:
-    """A 64-bit hash of a packet's content (the request body, decoded), never 0 (0 = unknown).
-    blake2b: in the standard library, and a few GB/s; computed once per packet."""
-    return int.from_bytes(hashlib.blake2b(body, digest_size=8).digest(), "little") or 1
+    """A 64-bit stamp of a packet's content (the request body, decoded), never 0 (0 = unknown):
+    its length and CRC-32. It only tells apart packets that already share an (emitter_id,
+    packet_id) key, so a checksum does: zlib's CRC-32 runs at memory speed, where blake2b cost
+    as much CPU per 66 KB packet as routing it (110 us against 120 us, measured here)."""
+    return ((len(body) & 0xFFFF_FFFF) << 32 | zlib.crc32(body)) or 1
 
 
 class Seen(enum.Enum):
