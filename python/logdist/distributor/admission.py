@@ -32,7 +32,7 @@ log = logging.getLogger("logdist.distributor")
 _RETRY_SOON = {"Retry-After": "1"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IngestReply:
     """An ingest answer: an HTTP status, a JSON payload and extra headers."""
 
@@ -41,7 +41,7 @@ class IngestReply:
     headers: dict[str, str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Admitted:
     """A stored packet: its chunks by target analyzer ("" when none could take them)."""
 
@@ -131,15 +131,23 @@ class Admission:
             return IngestReply(503, {"error": "cannot_route", "detail": str(exc)}, _RETRY_SOON)
         n, pid = rp.count, rp.packet_id
         key = self._ledger.key(rp.emitter_id, pid)
-        digest = content_hash(body) if key is not None else 0
-        if key is not None and await self._duplicate(key, digest):
-            self.duplicate_packets += 1
-            return IngestReply(202, {"accepted": n, "packet_id": pid, "duplicate": True})
-        if key is not None and self._ledger.seen(key, digest) is Seen.REUSED:
-            # Messages without an id get "<emitter>/<packet>/<i>": the earlier packet's ids,
-            # which the analyzers would drop as duplicates. Tagged by the content, they are new
-            # (and the same again for a retry of this content).
-            rp = self._route(body, fmt, id_tag=f"{digest:016x}/")
+        digest = 0
+        if key is not None:
+            digest = content_hash(body)
+            # DUPLICATE also when the same packet is being stored right now and that succeeds
+            storing = self._ledger.storing(key, digest)
+            if storing is not None and await asyncio.shield(storing):
+                seen = Seen.DUPLICATE
+            else:
+                seen = self._ledger.seen(key, digest)
+            if seen is Seen.DUPLICATE:
+                self.duplicate_packets += 1
+                return IngestReply(202, {"accepted": n, "packet_id": pid, "duplicate": True})
+            if seen is Seen.REUSED:
+                # Messages without an id get "<emitter>/<packet>/<i>": the earlier packet's ids,
+                # which the analyzers would drop as duplicates. Tagged by the content, they are
+                # new (and the same again for a retry of this content).
+                rp = self._route(body, fmt, id_tag=f"{digest:016x}/")
         held, bound = self._gate.held, self._gate.cfg.queue_size
         if held and held + n > bound:
             self.rejected += n
@@ -147,7 +155,10 @@ class Admission:
             return IngestReply(
                 429, {"error": "queue_full", "detail": f"{held} messages held, bound {bound}"}, _RETRY_SOON
             )
-        stored = await self._store_parts(rp.batches, rp.counts, key, digest, n)
+        if self._store.noop:  # memory mode: nothing to store, and no coroutine per packet for it
+            stored: list[int] | IngestReply = [0] * len(rp.batches)
+        else:
+            stored = await self._store_parts(rp.batches, rp.counts, key, digest, n)
         if isinstance(stored, IngestReply):
             return stored
         self.accepted += n
@@ -158,14 +169,6 @@ class Admission:
         counts = rp.counts
         chunks = {t: Chunk(data, counts[t], stored[i], now) for i, (t, data) in enumerate(rp.batches.items())}
         return Admitted(chunks, n, pid)
-
-    async def _duplicate(self, key: Key, digest: int) -> bool:
-        """True when the packet (same key, same content) was stored already, or is being stored
-        right now and that succeeds (its verdict is awaited)."""
-        storing = self._ledger.storing(key, digest)
-        if storing is not None:
-            return await asyncio.shield(storing)
-        return self._ledger.seen(key, digest) is Seen.DUPLICATE
 
     def _remember(self, key: Key, digest: int) -> None:
         """Remember a stored packet; one that reused a remembered key is counted and logged."""
@@ -178,8 +181,6 @@ class Admission:
         self, batches: dict[str, bytes], counts: dict[str, int], key: Key | None, digest: int, n: int
     ) -> list[int] | IngestReply:
         """The store's token per part, or the answer when it cannot store them."""
-        if self._store.noop:
-            return [0] * len(batches)
         done = self._ledger.begin(key, digest)
         stored = False
         try:
