@@ -39,7 +39,12 @@ def worker_argv(
     return argv
 
 
-GIVE_UP_AFTER = 5  # quick deaths in a row (each within 5 s of its start) of one worker
+GIVE_UP_AFTER = 5  # quick deaths in a row of one worker make the supervisor give up
+# A death within this many seconds of its start is a quick one (a crash loop). Generous on
+# purpose: on a loaded 2-core machine a worker can take 7-10 s to start, and a shorter window
+# then reset the count at every death, so the supervisor restarted a worker that could never
+# start for ever.
+QUICK_DEATH_S = 30.0
 
 
 class _Supervisor:
@@ -84,7 +89,7 @@ class _Supervisor:
 
     def _died(self, i: int, p: subprocess.Popen[bytes], rc: int) -> None:
         """Worker i exited while no stop was asked: restart it, or give up on a quick dier."""
-        self.quick_deaths[i] = self.quick_deaths[i] + 1 if time.monotonic() - self.started[i] < 5 else 1
+        self.quick_deaths[i] = self.quick_deaths[i] + 1 if time.monotonic() - self.started[i] < QUICK_DEATH_S else 1
         if self.quick_deaths[i] >= GIVE_UP_AFTER:
             log.error("worker %d died %d times in a row at start (last exit %s); stopping", i, self.quick_deaths[i], rc)
             self.procs[i] = None
