@@ -12,6 +12,7 @@ import pytest
 
 from logdist.config import parse_distributor_config
 from logdist.distributor.batch import Chunk
+from logdist.distributor.engine import Engine
 from logdist.distributor.ledger import PacketLedger
 from logdist.distributor.wal_store import WalStore, make_store
 from logdist.distributor.walrecord import (
@@ -372,4 +373,17 @@ async def test_a_graceful_close_clears_the_loss_report(Wal: Any, tmp_path: Path)
     store = WalStore(tmp_path, wal_cls=Wal)
     assert [lsn for lsn, *_ in await recovered(store)] == [0, 2]
     assert store.data_loss() is None
+    await store.close()
+
+
+async def test_a_reloaded_dedup_window_reaches_the_ledger_and_the_store(Wal: Any, tmp_path: Path) -> None:
+    """A config reload that changes dedup_window resizes the ledger and the store's keys file
+    bound alike (the store rewrites its keys file at twice the window)."""
+    cfg = parse_distributor_config({"durability": "wal", "state_dir": str(tmp_path), "dedup_window": 100})
+    ledger = PacketLedger(cfg.dedup_window)
+    store = WalStore(tmp_path / "wal", wal_cls=Wal, dedup_window=cfg.dedup_window, packet_keys=ledger.keys)
+    await recovered(store, ledger)
+    engine = Engine(cfg, store, ledger)
+    engine.apply_config(parse_distributor_config({"durability": "wal", "state_dir": str(tmp_path), "dedup_window": 7}))
+    assert (ledger.window, store.dedup_window) == (7, 7)
     await store.close()

@@ -656,6 +656,7 @@ class Engine:
                 log.warning("config reload: %s changed; it takes effect on restart", k)
         self.cfg = replace(new, **{k: getattr(self.cfg, k) for k in _FIXED_KEYS})
         self._ledger.resize(self.cfg.dedup_window)
+        self._store.resize_dedup_window(self.cfg.dedup_window)
         for a in self._links.values():
             a.cfg = self.cfg
         self._recompute_caps()

@@ -54,6 +54,11 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    def resize_dedup_window(self, window: int) -> None:
+        """The ledger's window changed (a config reload): a store that keeps the keys on disk
+        sizes its keys file by it."""
+        ...
+
     def data_loss(self) -> dict[str, object] | None:
         """The pending report of stored messages lost to damage (found by recovery, not yet
         acknowledged by an operator), or None."""
@@ -85,6 +90,9 @@ class MemoryStore:
         yield  # pragma: no cover - makes this an async generator
 
     async def close(self) -> None:
+        return None
+
+    def resize_dedup_window(self, window: int) -> None:
         return None
 
     def data_loss(self) -> dict[str, object] | None:

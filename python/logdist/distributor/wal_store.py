@@ -511,6 +511,10 @@ class WalStore:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(os.unlink, self.path / LOSS_FILE)
 
+    def resize_dedup_window(self, window: int) -> None:
+        """Store.resize_dedup_window: the keys file is rewritten when it holds twice this."""
+        self.dedup_window = window
+
     def stats(self) -> dict[str, object]:
         if self.wal is None:
             return {"wal_path": str(self.path)}
