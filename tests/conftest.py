@@ -61,6 +61,41 @@ BIND_RACE = "Address already in use"
 BIND_RACE_TRIES = 3
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """Inodes of the sockets in LISTEN state on `port` (Linux /proc/net)."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in fh.readlines()[1:]:
+                f = line.split()
+                if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                    found.add(f[9])
+    return found
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo.extend(int(c) for c in task.read_text().split())
+    return out
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd.path)
+                if link.startswith("socket:["):
+                    found.add(link[8:-1])
+    return found
+
+
 class Daemon:
     """A real `logdist` process started by a test, killed by PID at teardown."""
 
@@ -97,12 +132,20 @@ class Daemon:
                 raise RuntimeError(f"{self.args} exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
             try:
                 with urllib.request.urlopen(self.url + path, timeout=1) as r:
-                    if r.status == 200:
+                    # Another test's daemon may hold the port we picked (our daemon then fails
+                    # to bind and exits): only an answer from our own process tree counts.
+                    if r.status == 200 and self.owns_port():
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"{self.args} not healthy in {timeout}s:\n{self.log.read_text()[-4000:]}")
+
+    def owns_port(self) -> bool:
+        """True when the socket listening on our port belongs to our process or its children."""
+        assert self.proc is not None
+        inodes = _listening_inodes(self.port)
+        return any(inodes & _socket_inodes(pid) for pid in _process_tree(self.proc.pid))
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

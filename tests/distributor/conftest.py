@@ -103,6 +103,16 @@ class Load:
     def count(self) -> int:
         return len(self.accepted)
 
+    def reach(self, n: int, timeout: float, what: str) -> None:
+        """Wait until `n` messages were accepted; a timeout names what the sender last saw."""
+        try:
+            wait_until(lambda: self.count >= n, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}: {self.count} accepted, {self.rejected} answers 429/503, "
+                f"{len(self.errors)} errors, last {self.errors[-3:]}"
+            ) from None
+
     def _run(self) -> None:
         p = urlsplit(self.url)
         conn: http.client.HTTPConnection | None = None

@@ -37,7 +37,7 @@ def test_register_delete_and_reweight_under_load(cluster: Cluster) -> None:
         cluster.analyzer(aid)
     cluster.distributor({"a1": 0.5, "a2": 0.5})
     load = cluster.load("r", packet_size=100, pause=0.005).start()
-    wait_until(lambda: load.count >= 2000, 60, "some traffic")
+    load.reach(2000, 60, "some traffic")
     # seed 003 registration shape
     st, doc, _ = call("POST", cluster.url + "/api/v1/analyzers",
                       {"id": "a3", "url": cluster.analyzers["a3"].url, "weight": 0.5})  # fmt: skip
@@ -48,18 +48,18 @@ def test_register_delete_and_reweight_under_load(cluster: Cluster) -> None:
     assert st == 200 and doc["weight"] == 0.1
     assert cluster.row("a1")["expected_share"] == pytest.approx(0.1 / 1.1)
     seen = load.count
-    wait_until(lambda: load.count >= seen + 1500, 60, "traffic after the weight change")
+    load.reach(seen + 1500, 60, "traffic after the weight change")
     st, doc, _ = call("DELETE", cluster.url + "/api/v1/analyzers/a2")
     assert st == 200 and doc["removed"] == "a2"
     assert call("DELETE", cluster.url + "/api/v1/analyzers/a2")[0] == 404
     after_delete = settled(lambda: processed(cluster, "a2"))  # batches in flight to a2 finish
     seen = load.count
-    wait_until(lambda: load.count >= seen + 2000, 60, "traffic after the delete")
+    load.reach(seen + 2000, 60, "traffic after the delete")
     assert processed(cluster, "a2") == after_delete  # a removed analyzer gets nothing more
     st, doc, _ = call("PATCH", cluster.url + "/api/v1/analyzers/a3", {"enabled": False})
     assert st == 200 and doc["state"] == "disabled"
     seen = load.count
-    wait_until(lambda: load.count >= seen + 1000, 60, "traffic with a3 disabled")
+    load.reach(seen + 1000, 60, "traffic with a3 disabled")
     assert call("PATCH", cluster.url + "/api/v1/analyzers/a3", {"enabled": True})[0] == 200
     wait_until(lambda: cluster.row("a3")["state"] == "up", 30, "a3 back")
     load.stop()
@@ -105,7 +105,7 @@ def test_sighup_reloads_analyzers_and_weights(cluster: Cluster) -> None:
         cluster.analyzer(aid)
     d = cluster.distributor({"a1": 1.0})
     load = cluster.load("h", packet_size=100, pause=0.005).start()
-    wait_until(lambda: load.count >= 1000, 60, "some traffic")
+    load.reach(1000, 60, "some traffic")
     cluster.write_config({"a2": 1.0})  # a1 removed, a2 added
     d.signal(signal.SIGHUP)
     wait_until(lambda: [a["id"] for a in get(cluster.url + "/api/v1/analyzers")["analyzers"]] == ["a2"], 30, "reload")

@@ -22,7 +22,7 @@ def test_kill9_analyzer_mid_stream_loses_nothing_and_it_is_readmitted(cluster: C
         cluster.analyzer(aid)
     cluster.distributor({"a1": 0.5, "a2": 0.3, "a3": 0.2})
     load = cluster.load("k", packet_size=100, pause=0.005).start()
-    wait_until(lambda: load.count >= 3000, 60, "some traffic")
+    load.reach(3000, 60, "some traffic")
     port = cluster.analyzers["a2"].port
     cluster.analyzers["a2"].kill9()
     wait_until(lambda: state(cluster, "a2") == "down", 30, "a2 ejected")
@@ -31,7 +31,7 @@ def test_kill9_analyzer_mid_stream_loses_nothing_and_it_is_readmitted(cluster: C
     acked_by_dead = row["acked"]
     # More traffic while it is down: the dead one gets nothing more.
     seen = load.count
-    wait_until(lambda: load.count >= seen + 3000, 60, "traffic while a2 is down")
+    load.reach(seen + 3000, 60, "traffic while a2 is down")
     assert cluster.row("a2")["acked"] == acked_by_dead
     # Restart it on the same port: re-admitted by the health probe, and traffic flows to it again.
     cluster.analyzer("a2", port=port)
@@ -55,13 +55,13 @@ def test_disable_then_enable_under_load(cluster: Cluster) -> None:
         cluster.analyzer(aid)
     cluster.distributor({"a1": 0.6, "a2": 0.4})
     load = cluster.load("d", packet_size=100, pause=0.005).start()
-    wait_until(lambda: load.count >= 2000, 60, "some traffic")
+    load.reach(2000, 60, "some traffic")
     assert call("POST", cluster.analyzers["a2"].url + "/disable")[0] == 200
     wait_until(lambda: state(cluster, "a2") == "down", 30, "a2 treated as down")
     assert cluster.row("a1")["expected_share"] == 1.0  # renormalised while a2 is down
     before = get(cluster.analyzers["a2"].url + "/processed")["processed_count"]
     seen = load.count
-    wait_until(lambda: load.count >= seen + 2000, 60, "traffic while a2 is disabled")
+    load.reach(seen + 2000, 60, "traffic while a2 is disabled")
     assert get(cluster.analyzers["a2"].url + "/processed")["processed_count"] == before
     assert call("POST", cluster.analyzers["a2"].url + "/enable")[0] == 200
     wait_until(lambda: state(cluster, "a2") == "up", 30, "a2 re-admitted")
@@ -86,7 +86,7 @@ def test_slow_erroring_throttling_and_hung_analyzers_lose_nothing(cluster: Clust
         {"ok": 0.3, "slow": 0.2, "err": 0.2, "busy": 0.15, "hang": 0.15}, queue_size=20_000, max_inflight=2
     )
     load = cluster.load("f", packet_size=100, pause=0.005).start()
-    wait_until(lambda: load.count >= 2000, 60, "some traffic")
+    load.reach(2000, 60, "some traffic")
     cluster.analyzers["hang"].signal(signal.SIGSTOP)
     try:
         seen = load.count
