@@ -16,7 +16,15 @@ Distributor keys of logdist's own (all optional, defaults in DistributorConfig):
   hold), max_messages_per_packet, batch_max_messages, batch_max_bytes,
   linger_ms (how long a busy sender lets a batch fill: busy = a batch in flight, or in wal mode
   one sent within 10 x linger_ms), max_inflight (batches in flight per analyzer), health_interval_ms,
-  health_timeout_ms, eject_after (consecutive failures), retry_base_ms, retry_cap_ms,
+  health_timeout_ms, eject_after (consecutive failures that eject an analyzer: of health probes,
+  or of real deliveries (outlier detection): no answer, a timeout, 5xx or 408, not a 429 (throttling)
+  nor a permanent 4xx (a refused batch)), ejection_base_ms and ejection_max_ms (the n-th ejection in
+  a row holds the analyzer out for min(ejection_max_ms, n x ejection_base_ms); /health does not
+  re-admit it before; once re-admitted, one failure before its first acknowledgement ejects it again),
+  ejection_decay_ms (each such period of healthy delivery lowers n by one), pending_release_per_s
+  (messages per second handed from pending, the backlog no analyzer could take, to the analyzers
+  when all the enabled weight is eligible; scaled down by the eligible part of it; 0: all at once),
+  retry_base_ms, retry_cap_ms,
   dedup_window (remembered (emitter_id, packet_id) pairs), shutdown_grace_s, timeout and
   retry_count (defaults for analyzers that do not set them), and for durability "wal" (the log
   lives in <state_dir>/wal): wal_max_bytes (bound on disk; full -> 429), wal_segment_bytes,
@@ -253,6 +261,10 @@ class DistributorConfig:
     health_interval_ms: float = 500.0
     health_timeout_ms: float = 1000.0
     eject_after: int = 3
+    ejection_base_ms: float = 5000.0
+    ejection_max_ms: float = 300_000.0
+    ejection_decay_ms: float = 30_000.0
+    pending_release_per_s: float = 50_000.0
     retry_base_ms: float = 50.0
     retry_cap_ms: float = 2000.0
     dedup_window: int = 100_000
@@ -290,6 +302,11 @@ def _validate_distributor(c: DistributorConfig) -> None:
             raise ConfigError(key, f"must be >= 1, got {getattr(c, key)}")
     if c.retry_cap_ms < c.retry_base_ms or c.retry_base_ms <= 0:
         raise ConfigError("retry_cap_ms", "need 0 < retry_base_ms <= retry_cap_ms")
+    if c.ejection_max_ms < c.ejection_base_ms or c.ejection_base_ms < 0:
+        raise ConfigError("ejection_max_ms", "need 0 <= ejection_base_ms <= ejection_max_ms")
+    if c.ejection_decay_ms <= 0 or c.pending_release_per_s < 0:
+        key = "ejection_decay_ms" if c.ejection_decay_ms <= 0 else "pending_release_per_s"
+        raise ConfigError(key, f"must be {'> 0' if key == 'ejection_decay_ms' else '>= 0'}, got {getattr(c, key)}")
 
 
 def parse_distributor_config(d: object, source: str | None = None) -> DistributorConfig:
@@ -338,6 +355,10 @@ def parse_distributor_config(d: object, source: str | None = None) -> Distributo
         health_interval_ms=_float(d, "health_interval_ms", "", base.health_interval_ms, lo=0.0, lo_open=True),
         health_timeout_ms=_float(d, "health_timeout_ms", "", base.health_timeout_ms, lo=0.0, lo_open=True),
         eject_after=_int(d, "eject_after", "", base.eject_after, lo=1),
+        ejection_base_ms=_float(d, "ejection_base_ms", "", base.ejection_base_ms, lo=0.0, hi=86_400_000.0),
+        ejection_max_ms=_float(d, "ejection_max_ms", "", base.ejection_max_ms, lo=0.0, hi=86_400_000.0),
+        ejection_decay_ms=_float(d, "ejection_decay_ms", "", base.ejection_decay_ms, lo=0.0, lo_open=True),
+        pending_release_per_s=_float(d, "pending_release_per_s", "", base.pending_release_per_s, lo=0.0),
         retry_base_ms=_float(d, "retry_base_ms", "", base.retry_base_ms, lo=0.0, lo_open=True),
         retry_cap_ms=_float(d, "retry_cap_ms", "", base.retry_cap_ms, lo=0.0, lo_open=True),
         dedup_window=_int(d, "dedup_window", "", base.dedup_window, lo=1),

@@ -13,7 +13,7 @@ PAGE = """<!doctype html>
  th:first-child,td:first-child{text-align:left} .bar{position:relative;height:14px;background:#eee;min-width:160px}
  .bar .w{position:absolute;top:0;bottom:0;border-right:2px solid #333}
  .bar .s{position:absolute;top:0;bottom:0;left:0;background:#4a90d9}
- .up{color:#1a7f37}.down,.removed{color:#c62828}.disabled{color:#999}
+ .up{color:#1a7f37}.down,.removed{color:#c62828}.ejected{color:#e65100}.disabled{color:#999}
  .tot{display:flex;gap:24px;margin:12px 0;flex-wrap:wrap}
  .tot div{background:#fff;padding:8px 12px;border:1px solid #eee}
  .tot b{display:block;font-size:18px}

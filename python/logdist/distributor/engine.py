@@ -1,8 +1,9 @@
 """The engine: the one place that decides where a chunk or a batch goes next.
 
 It owns placement (push a chunk to its analyzer's link, re-split, reroute a batch, hold it
-pending when no analyzer can take it), retries (the retry scheduler and its loop), analyzer
-health and saturation (eligibility in the router), the admin changes (add, update, remove an
+pending when no analyzer can take it, and release what is pending in paced slices), retries
+(the retry scheduler and its loop), analyzer health, outlier ejection from delivery outcomes
+and saturation (eligibility in the router), the admin changes (add, update, remove an
 analyzer, a config reload, dead-letter replay), the figures it reports as plain data, and the
 lifecycle (start, recovery from the store and from leftover files, graceful stop: in memory
 mode what it could not deliver goes to a leftover file, see leftover.py). All of it on one
@@ -14,8 +15,8 @@ Where a message can be, once accepted (each counted in `held` until acknowledged
                                     \\-> retry scheduler (transient) -> ready -> in flight
                                     \\-> rerouted to an untried analyzer (retry_count failures
                                         or the analyzer was ejected / disabled / removed)
-                                    \\-> pending (no analyzer can take it) -> re-routed when
-                                        one becomes eligible
+                                    \\-> pending (no analyzer can take it) -> re-routed in
+                                        paced slices once one is eligible (_release_loop)
                                     \\-> refused (permanent 4xx): split in halves, each sent
                                         again, until what the analyzer refuses is isolated
                                     \\-> dead letters on disk (what was isolated, or any other
@@ -51,8 +52,8 @@ from logdist.errors import NoTargetError, PacketError
 
 log = logging.getLogger("logdist.distributor")
 
-#: an ejection within this many seconds of re-admission counts as a flap (longer hold-down)
-FLAP_WINDOW = 10.0
+#: how often the paced release of pending messages runs (seconds)
+_RELEASE_TICK = 0.05
 #: depth bound when re-splitting bodies that route_packet already validated
 _RESPLIT_DEPTH = 256
 #: a refused batch is split to isolate what the analyzer refuses, unless it has refused this
@@ -78,6 +79,7 @@ class Engine:
         self._retrying: dict[int, Batch] = {}
         self._retry_tokens = itertools.count(1)
         self._retry_wake = asyncio.Event()
+        self._release_wake = asyncio.Event()  # pending holds something to release
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -109,6 +111,7 @@ class Engine:
             self.add_analyzer(spec)
         self._bg.append(asyncio.create_task(self._supervise("retry loop", self._retry_loop), name="retry"))
         self._bg.append(asyncio.create_task(self._supervise("health loop", self._health_loop), name="health"))
+        self._bg.append(asyncio.create_task(self._supervise("release loop", self._release_loop), name="release"))
         # Recovery runs after the listener is up, so /health can say "recovering" meanwhile;
         # ingest answers 503 until it is done.
         self._bg.append(asyncio.create_task(self._recover(), name="recover"))
@@ -231,7 +234,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         while self.held > 0 and self._links and loop.time() < deadline:
             if self._pending.chunks and self._any_candidate():
-                self.drain_pending()
+                self._release(self._pending.messages)  # stopping: no pacing
             await asyncio.sleep(0.05)
 
     async def _finish_inflight(self, deadline: float) -> None:
@@ -279,7 +282,7 @@ class Engine:
         a = self._links.get(target)
         if a is None or not a.eligible:
             if target == "":
-                self._pending.push(chunk)
+                self._hold_pending(chunk)
             else:  # it left between routing and now: route its messages again
                 self._resplit(chunk)
             return
@@ -300,18 +303,18 @@ class Engine:
                 max_messages=max(chunk.count, 1), max_depth=_RESPLIT_DEPTH, strict=False,
             )  # fmt: skip
         except NoTargetError:
-            self._pending.push(chunk)
+            self._hold_pending(chunk)
             return
         except PacketError:  # cannot happen for bytes route_packet produced; never drop them
             log.exception("re-routing a chunk failed; keeping it pending")
-            self._pending.push(chunk)
+            self._hold_pending(chunk)
             return
         counts = rp.counts
         for target, data in rp.batches.items():
             a = self._links.get(target)
             piece = Chunk(data, counts[target], chunk.token, chunk.born)
             if a is None or not a.eligible:
-                self._pending.push(piece)
+                self._hold_pending(piece)
             else:
                 self._queue(a, piece)
 
@@ -325,7 +328,7 @@ class Engine:
             target = self.router.pick(exclude=batch.tried)
         except NoTargetError:
             for c in batch.chunks:
-                self._pending.push(c)
+                self._hold_pending(c)
             return
         dst = self._links[target]
         batch.analyzer = target
@@ -337,13 +340,67 @@ class Engine:
     def _any_candidate(self) -> bool:
         return any(a.eligible and a.spec.weight > 0 for a in self._links.values())
 
+    def _hold_pending(self, chunk: Chunk) -> None:
+        self._pending.push(chunk)
+        self._release_wake.set()
+
     def drain_pending(self) -> None:
-        if not self._pending.chunks or not self._any_candidate():
-            return
-        chunks = self._pending.drain()
-        log.info("routing %d pending messages", sum(c.count for c in chunks))
-        for c in chunks:
+        """An analyzer may take pending messages now: let the release loop hand them out."""
+        if self._pending.chunks:
+            self._release_wake.set()
+
+    def release_rate(self) -> float:
+        """Messages per second the release loop hands out now: pending_release_per_s times the
+        eligible part of the weight of the analyzers the operator has enabled. Each analyzer so
+        takes at most its weight's share of pending_release_per_s, whoever else is up, and one
+        that comes back a moment after another still finds most of the backlog."""
+        total = eligible = 0.0
+        for a in self._links.values():
+            if a.enabled and not a.closed:
+                total += a.spec.weight
+                if a.eligible:
+                    eligible += a.spec.weight
+        return self.cfg.pending_release_per_s * eligible / total if total > 0 else 0.0
+
+    async def _release_loop(self) -> None:
+        """Hand pending messages to the eligible analyzers in slices, each routed by the router
+        of that moment (so by the weights of those up then), at release_rate() messages per
+        second (a token bucket: a chunk is never cut, and what a slice overshoots by is paid
+        back by the next ones). With pending_release_per_s 0, all at once."""
+        loop = asyncio.get_running_loop()
+        allowance = 0.0
+        last = loop.time()
+        while True:
+            if not self._pending.chunks or not self._any_candidate():
+                self._release_wake.clear()
+                await self._release_wake.wait()
+                allowance, last = 0.0, loop.time() - _RELEASE_TICK  # the first slice goes at once
+                if self._pending.chunks and self._any_candidate():
+                    log.info("releasing %d pending messages at %.0f/s", self._pending.messages, self.release_rate())
+                continue
+            if self.cfg.pending_release_per_s <= 0:
+                self._release(self._pending.messages)
+            else:
+                now = loop.time()
+                rate = self.release_rate()
+                allowance = min(allowance + rate * (now - last), max(1.0, 2 * rate * _RELEASE_TICK))
+                last = now
+                if allowance > 0:
+                    allowance -= self._release(allowance)
+            await asyncio.sleep(_RELEASE_TICK)
+
+    def _release(self, limit: float) -> int:
+        """Route pending chunks again until `limit` messages went (the last chunk may pass it);
+        each chunk at most once (one no analyzer could take comes back to the end). Returns how
+        many messages went."""
+        n = 0
+        for _ in range(len(self._pending.chunks)):
+            if n >= limit or not self._pending.chunks:
+                break
+            (c,) = self._pending.take(1, 1)
+            n += c.count
             self._resplit(c)
+        return n
 
     def _evacuate(self, a: AnalyzerLink) -> None:
         """Move everything waiting for `a` elsewhere (it was ejected, disabled or removed)."""
@@ -364,13 +421,17 @@ class Engine:
 
     def acked(self, link: AnalyzerLink, batch: Batch) -> None:
         link.refused_in_a_row = 0
+        if link.on_probation:  # it delivers again: its ejection level starts to decay
+            link.on_probation = False
+            link.healthy_since = self._now
         self._acked += batch.count
         self.held -= batch.count
         if not self._store.noop:
             self._store.ack_chunks(batch.chunks)
 
     def failed(self, link: AnalyzerLink, batch: Batch, detail: str, retry_after: float | None) -> None:
-        if link.eligible and link.consecutive_failures >= self.cfg.eject_after:
+        # outlier detection: eject_after failures in a row, or one while on probation
+        if link.eligible and link.consecutive_failures >= (1 if link.on_probation else self.cfg.eject_after):
             self._eject(link, detail)
         if not link.eligible or batch.attempts >= link.spec.retry_count:
             self._reroute(batch)
@@ -400,7 +461,7 @@ class Engine:
         except OSError:
             log.exception("cannot write a dead letter (%d messages); keeping them pending", batch.count)
             for c in batch.chunks:
-                self._pending.push(c)
+                self._hold_pending(c)
             return
         log.warning("dead-lettered %d messages refused by %s: %s", batch.count, link.id, detail[:200])
         link.dead_lettered += batch.count
@@ -539,21 +600,32 @@ class Engine:
             self.router.set_eligible(a.id, False)
 
     def _eject(self, a: AnalyzerLink, reason: str) -> None:
+        """Take an analyzer out of rotation for min(ejection_max_ms, level x ejection_base_ms),
+        level being its ejections in a row (after decay). Its queue goes to the others; a health
+        probe re-admits it only once that time is over."""
         now = self._now
-        a.flaps = a.flaps + 1 if now - a.readmitted_at < FLAP_WINDOW else 0
-        a.down_until = now + (0.0 if a.flaps == 0 else min(5.0, 0.25 * 2**a.flaps))
+        cfg = self.cfg
+        a.ejection_level = a.ejection_level_at(now) + 1
+        hold = min(cfg.ejection_max_ms, cfg.ejection_base_ms * a.ejection_level) / 1000
+        a.down_until = now + hold
+        failures = a.consecutive_failures
+        a.note_ejection(now, hold, failures, reason)
+        log.warning("ejecting analyzer %s for %.1fs (ejection level %d) after %d failure(s)%s: %s",
+                    a.id, hold, a.ejection_level, failures, " on probation" if a.on_probation else "",
+                    reason[:200])  # fmt: skip
         a.healthy = False
-        a.ejections += 1
-        log.warning("ejecting analyzer %s after %d failures: %s", a.id, a.consecutive_failures, reason[:200])
+        a.on_probation = False
+        a.healthy_since = None
         self._set_router_eligible(a)
 
     def _readmit(self, a: AnalyzerLink) -> None:
         a.healthy = True
+        a.on_probation = True  # until it acknowledges a batch: one failure ejects it again
         a.consecutive_failures = 0
         a.probe_failures = 0
         a.paused_until = 0.0
-        a.readmitted_at = self._now
-        log.info("analyzer %s is healthy again: re-admitted", a.id)
+        a.note_readmission(self._now)
+        log.info("analyzer %s is healthy again: re-admitted (on probation)", a.id)
         self._set_router_eligible(a)
 
     async def _probe(self, a: AnalyzerLink) -> None:
@@ -562,8 +634,12 @@ class Engine:
             return
         if ok:
             a.probe_failures = 0
-            if not a.healthy and self._now >= a.down_until:
+            if a.healthy:
+                return
+            if self._now >= a.down_until:
                 self._readmit(a)
+            else:  # /health alone does not end an ejection
+                a.probes_ok_while_ejected += 1
         elif a.healthy:
             if self._now - a.last_ok < max(2.0, 3 * self.cfg.health_timeout_ms / 1000):
                 return  # it is acknowledging batches: a slow /health under load is not a failure
@@ -755,6 +831,7 @@ class Engine:
             "inflight": sum(a.inflight_messages for a in links),
             "retrying": sum(b.count for b in self._retrying.values()),
             "pending": self._pending.messages,
+            "pending_release_per_s": round(self.release_rate(), 3),
             "dead_letters": self._deadletters.messages,
         }
 
@@ -780,6 +857,8 @@ class Engine:
             **a.spec.to_json(),
             "state": a.state,
             "eligible": a.eligible,
+            "ejections": a.ejections,
+            "ejected_until": a.figures()["ejected_until"],
             "expected_share": self.router.shares()[aid],
         }
 

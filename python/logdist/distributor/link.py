@@ -3,16 +3,23 @@ probe (the GET /health).
 
 The link decides nothing about where a batch goes: it forms batches from its queue (or takes
 those the engine made ready), sends them, keeps its own counters and reports each answer to the
-engine (`LinkReports`): acked, failed (transient: network error, 5xx, 408, 429, with the
+engine (`LinkReports`): acked, failed (transient: network error, timeout, 5xx, 408, 429, with the
 Retry-After it gave) or refused (any other status: a permanent refusal), and caught_up when a
-saturated queue is down to half its cap. The engine owns eligibility (healthy, saturated) and
-everything that moves a batch elsewhere.
+saturated queue is down to half its cap. The engine owns eligibility (healthy, saturated,
+ejected) and everything that moves a batch elsewhere.
+
+Outlier detection counts delivery outcomes here: `consecutive_failures` counts the failures that
+are the analyzer's fault (no answer, a timeout, 5xx, 408) of batches sent since its last
+re-admission. A 429 is throttling, not a fault: it is retried and honours Retry-After, and it
+neither counts nor resets the streak. A permanent 4xx refuses the batch, not the analyzer: it
+resets the streak, as an acknowledgement does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -26,6 +33,20 @@ from logdist.http import parse_retry_after
 log = logging.getLogger("logdist.distributor")
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+#: ejections a link keeps on record for /api/v1/metrics (`recent_ejections`)
+_EJECTIONS_KEPT = 8
+
+
+def _loop_now() -> float:
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:  # figures read outside the loop (never in the daemon)
+        return time.monotonic()
+
+
+def _wall(loop_time: float, now: float) -> float:
+    """A loop time as Unix time (seconds, rounded to the millisecond)."""
+    return round(time.time() + (loop_time - now), 3)
 
 
 class LinkReports(Protocol):
@@ -79,9 +100,18 @@ class AnalyzerLink:
         self.saturations = 0
         self.cap = 1 << 62
         self.probe_failures = 0
-        self.flaps = 0  # ejections soon after a re-admission, in a row (lengthens the hold-down)
-        self.down_until = 0.0  # not re-admitted before this loop time
+        # Outlier ejection (the engine decides; see Engine._eject): the n-th ejection in a row
+        # holds the analyzer out for n x ejection_base_ms (capped); the level drops by one per
+        # ejection_decay_ms of healthy delivery. After a re-admission the analyzer is on
+        # probation until it acknowledges a batch: one failure then ejects it again, for longer.
+        self.ejection_level = 0
+        self.down_until = 0.0  # not re-admitted before this loop time (the ejection's end)
         self.readmitted_at = -1e9
+        self.on_probation = False
+        self.healthy_since: float | None = None  # loop time of the first ack since re-admission
+        self._ejected_at = 0.0
+        self.probes_ok_while_ejected = 0  # /health passed, but the ejection time had not ended
+        self.recent_ejections: deque[dict[str, Any]] = deque(maxlen=_EJECTIONS_KEPT)
         self.last_ok = -1e9  # loop time of the last acknowledged batch
         self.last_batch = -1e9  # loop time the last batch was formed (a busy sender lingers)
         # counters (messages unless said otherwise)
@@ -104,11 +134,47 @@ class AnalyzerLink:
 
     @property
     def state(self) -> str:
+        """removed, disabled (by the operator), up, ejected (held out until `down_until`) or
+        down (the ejection time is over, waiting for a health probe to pass)."""
         if self.closed:
             return "removed"
         if not self.enabled:
             return "disabled"
-        return "up" if self.healthy else "down"
+        if self.healthy:
+            return "up"
+        return "ejected" if _loop_now() < self.down_until else "down"
+
+    def ejection_level_at(self, now: float) -> int:
+        """The ejection level after its decay: one less per ejection_decay_ms of healthy
+        delivery (since the first acknowledgement after the last re-admission)."""
+        if not self.healthy or self.healthy_since is None:
+            return self.ejection_level
+        periods = int((now - self.healthy_since) * 1000 // self.cfg.ejection_decay_ms)
+        return max(0, self.ejection_level - periods)
+
+    def note_ejection(self, now: float, hold: float, failures: int, reason: str) -> None:
+        """Keep an ejection on record (the engine has set the level and `down_until`)."""
+        self.ejections += 1
+        self._ejected_at = now
+        self.recent_ejections.append(
+            {
+                "at": _wall(now, now),
+                "until": _wall(now + hold, now),
+                "duration_ms": round(hold * 1000, 3),
+                "level": self.ejection_level,
+                "failures": failures,
+                "on_probation": self.on_probation,
+                "reason": reason[:200],
+                "readmitted_at": None,
+                "out_ms": None,  # how long it was out of rotation, once re-admitted
+            }
+        )
+
+    def note_readmission(self, now: float) -> None:
+        self.readmitted_at = now
+        if self.recent_ejections and self.recent_ejections[-1]["readmitted_at"] is None:
+            self.recent_ejections[-1]["readmitted_at"] = _wall(now, now)
+            self.recent_ejections[-1]["out_ms"] = round((now - self._ejected_at) * 1000, 3)
 
     @property
     def inflight_messages(self) -> int:
@@ -127,6 +193,8 @@ class AnalyzerLink:
 
     def figures(self) -> dict[str, Any]:
         """The link's row of /api/v1/metrics (without the shares, which the engine adds)."""
+        now = _loop_now()
+        ejected = not self.healthy and now < self.down_until
         return {
             "id": self.id,
             "url": self.spec.url,
@@ -144,6 +212,12 @@ class AnalyzerLink:
             "inflight": self.inflight_messages,
             "batches_sent": self.batches_sent,
             "ejections": self.ejections,
+            "ejection_level": self.ejection_level_at(now),
+            "ejected_until": _wall(self.down_until, now) if ejected else None,
+            "ejection_remaining_ms": round((self.down_until - now) * 1000, 3) if ejected else 0.0,
+            "on_probation": self.on_probation,
+            "probes_ok_while_ejected": self.probes_ok_while_ejected,
+            "recent_ejections": list(self.recent_ejections),
             "saturated": self.saturated,
             "saturations": self.saturations,
             "consecutive_failures": self.consecutive_failures,
@@ -250,7 +324,9 @@ class AnalyzerLink:
                 self.acked += batch.count
                 self._reports.acked(self, batch)
             elif status is None or status >= 500 or status in (408, 429):
-                self._note_failure(batch, detail, retry_after, loop.time())
+                # a batch sent before the last re-admission says nothing about the analyzer now
+                counts = status != 429 and t0 >= self.readmitted_at
+                self._note_failure(batch, detail, retry_after, loop.time(), counts=counts)
                 self._reports.failed(self, batch, detail, retry_after)
             else:
                 self.consecutive_failures = 0  # it answered: alive, it just refuses this batch
@@ -259,9 +335,10 @@ class AnalyzerLink:
         finally:
             self.wake.set()
 
-    def _note_failure(self, batch: Batch, detail: str, retry_after: float | None, now: float) -> None:
+    def _note_failure(self, batch: Batch, detail: str, retry_after: float | None, now: float, *, counts: bool) -> None:
         self.failed += 1
-        self.consecutive_failures += 1
+        if counts:
+            self.consecutive_failures += 1
         self.last_error = detail
         batch.attempts += 1
         if retry_after is not None:

@@ -101,6 +101,8 @@ _PER_ANALYZER: list[tuple[str, str, str, str]] = [
     ("logdist_analyzer_retried_batches_total", "counter", "Retries scheduled.", "retried"),
     ("logdist_analyzer_rerouted_messages_total", "counter", "Messages moved to another analyzer.", "rerouted"),
     ("logdist_analyzer_dead_lettered_messages_total", "counter", "Messages refused permanently.", "dead_lettered"),
+    ("logdist_analyzer_ejections_total", "counter", "Times the analyzer was ejected.", "ejections"),
+    ("logdist_analyzer_ejection_remaining_seconds", "gauge", "Time left in the current ejection.", "ejection_s"),
     ("logdist_analyzer_queued_messages", "gauge", "Messages queued for the analyzer.", "queued"),
     ("logdist_analyzer_inflight_messages", "gauge", "Messages in flight to the analyzer.", "inflight"),
     ("logdist_analyzer_weight", "gauge", "Configured weight.", "weight"),
@@ -118,7 +120,7 @@ def prometheus(e: Engine, adm: Admission) -> str:
     age = e.oldest_age()
     _family(out, "logdist_oldest_message_age_seconds", "gauge", "Age of the oldest unacknowledged message.",
             [({}, round(age or 0.0, 6))])  # fmt: skip
-    rows = e.analyzer_rows()
+    rows = [{**r, "ejection_s": r["ejection_remaining_ms"] / 1000} for r in e.analyzer_rows()]
     for name, kind, help_, key in _PER_ANALYZER:
         _family(out, name, kind, help_, [({"analyzer": r["id"]}, r[key]) for r in rows])
     _family(out, "logdist_analyzer_up", "gauge", "1 when the analyzer is eligible for traffic.",

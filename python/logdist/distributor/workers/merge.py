@@ -40,7 +40,7 @@ def merge_queue(mine: dict[str, Any], others: list[dict[str, Any]]) -> dict[str,
     return out
 
 
-_ROW_MAX = ("consecutive_failures",)
+_ROW_MAX = ("consecutive_failures", "ejection_level", "ejection_remaining_ms")
 _ROW_KEEP = ("id", "url", "endpoint", "weight", "state", "eligible", "last_error", "expected_share", "saturated")
 
 
@@ -71,6 +71,10 @@ def merge_snapshot(mine: dict[str, Any], others: list[dict[str, Any]]) -> dict[s
             else:
                 row[k] = _sum([r.get(k) for r in rs])
         row["saturated"] = any(r.get("saturated") for r in rs)
+        # each worker ejects on its own deliveries: the latest end, and each worker's record
+        row["ejected_until"] = max((r["ejected_until"] for r in rs if r.get("ejected_until")), default=None)
+        row["on_probation"] = any(r.get("on_probation") for r in rs)
+        row["recent_ejections"] = [e for r in rs for e in r.get("recent_ejections") or []]
         row["eligible"] = any(r.get("eligible") for r in rs)
         merged.append(row)
     acked = sum(r["acked"] for r in merged)
