@@ -36,7 +36,7 @@ def test_slow_but_healthy_analyzer_is_ejected_for_longer_each_time(cluster: Clus
     ]  # fmt: skip
     cluster.distributor(
         {"ok": 0.5, "slow": 0.5}, analyzers=specs, ejection_base_ms=BASE_MS, ejection_max_ms=MAX_MS,
-        ejection_decay_ms=1000,
+        ejection_decay_ms=1000, health_timeout_ms=2000,
     )  # fmt: skip
     load = cluster.load("o", packet_size=50, pause=0.01).start()
 
@@ -77,7 +77,8 @@ def test_slow_but_healthy_analyzer_is_ejected_for_longer_each_time(cluster: Clus
     n = cluster.row("slow")["ejections"]
     assert call("POST", cluster.analyzers["slow"].url + "/fault", {"latency_ms": LATENCY_MS})[0] == 200
     wait_until(lambda: cluster.row("slow")["ejections"] > n, 60, "an ejection after the decay")
-    after_decay = cluster.row("slow")["recent_ejections"][-1]
+    row = cluster.row("slow")
+    after_decay = row["recent_ejections"][n - row["ejections"]]  # the first one since
     assert after_decay["level"] == 1 and after_decay["duration_ms"] == BASE_MS, after_decay
     assert call("POST", cluster.analyzers["slow"].url + "/fault", {"latency_ms": 0})[0] == 200
 
@@ -105,7 +106,10 @@ def test_health_alone_does_not_readmit_before_the_ejection_ends(cluster: Cluster
         {"id": "slow", "url": cluster.analyzers["slow"].url, "weight": 0.5, "timeout": SLOW_TIMEOUT_MS,
          "retry_count": 3},
     ]  # fmt: skip
-    cluster.distributor({"ok": 0.5, "slow": 0.5}, analyzers=specs, ejection_base_ms=600_000, ejection_max_ms=600_000)
+    cluster.distributor(
+        {"ok": 0.5, "slow": 0.5}, analyzers=specs, ejection_base_ms=600_000, ejection_max_ms=600_000,
+        health_timeout_ms=2000,
+    )  # fmt: skip
     load = cluster.load("h", packet_size=50, pause=0.01).start()
     wait_until(lambda: cluster.row("slow")["state"] == "ejected", 60, "the slow analyzer to be ejected")
     # Its health is fine, the distributor probes it (every 200 ms here) and keeps it out.
