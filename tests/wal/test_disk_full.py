@@ -227,16 +227,16 @@ def _probe(cluster: Any, i: int) -> tuple[int, Any, dict[str, str], list[str]]:
     return status, doc, headers, ids
 
 
-def _fill(cluster: Any, tag: str, accepted: list[str]) -> tuple[int, Any, dict[str, str]]:
+def _fill(cluster: Any, rnd: int, accepted: list[str]) -> tuple[int, Any, dict[str, str]]:
     """Send until the disk is full (the load, then small packets that may still fit): the
     answer that refused the last one. What got a 2xx goes to `accepted`."""
-    load = cluster.load(tag, packet_size=500, give_up_after=600).start()
+    load = cluster.load(f"r{rnd}", packet_size=500, give_up_after=600).start()
     H.wait_until(lambda: load.rejected > 0 or load.errors, 120, "ingest to refuse on a full disk")
     load.stop()
     assert not load.errors and load.count > 0, (load.count, load.errors[-3:])
     accepted += load.accepted
     for i in range(1000):
-        status, doc, headers, ids = _probe(cluster, hash(tag) % 10**6 * 1000 + i)
+        status, doc, headers, ids = _probe(cluster, (rnd + 1) * 10**6 + i)
         if status != 202:
             return status, doc, headers
         accepted += ids
@@ -264,13 +264,15 @@ def test_a_full_disk_clears_by_itself_once_the_backlog_drains(cluster: Any, smal
     accepted: list[str] = []
     for rnd in range(2):  # twice: what the first drain left behind must not fill the disk
         H.call("POST", a1.url + "/disable")  # down: everything stays held, and on disk
-        status, doc, headers = _fill(cluster, f"r{rnd}", accepted)
+        status, doc, headers = _fill(cluster, rnd, accepted)
         # Full: refused with Retry-After, nothing acknowledged, and /health says why.
         assert (status, doc["error"]) == (429, "log_full") and "retry-after" in headers, (status, doc, headers)
         assert "no space left on device" in doc["detail"], doc
         health = H.get(cluster.url + "/health")
         assert (health["status"], health["wal_full"]["error"], health["wal_disk_full"]) == ("full", "disk_full", 1)
         assert "no space left on device" in health["wal_full"]["detail"], health
+        prom = H.call("GET", cluster.url + "/metrics")[1]
+        assert "\nlogdist_wal_disk_full 1\n" in prom and "\nlogdist_wal_disk_full_total " in prom, prom[-2000:]
         # The analyzer comes back and the backlog drains: ingest recovers with nobody's help.
         H.call("POST", a1.url + "/enable")
         cluster.drained(120)

@@ -1083,7 +1083,8 @@ impl Wal {
     ///
     /// [`WalError::RecordTooLarge`] for a payload over [`MAX_RECORD_LEN`]; [`WalError::Full`]
     /// when the records would take the log past `max_bytes`; [`WalError::Closed`];
-    /// [`WalError::Io`] when a write or its fsync fails (the records are then not stored).
+    /// [`WalError::Io`] when a write or its fsync fails (the records are then not stored). A
+    /// write that finds the device full is tried once more after [`Wal::reclaim`] freed space.
     ///
     /// # Examples
     ///
@@ -1420,8 +1421,9 @@ impl Wal {
     ///
     /// # Errors
     ///
-    /// [`WalError::Closed`]; [`WalError::Io`] when the progress file cannot be written or a
-    /// segment cannot be deleted.
+    /// [`WalError::Closed`]; [`WalError::Io`] when the progress file cannot be written (on a
+    /// full device, only after [`Wal::reclaim`] freed nothing or not enough) or a segment
+    /// cannot be deleted.
     ///
     /// # Examples
     ///
