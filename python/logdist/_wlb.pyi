@@ -385,7 +385,8 @@ class Wal:
         cut. (Deleting a file frees its blocks; on a filesystem mounted with `discard` that
         journal commit stalls every concurrent fsync for 10-25 ms.) A segment whose header
         still names an older first_lsn and that holds no record of its own (a spare renamed just
-        before a crash) is deleted without a note.
+        before a crash) is deleted without a note. Spares are the first thing reclaim()
+        gives back when the device is full.
       record: len: u32, crc: u32, lsn: u64, payload (len bytes), where
         crc = crc32c(len_le ++ lsn_le ++ payload) (Castagnoli, as in iSCSI/ext4).
         In a segment the lsns are first_lsn, first_lsn + 1, ...; lsns never repeat across
@@ -453,6 +454,13 @@ class Wal:
         """Persist progress (progress.ckpt), then delete (or keep as a spare) every segment whose
         records are all delivered (the active one too: the next append starts a new segment).
         Returns the number of segments removed. Call it periodically, off the event loop."""
+    def reclaim(self) -> int:
+        """Give back the disk space the log holds but does not need: delete the spares and cut
+        every segment file to its records (a recycled one's stale frames); returns the bytes
+        freed (stats: reclaimed_bytes, reclaimed_files). Nothing stored is touched. The log
+        does it itself when a write finds the device full (ENOSPC or EDQUOT), then tries that
+        write once more; a write that still fails raises WalError with that errno and is not
+        stored. Call it when free space runs short."""
     def replay(self) -> list[tuple[int, bytes]]:
         """(lsn, payload) of every record that recovery found undelivered and that is still
         undelivered, in lsn order, read back from disk (records appended since open are not
@@ -472,7 +480,8 @@ class Wal:
         their records since open), fsyncs (group-commit fsyncs of segment data since open),
         last_fsync_seconds (float), skipped_bytes, skipped_records, lost_records (undelivered
         records recovery found damaged, see recovery_losses), recovered_records
-        (undelivered records found on open), max_bytes."""
+        (undelivered records found on open), max_bytes, reclaimed_bytes and reclaimed_files
+        (what reclaim() gave back since open: bytes, spare files deleted)."""
     def close(self) -> None:
         """Refuse new appends, wait until every write is fsynced (or failed), checkpoint, close
         the files. Idempotent; later calls of the other methods raise WalError("... closed").

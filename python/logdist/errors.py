@@ -59,6 +59,11 @@ class WalFullError(WalError):
     """The write-ahead log reached its configured byte bound; the caller must answer 429."""
 
 
+class DiskFullError(WalFullError):
+    """No room on the write-ahead log's filesystem (free space short of an append and the
+    reserve, or ENOSPC/EDQUOT even after the log gave back what it could); answered 429 too."""
+
+
 class ConfigError(LogdistError, ValueError):
     """An invalid configuration; the message names the key."""
 

@@ -92,6 +92,11 @@ impl WalPy {
             .map_err(|e| errors::wal(&e))
     }
 
+    fn reclaim(&self, py: Python<'_>) -> PyResult<u64> {
+        py.detach(|| self.inner.reclaim())
+            .map_err(|e| errors::wal(&e))
+    }
+
     fn replay<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let records = py
             .detach(|| self.inner.replay())
@@ -150,6 +155,8 @@ impl WalPy {
         d.set_item("lost_records", s.lost_records)?;
         d.set_item("recovered_records", s.recovered_records)?;
         d.set_item("max_bytes", s.max_bytes)?;
+        d.set_item("reclaimed_bytes", s.reclaimed_bytes)?;
+        d.set_item("reclaimed_files", s.reclaimed_files)?;
         Ok(d)
     }
 

@@ -31,6 +31,12 @@
 //!   overwriting blocks that are already allocated also keeps the file size (metadata) out of
 //!   most group commits.
 //!
+//! Space: when a write finds the device full (`ENOSPC`, `EDQUOT`), the log first gives back
+//! what it holds but does not need ([`Wal::reclaim`]: the spares, and the stale frames past
+//! the records of recycled segments), then tries that write once more. A write that still
+//! fails is not stored, and says so ([`WalError::is_no_space`]); the owner answers "full" and
+//! the space comes back as deliveries let [`Wal::checkpoint`] delete delivered segments.
+//!
 //! Group commit: an appender writes its frames under the state lock, then waits until a
 //! sync covers its write. The first waiter that finds no sync running becomes the leader:
 //! it waits `commit_delay` (so that more appenders join), takes the set of dirty files,
@@ -113,6 +119,29 @@ pub enum WalError {
 }
 
 impl WalError {
+    /// True for an I/O error that says the device (or the quota) is full: `ENOSPC` or
+    /// `EDQUOT`. Such a write is not stored; it may fit once space is freed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::path::PathBuf;
+    /// use wlb::wal::WalError;
+    ///
+    /// let full = WalError::Io { op: "append", path: PathBuf::new(), errno: Some(28), detail: String::new() };
+    /// assert!(full.is_no_space());
+    /// assert!(!WalError::Closed.is_no_space());
+    /// ```
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            WalError::Io { errno: Some(n), .. } => matches!(
+                io::Error::from_raw_os_error(*n).kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            ),
+            _ => false,
+        }
+    }
+
     fn io(op: &'static str, path: &Path, e: &io::Error) -> Self {
         WalError::Io {
             op,
@@ -176,6 +205,9 @@ pub struct WalStats {
     pub lost_records: u64,
     pub recovered_records: u64,
     pub max_bytes: u64,
+    /// What [`Wal::reclaim`] gave back since open: bytes, and spare files deleted.
+    pub reclaimed_bytes: u64,
+    pub reclaimed_files: u64,
 }
 
 /// Records that recovery found damaged: acknowledged as stored, not yet delivered, and now
@@ -255,6 +287,8 @@ struct State {
     appended_records: u64,
     fsyncs: u64,
     last_fsync: Duration,
+    reclaimed_bytes: u64,
+    reclaimed_files: u64,
 }
 
 impl State {
@@ -928,6 +962,8 @@ impl State {
             appended_records: 0,
             fsyncs: 0,
             last_fsync: Duration::ZERO,
+            reclaimed_bytes: 0,
+            reclaimed_files: 0,
         };
         (state, rec.report)
     }
@@ -1047,7 +1083,8 @@ impl Wal {
     ///
     /// [`WalError::RecordTooLarge`] for a payload over [`MAX_RECORD_LEN`]; [`WalError::Full`]
     /// when the records would take the log past `max_bytes`; [`WalError::Closed`];
-    /// [`WalError::Io`] when a write or its fsync fails (the records are then not stored).
+    /// [`WalError::Io`] when a write or its fsync fails (the records are then not stored). A
+    /// write that finds the device full is tried once more after [`Wal::reclaim`] freed space.
     ///
     /// # Examples
     ///
@@ -1070,10 +1107,15 @@ impl Wal {
         if st.closed {
             return Err(WalError::Closed);
         }
-        self.make_room(&mut st, need)?;
-        let first = st.next_lsn;
+        let first = match self.place(&mut st, payloads, need) {
+            Ok(first) => first,
+            // The device is full: give back what the log does not need, and try once more.
+            Err(e) if e.is_no_space() && Self::reclaim_locked(&mut st) > 0 => {
+                self.place(&mut st, payloads, need)?
+            }
+            Err(e) => return Err(e),
+        };
         let n = payloads.len() as u64;
-        self.write_frames(&mut st, payloads, need)?;
         st.written_seq += 1;
         let my_seq = st.written_seq;
         loop {
@@ -1095,6 +1137,15 @@ impl Wal {
             }
             st = self.lead_sync(st);
         }
+    }
+
+    /// Makes room for the payloads' frames (`need` bytes) and writes them; returns the lsn of
+    /// the first. Nothing is stored when it fails.
+    fn place<P: AsRef<[u8]>>(&self, st: &mut State, payloads: &[P], need: u64) -> Result<u64> {
+        self.make_room(st, need)?;
+        let first = st.next_lsn;
+        self.write_frames(st, payloads, need)?;
+        Ok(first)
     }
 
     /// Checks that `need` more bytes fit under `max_bytes`, and starts a new segment when the
@@ -1286,7 +1337,11 @@ impl Wal {
                 .write(true)
                 .open(&path)
                 .and_then(|mut f| f.write_all(&header(SEGMENT_MAGIC)).map(|()| f))
-                .map_err(|e| WalError::io("create segment", &path, &e))?,
+                .map_err(|e| {
+                    // Created but without its header (the device is full): leave nothing behind.
+                    let _ = fs::remove_file(&path);
+                    WalError::io("create segment", &path, &e)
+                })?,
         };
         if let Err(e) = sync_dir(&self.dir) {
             let _ = fs::remove_file(&path);
@@ -1366,8 +1421,9 @@ impl Wal {
     ///
     /// # Errors
     ///
-    /// [`WalError::Closed`]; [`WalError::Io`] when the progress file cannot be written or a
-    /// segment cannot be deleted.
+    /// [`WalError::Closed`]; [`WalError::Io`] when the progress file cannot be written (on a
+    /// full device, only after [`Wal::reclaim`] freed nothing or not enough) or a segment
+    /// cannot be deleted.
     ///
     /// # Examples
     ///
@@ -1426,7 +1482,13 @@ impl Wal {
             }
             (encode_checkpoint(st.next_lsn, &ranges), doomed)
         };
-        self.write_checkpoint(&body)?;
+        match self.write_checkpoint(&body) {
+            // No room for the progress file: give back what the log does not need, and retry.
+            Err(e) if e.is_no_space() && Self::reclaim_locked(&mut lock(&self.state)) > 0 => {
+                self.write_checkpoint(&body)?;
+            }
+            other => other?,
+        }
         let mut deleted = 0;
         let mut result = Ok(());
         for (first, path) in &doomed {
@@ -1469,14 +1531,88 @@ impl Wal {
     fn write_checkpoint(&self, body: &[u8]) -> Result<()> {
         let tmp = self.dir.join(CHECKPOINT_TMP);
         let dst = self.dir.join(CHECKPOINT_FILE);
-        let mut f = File::create(&tmp).map_err(|e| WalError::io("write checkpoint", &tmp, &e))?;
-        f.write_all(body)
-            .map_err(|e| WalError::io("write checkpoint", &tmp, &e))?;
-        f.sync_all()
-            .map_err(|e| WalError::io("fsync checkpoint", &tmp, &e))?;
-        drop(f);
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(body).map(|()| f))
+            .map_err(|e| WalError::io("write checkpoint", &tmp, &e))
+            .and_then(|f| {
+                f.sync_all()
+                    .map_err(|e| WalError::io("fsync checkpoint", &tmp, &e))
+            });
+        if let Err(e) = written {
+            // A partial file only takes space (the device may be full): leave nothing behind.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         fs::rename(&tmp, &dst).map_err(|e| WalError::io("rename checkpoint", &dst, &e))?;
         sync_dir(&self.dir)
+    }
+
+    /// Gives back the disk space that the log holds but does not need: deletes the spares, and
+    /// cuts every segment file to its records (a recycled segment keeps the old file's stale
+    /// frames past them). Returns the bytes freed. The log calls it itself when a write finds
+    /// the device full, before it tries that write again; call it when free space runs short.
+    /// Nothing stored is touched.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Closed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::wal::{Wal, WalOptions};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("wlb-doc-reclaim-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let wal = Wal::open(&dir, WalOptions::default())?;
+    /// let lsns = wal.append_many(&[b"a", b"b"])?;
+    /// wal.ack(&lsns);
+    /// wal.checkpoint()?; // the delivered segment is kept as a spare
+    /// assert_eq!(wal.reclaim()?, 16 + 2 * 17); // its header and two records
+    /// assert_eq!((wal.stats().reclaimed_files, wal.reclaim()?), (1, 0));
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reclaim(&self) -> Result<u64> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(WalError::Closed);
+        }
+        Ok(Self::reclaim_locked(&mut st))
+    }
+
+    /// [`Wal::reclaim`], under the state lock (no write or segment change runs meanwhile).
+    fn reclaim_locked(st: &mut State) -> u64 {
+        let mut freed = 0;
+        let mut kept = Vec::new();
+        for spare in std::mem::take(&mut st.spares) {
+            let len = fs::metadata(&spare).map_or(0, |m| m.len());
+            match fs::remove_file(&spare) {
+                Ok(()) => {
+                    freed += len;
+                    st.reclaimed_files += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => kept.push(spare), // still a spare: reused by the next segment
+            }
+        }
+        st.spares = kept;
+        for seg in st.segments.values() {
+            let Ok(len) = fs::metadata(&seg.path).map(|m| m.len()) else {
+                continue;
+            };
+            let cut = len > seg.bytes
+                && OpenOptions::new()
+                    .write(true)
+                    .open(&seg.path)
+                    .and_then(|f| f.set_len(seg.bytes))
+                    .is_ok();
+            if cut {
+                freed += len - seg.bytes;
+            }
+        }
+        st.reclaimed_bytes += freed;
+        freed
     }
 
     /// Every record that recovery found undelivered and that is still undelivered now, as
@@ -1573,6 +1709,8 @@ impl Wal {
             lost_records: self.recovery.lost_records,
             recovered_records: self.recovery.recovered_records,
             max_bytes: self.opts.max_bytes,
+            reclaimed_bytes: st.reclaimed_bytes,
+            reclaimed_files: st.reclaimed_files,
         }
     }
 

@@ -711,3 +711,36 @@ fn scattered_flips_lose_exactly_the_records_they_hit() {
         );
     }
 }
+
+#[test]
+fn reclaim_gives_back_spares_and_stale_frames_only() {
+    let d = TempDir::new("reclaim");
+    let seg = 1000 + 2 * SEGMENT_HEADER_LEN;
+    let wal = Wal::open(&d.0, opts(seg, 1 << 20)).unwrap();
+    for _ in 0..3 {
+        wal.append(&[b's'; 1000]).unwrap();
+    }
+    wal.ack(&[0, 1, 2]);
+    assert_eq!(wal.checkpoint().unwrap(), 3); // two kept as spares
+    assert_eq!(wal.append(b"small").unwrap(), 3); // over a spare: its stale frames follow
+    let path = d.0.join(segment_name(3));
+    assert_eq!(fs::metadata(&path).unwrap().len(), seg);
+    let used = 2 * SEGMENT_HEADER_LEN + 5;
+    assert_eq!(wal.reclaim().unwrap(), seg + (seg - used));
+    assert_eq!(fs::metadata(&path).unwrap().len(), used);
+    let st = wal.stats();
+    assert_eq!(
+        (st.reclaimed_files, st.reclaimed_bytes),
+        (1, 2 * seg - used)
+    );
+    assert_eq!(wal.reclaim().unwrap(), 0);
+    assert_eq!(wal.append(b"more").unwrap(), 4);
+    wal.close().unwrap();
+    assert_eq!(wal.reclaim(), Err(WalError::Closed));
+    let wal = Wal::open(&d.0, opts(seg, 1 << 20)).unwrap();
+    assert!(wal.recovery().notes.is_empty());
+    assert_eq!(
+        wal.replay().unwrap(),
+        [(3, b"small".to_vec()), (4, b"more".to_vec())]
+    );
+}

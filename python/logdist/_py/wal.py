@@ -15,6 +15,11 @@ format, all integers little-endian:
   after the last record have lsns below first_lsn, never taken for records (nor for damage
   when the segment holds every lsn it should).
 
+Space: when a write finds the device full (ENOSPC, EDQUOT), the log first gives back what it
+holds but does not need (reclaim: the spares, and the stale frames past the records of recycled
+segments), then tries that write once more; a write that still fails is not stored and raises
+WalError with that errno (see Wal::reclaim in wal.rs).
+
 Recovery resynchronises over a damaged record on the next intact one and reports exactly the
 records lost (recovery_losses); see the class doc in _wlb.pyi and scan_segment in wal.rs.
   (Freeing blocks on a ``discard`` mount stalls concurrent fsyncs for 10-25 ms; see wal.rs.)
@@ -28,6 +33,7 @@ GIL, so threads really do overlap.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno as _errno
 import os
 import struct
@@ -125,6 +131,15 @@ def _io_error(op: str, path: Path | str, exc: OSError) -> WalError:
     if exc.errno is None:
         return WalError(f"write-ahead log {op} failed on {path}: {exc}")
     return WalError(exc.errno, f"write-ahead log {op} failed: {exc.strerror}", str(path))
+
+
+#: errnos of a full device: a write that failed with one is not stored, and may fit later
+NO_SPACE_ERRNOS = frozenset({_errno.ENOSPC, _errno.EDQUOT})
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """True for an OSError (WalError) that says the device or the quota is full."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
 
 
 def _count_frames(data: bytes, pos: int) -> int:
@@ -401,6 +416,8 @@ class Wal:
         self._appended_records = 0
         self._fsyncs = 0
         self._last_fsync = 0.0
+        self._reclaimed_bytes = 0
+        self._reclaimed_files = 0
         self._notes: list[str] = []
         self._skipped_bytes = 0
         self._skipped_records = 0
@@ -577,23 +594,36 @@ class Wal:
         with self._lock:
             if self._closed:
                 raise WalError("write-ahead log is closed")
-            active_first, f = self._room_for(need)
-            first = self._next_lsn
-            self._write_frames(active_first, f, first, payloads)
-            seg = self._segments[active_first]
-            seg.bytes += need
-            seg.records += n
-            seg.undelivered += n
-            self._total += need
-            self._next_lsn = first + n
-            self._undelivered.update(range(first, first + n))
-            if not self._dirty or self._dirty[-1] is not f:
-                self._dirty.append(f)
+            try:
+                first = self._place(payloads, need)
+            except WalError as exc:
+                # The device is full: give back what the log does not need, and try once more.
+                if not is_no_space(exc) or not self._reclaim_locked():
+                    raise
+                first = self._place(payloads, need)
             self._written_seq += 1
             self._wait_synced(self._written_seq, first, n)
             self._appends += 1
             self._appended_records += n
             return list(range(first, first + n))
+
+    def _place(self, payloads: Sequence[bytes], need: int) -> int:
+        """Make room for the payloads' frames (`need` bytes) and write them, under the lock;
+        returns the lsn of the first. Nothing is stored when it fails."""
+        active_first, f = self._room_for(need)
+        first = self._next_lsn
+        n = len(payloads)
+        self._write_frames(active_first, f, first, payloads)
+        seg = self._segments[active_first]
+        seg.bytes += need
+        seg.records += n
+        seg.undelivered += n
+        self._total += need
+        self._next_lsn = first + n
+        self._undelivered.update(range(first, first + n))
+        if not self._dirty or self._dirty[-1] is not f:
+            self._dirty.append(f)
+        return first
 
     def _room_for(self, need: int) -> tuple[int, _File]:
         """The active segment for a batch of `need` bytes, new if it would overflow; under the lock.
@@ -711,6 +741,10 @@ class Wal:
                 f = _File(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
                 f.write(memoryview(SEGMENT_MAGIC + _U64.pack(first)))
             except OSError as exc:
+                # Created but without its header (the device is full): leave nothing behind.
+                f = None
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
                 raise _io_error("create segment", path, exc) from exc
         try:
             _sync_dir(self._dir)
@@ -799,7 +833,14 @@ class Wal:
                 if self._next_lsn > start:
                     ranges.append((start, self._next_lsn))
                 body = _encode_checkpoint(self._next_lsn, ranges)
-            self._write_checkpoint(body)
+            try:
+                self._write_checkpoint(body)
+            except WalError as exc:
+                # No room for the progress file: give back what the log does not need, and retry.
+                with self._lock:
+                    if not is_no_space(exc) or not self._reclaim_locked():
+                        raise
+                self._write_checkpoint(body)
             deleted = 0
             for first, path in doomed:
                 if not self._keep_as_spare(path):
@@ -842,12 +883,54 @@ class Wal:
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
+            # A partial file only takes space (the device may be full): leave nothing behind.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise _io_error("write checkpoint", tmp, exc) from exc
         try:
             os.replace(tmp, dst)
         except OSError as exc:
             raise _io_error("rename checkpoint", dst, exc) from exc
         _sync_dir(self._dir)
+
+    def reclaim(self) -> int:
+        """Give back the disk space the log holds but does not need (see Wal::reclaim in
+        wal.rs); returns the bytes freed."""
+        with self._lock:
+            if self._closed:
+                raise WalError("write-ahead log is closed")
+            return self._reclaim_locked()
+
+    def _reclaim_locked(self) -> int:
+        """reclaim(), under the lock (no write or segment change runs meanwhile)."""
+        freed = 0
+        kept = []
+        for spare in self._spares:
+            try:
+                size = spare.stat().st_size
+            except OSError:
+                size = 0
+            try:
+                spare.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError:
+                kept.append(spare)  # still a spare: reused by the next segment
+                continue
+            freed += size
+            self._reclaimed_files += 1
+        self._spares = kept
+        for seg in self._segments.values():
+            try:
+                size = seg.path.stat().st_size
+                if size <= seg.bytes:
+                    continue
+                os.truncate(seg.path, seg.bytes)
+            except OSError:
+                continue
+            freed += size - seg.bytes
+        self._reclaimed_bytes += freed
+        return freed
 
     # -- reading back -----------------------------------------------------------------------
 
@@ -905,6 +988,8 @@ class Wal:
                 "lost_records": self._lost_records,
                 "recovered_records": self._recovered,
                 "max_bytes": self._max_bytes,
+                "reclaimed_bytes": self._reclaimed_bytes,
+                "reclaimed_files": self._reclaimed_files,
             }
 
     # -- closing ----------------------------------------------------------------------------

@@ -786,7 +786,9 @@ class Engine:
             return "recovery_failed"
         if self._recovering or not self._accepting:
             return "recovering" if self._recovering else "stopping"
-        return "degraded" if self._store.data_loss() is not None else "ok"
+        if self._store.data_loss() is not None:
+            return "degraded"
+        return "full" if self._store.full() is not None else "ok"
 
     def data_loss(self) -> dict[str, object] | None:
         """Stored messages lost to damage on disk, until an operator acknowledges it."""

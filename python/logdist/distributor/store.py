@@ -68,6 +68,12 @@ class Store(Protocol):
         """Forget the pending loss report; returns it (None when there was none)."""
         ...
 
+    def full(self) -> dict[str, object] | None:
+        """Why appends are refused now for want of room ({"error": "disk_full" | "log_full",
+        "detail", "since"}), or None: /health then says "full". It clears by itself once
+        deliveries free room."""
+        ...
+
     def stats(self) -> dict[str, object]:
         """Extra figures for /api/v1/metrics and /health (log bytes, segments, ...)."""
         ...
@@ -99,6 +105,9 @@ class MemoryStore:
         return None
 
     async def acknowledge_loss(self) -> dict[str, object] | None:
+        return None
+
+    def full(self) -> dict[str, object] | None:
         return None
 
     def stats(self) -> dict[str, object]:

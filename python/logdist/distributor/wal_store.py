@@ -27,6 +27,21 @@ acknowledges it (acknowledge_loss, POST /api/v1/wal/acknowledge-loss) or the dis
 gracefully (close(): the next start is a clean one). A crash keeps the report: the next start
 shows it again, together with anything new.
 
+Space: the log shares its filesystem with the keys file, the progress file and the dead
+letters, so appends never take its last bytes. Before each append (one call per group of
+requests), the free space on the log's filesystem (one statvfs) must hold the append plus a
+reserve: RESERVE_BYTES, twice the progress file, and the dedup keys still to be written. When
+it does not, or when a write finds the device full anyway (ENOSPC, EDQUOT: another writer
+filled it), the log first gives back what it holds but does not need (Wal.reclaim: the spare
+segment files, the stale frames of recycled ones) and tries again; if there is still no room,
+the append is refused with DiskFullError (a WalFullError: ingest answers 429 with Retry-After)
+and nothing of it is acknowledged. The store is then "full"
+(`full()`, and "wal_full" in its figures: why, since when) until an append succeeds again, or a
+checkpoint leaves room for one: delivered segments are deleted as the backlog drains, so a full
+disk clears by itself, with no operator action. The keys file has the same care: a write cut
+short by a full device is cut back (it never leaves half a key), and a rewrite (compaction)
+that finds no room is put off and the new keys are appended instead.
+
 All log I/O runs in worker threads (asyncio.to_thread); the Rust log releases the GIL there.
 Appends are batched here as well: the parts of every request that arrives while a log write
 is in flight go into the next single append_many call (at most `max_inflight` calls at once,
@@ -38,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -64,7 +80,7 @@ from logdist.distributor.walrecord import (
     lost_messages,
     record_messages,
 )
-from logdist.errors import WalFullError
+from logdist.errors import DiskFullError, WalFullError
 
 log = logging.getLogger("logdist.distributor.wal")
 
@@ -73,6 +89,29 @@ _Pending = tuple[Sequence[Part], Key | None, int, "asyncio.Future[list[int]]"]
 #: the pending data-loss report, in the log directory (see the module doc)
 LOSS_FILE = "data-loss.json"
 _LOSS_STRETCHES_MAX = 100  # stretches listed in a report (the totals count them all)
+
+#: free space an append must leave on the log's filesystem (beyond the progress file and the
+#: dedup keys still to be written): room for a checkpoint, the keys file and dead letters
+RESERVE_BYTES = 256 << 10
+_ROOM_BYTES = 1 << 20  # room for appends (at most a segment) at which a checkpoint ends "full"
+_KEY_OVERHEAD = 12  # bytes of a key in the keys file beyond its two strings (walrecord.py)
+_FRAME = 16  # a log record's frame header, and a segment's header (crates/wlb/src/wal.rs)
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """True for an OSError (WalError) that says the device or the quota is full."""
+    return isinstance(exc, OSError) and exc.errno in _NO_SPACE
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem of `path`."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _stamp_bytes(stamps: Iterable[Stamp]) -> int:
+    return sum(len(e) + len(p) + _KEY_OVERHEAD for (e, p), _ in stamps)
 
 
 def wal_class() -> Any:
@@ -121,6 +160,7 @@ class WalStore:
         self._queue: list[_Pending] = []
         self._packet_keys = packet_keys
         self._unsaved: list[Stamp] = []  # stored since the keys file was last written
+        self._unsaved_bytes = 0  # about what they take in the keys file
         self._saved = 0  # keys in the keys file
         self.dedup_window = dedup_window
         self._inflight = 0
@@ -133,10 +173,22 @@ class WalStore:
         self.lost_records = 0  # found lost by this process's recovery
         self.lost_messages = 0
         self._loss: dict[str, Any] | None = None  # the pending (unacknowledged) loss report
+        # Space (see the module doc): free bytes at the last look, the progress file's size, and
+        # why appends are refused (None: they are not).
+        self._free: int | None = None
+        self._ckpt_bytes = 0
+        self._full: dict[str, Any] | None = None
+        self._full_since = 0.0
+        self.disk_full_refusals = 0
 
     def _open(self) -> None:
         if self.wal is None:
             self.wal = (self._cls or wal_class())(self.path, **self._opts)
+
+    def _unsave(self, stamps: list[Stamp]) -> None:
+        """Keys stored since the keys file was last written (saved at the next checkpoint)."""
+        self._unsaved.extend(stamps)
+        self._unsaved_bytes += _stamp_bytes(stamps)
 
     def _read_keys(self, where: Path) -> tuple[list[Stamp], bool]:
         """The keys file in `where`, oldest first ([] when there is none or it is unreadable;
@@ -164,26 +216,56 @@ class WalStore:
         if not self._unsaved:
             return
         new, self._unsaved = self._unsaved, []
+        size, self._unsaved_bytes = self._unsaved_bytes, 0
         try:
             if self._packet_keys is not None and self._saved + len(new) > 2 * self.dedup_window:
                 keys = self._packet_keys()
-                await asyncio.to_thread(self._write_keys, keys, True)
-                self._saved = len(keys)
-            else:
-                await asyncio.to_thread(self._write_keys, new, False)
-                self._saved += len(new)
+                if await asyncio.to_thread(self._save_keys, keys, True):
+                    self._saved = len(keys)
+                    return
+            await asyncio.to_thread(self._save_keys, new, False)
+            self._saved += len(new)
         except BaseException:
             self._unsaved[:0] = new  # written next time
+            self._unsaved_bytes += size
             raise
+
+    def _save_keys(self, keys: list[Stamp], rewrite: bool) -> bool:
+        """Worker thread: _write_keys, retried once when the log could give space back. A
+        rewrite (compaction) that finds no room is put off: False (append the new keys)."""
+        for attempt in (1, 2):
+            try:
+                self._write_keys(keys, rewrite)
+                return True
+            except OSError as exc:
+                if not is_no_space(exc):
+                    raise
+                if attempt == 1 and self._reclaim() > 0:
+                    continue
+                if rewrite:
+                    log.warning("write-ahead log: no room to rewrite %s; appending to it instead", KEYS_FILE)
+                    return False
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _write_keys(self, keys: list[Stamp], rewrite: bool) -> None:
         dst = self.path / KEYS_FILE
         out = encode_keys(keys, header=rewrite or not dst.exists())
         target = self.path / (KEYS_FILE + ".tmp") if rewrite else dst
         with open(target, "wb" if rewrite else "ab") as fh:
-            fh.write(out)
-            fh.flush()
-            os.fsync(fh.fileno())
+            end = fh.tell()
+            try:
+                fh.write(out)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError:
+                # Cut short (a full device): never leave half a key, which would garble the
+                # keys appended after it; a rewrite's copy only takes space.
+                with contextlib.suppress(OSError):
+                    fh.truncate(end)
+                if rewrite:
+                    target.unlink(missing_ok=True)
+                raise
         if rewrite:
             os.replace(target, dst)
 
@@ -216,7 +298,7 @@ class WalStore:
                 continue
             for k, h in keys:
                 remember(k, h)
-            self._unsaved.extend(keys)
+            self._unsave(keys)
             log.warning("write-ahead log: took over %d undelivered messages from %s", n, src)
         await asyncio.to_thread(self.wal.close)
         self.wal = None
@@ -245,7 +327,7 @@ class WalStore:
                 continue
             if key is not None:
                 remember(key, content_hash)
-                self._unsaved.append((key, content_hash))
+                self._unsave([(key, content_hash)])
             parts.append((lsn, part, count, target))
         self.undecodable_records += len(bad)
         if bad:
@@ -324,6 +406,9 @@ class WalStore:
         """Store.recover: open the log, hand the previous run's dedup keys and content hashes
         to `remember` (oldest first), and yield every part not fully acknowledged."""
         await asyncio.to_thread(self._open)
+        await asyncio.to_thread(self._drop_leftovers)
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self._look)
         await asyncio.to_thread(self._account_losses)
         keys, current = await asyncio.to_thread(self._read_keys, self.path)
         if not current:  # the new format is appended to it from now on: convert it first
@@ -362,21 +447,14 @@ class WalStore:
         try:
             payloads = [rec for parts, key, h, _ in batch for rec in encode_parts(parts, key, h)]
             try:
-                lsns: list[int] = await asyncio.to_thread(self.wal.append_many, payloads)
-            except WalFullError:
+                lsns: list[int] = await asyncio.to_thread(self._append, payloads)
+            except WalFullError as exc:
+                self._refused(exc)
                 if self._acked_lsns:  # the full log waits on delivered records: free them now
                     self._delivered(())
                 if len(batch) == 1:
                     raise
-                # Together they do not fit; alone some may: give each request its own answer.
-                for parts, key, h, fut in batch:
-                    try:
-                        mine = await asyncio.to_thread(self.wal.append_many, encode_parts(parts, key, h))
-                    except Exception as exc:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    else:
-                        self._stored(parts, (key, h), fut, mine)
+                await self._write_each(batch)  # together they do not fit; alone some may
                 return
             i = 0
             for parts, key, h, fut in batch:
@@ -396,6 +474,100 @@ class WalStore:
             if self._queue:
                 self._flush_queue()
 
+    async def _write_each(self, batch: list[_Pending]) -> None:
+        """Append each request of `batch` on its own, and give each its own answer."""
+        for parts, key, h, fut in batch:
+            try:
+                mine = await asyncio.to_thread(self._append, encode_parts(parts, key, h))
+            except Exception as exc:
+                if isinstance(exc, WalFullError):
+                    self._refused(exc)
+                if not fut.done():
+                    fut.set_exception(exc)
+            else:
+                self._stored(parts, (key, h), fut, mine)
+
+    # -- space (see the module doc) ----------------------------------------------------------
+
+    def _reserve(self) -> int:
+        """Free bytes an append must leave: RESERVE_BYTES, twice the progress file, and the
+        keys still to be written."""
+        return RESERVE_BYTES + 2 * self._ckpt_bytes + self._unsaved_bytes
+
+    def _look(self) -> int:
+        """Worker thread: the free bytes now (one statvfs); appends may take all but the
+        reserve of them."""
+        self._free = free = free_bytes(self.path)
+        return free
+
+    def _reclaim(self) -> int:
+        """Worker thread: what the log gives back (spares, stale frames); bytes freed."""
+        freed = int(self.wal.reclaim())
+        if freed:
+            log.warning("write-ahead log: space is short; gave back %d bytes it did not need", freed)
+        return freed
+
+    def _append(self, payloads: list[bytes]) -> list[int]:
+        """Worker thread: Wal.append_many, when the filesystem has room for it and the reserve;
+        DiskFullError when it has not, even after the log gave back what it could."""
+        need = sum(len(p) for p in payloads) + _FRAME * (len(payloads) + 1)  # + a segment header
+        if need > self._look() - self._reserve():
+            self._reclaim()
+            free = self._look()
+            if need > free - self._reserve():
+                raise DiskFullError(
+                    f"no space left on device for the write-ahead log: {free} bytes free on {self.path}, "
+                    f"{need} needed and {self._reserve()} kept in reserve"
+                )
+        try:
+            lsns: list[int] = self.wal.append_many(payloads)
+        except OSError as exc:
+            if not is_no_space(exc):  # the log already gave back what it could, and retried
+                raise
+            raise DiskFullError(f"no space left on device for the write-ahead log: {exc}") from exc
+        return lsns
+
+    def _refused(self, exc: WalFullError) -> None:
+        """An append was refused for want of room: the store is full until there is room again."""
+        disk = isinstance(exc, DiskFullError)
+        code = "disk_full" if disk else "log_full"
+        self.disk_full_refusals += disk
+        if self._full is not None and self._full["error"] == code:
+            self._full["detail"] = str(exc)
+            return
+        self._full_since = time.monotonic()
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._full = {"error": code, "detail": str(exc), "since": since}
+        log.warning("write-ahead log full (%s): refusing ingest until deliveries free room: %s", code, exc)
+
+    def _room_again(self, why: str) -> None:
+        if self._full is not None:
+            log.warning(
+                "write-ahead log has room again after %.1f s (%s): taking ingest",
+                time.monotonic() - self._full_since,
+                why,
+            )
+        self._full = None
+
+    def _has_room(self) -> bool:
+        """Worker thread, after a checkpoint: room for appends (a segment, at most 1 MiB) on
+        disk and under max_bytes."""
+        want = min(self._opts["segment_bytes"], _ROOM_BYTES)
+        st = self.wal.stats()
+        return bool(st["bytes"] + want <= st["max_bytes"] and self._look() - self._reserve() >= want)
+
+    def full(self) -> dict[str, Any] | None:
+        """Store.full: why appends are refused now ({"error", "detail", "since"}), or None."""
+        return self._full
+
+    def _drop_leftovers(self) -> None:
+        """Worker thread, at start: drop the partial copy of a keys rewrite cut short by a
+        crash; note the progress file's size (for the reserve)."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / (KEYS_FILE + ".tmp")).unlink()
+        with contextlib.suppress(OSError):
+            self._ckpt_bytes = (self.path / "progress.ckpt").stat().st_size
+
     def _stored(
         self, parts: Sequence[Part], stamp: tuple[Key | None, int], fut: asyncio.Future[list[int]], lsns: list[int]
     ) -> None:
@@ -409,7 +581,9 @@ class WalStore:
             remaining[lsn] = part[1]
         key, h = stamp
         if key is not None:
-            self._unsaved.append((key, h))
+            self._unsave([(key, h)])
+        if self._full is not None:
+            self._room_again("an append succeeded")
         fut.set_result(lsns)
 
     def ack_chunks(self, chunks: Iterable[Chunk]) -> None:
@@ -467,19 +641,30 @@ class WalStore:
 
     async def checkpoint(self) -> int:
         """Hand the deliveries so far to the log, persist progress and recycle delivered
-        segments (in a worker thread); returns the number of segments recycled."""
+        segments (in a worker thread); returns the number of segments recycled. A full store
+        takes appends again when that left room for them."""
         await self._persist_keys()  # first: the checkpoint may recycle the records holding them
         acked, self._acked_lsns = self._acked_lsns, []
-        return await asyncio.to_thread(self._ack_and_checkpoint, acked)
+        recycled, room = await asyncio.to_thread(self._ack_and_checkpoint, acked)
+        if room and self._full is not None:
+            self._room_again("delivered segments were recycled")
+        return recycled
 
-    def _ack_and_checkpoint(self, acked: list[int]) -> int:
-        """Worker thread: record the deliveries, persist progress, recycle delivered segments."""
+    def _ack_and_checkpoint(self, acked: list[int]) -> tuple[int, bool]:
+        """Worker thread: record the deliveries, persist progress, recycle delivered segments;
+        (segments recycled, whether there is room for appends now)."""
         try:
             self.wal.ack(acked)
         except BaseException:
             self._acked_lsns[:0] = acked  # handed over by the next try
             raise
-        return int(self.wal.checkpoint())
+        recycled = int(self.wal.checkpoint())
+        with contextlib.suppress(OSError):
+            self._ckpt_bytes = (self.path / "progress.ckpt").stat().st_size
+        try:
+            return recycled, self._full is not None and self._has_room()
+        except OSError:  # statvfs: the next append looks again
+            return recycled, False
 
     async def close(self) -> None:
         self._closed = True
@@ -536,6 +721,13 @@ class WalStore:
             "wal_undecodable_records": self.undecodable_records,
             "wal_lost_records_total": self.lost_records,
             "wal_lost_messages_total": self.lost_messages,
+            "wal_free_bytes": self._free,
+            "wal_reserve_bytes": self._reserve(),
+            "wal_disk_full": int(self._full is not None and self._full["error"] == "disk_full"),
+            "wal_disk_full_total": self.disk_full_refusals,
+            "wal_reclaimed_bytes_total": st.get("reclaimed_bytes", 0),
+            "wal_reclaimed_files_total": st.get("reclaimed_files", 0),
+            **({"wal_full": self._full} if self._full is not None else {}),
         }
 
 
