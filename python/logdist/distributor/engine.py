@@ -88,6 +88,7 @@ class Engine:
         self._started = time.time()
         # totals (messages)
         self.held = 0  # accepted, not yet acknowledged (or dead-lettered)
+        self.held_bytes = 0  # their payload: payload_bytes of their chunks (queue_bytes bounds it)
         self._acked = 0
         self._dead_lettered = 0
         self._split_batches = 0  # refused batches split in two to isolate the refused messages
@@ -121,6 +122,7 @@ class Engine:
             recovered = 0
             async for token, part, count, target in self._store.recover(self._ledger.remember):
                 self.held += count
+                self.held_bytes += len(part) + 1
                 recovered += count
                 self._place_recovered(target, Chunk(part, count, token, now))
             if recovered:
@@ -152,6 +154,7 @@ class Engine:
             n = 0
             for (data, count, target), token in zip(parts, tokens, strict=True):
                 self.held += count
+                self.held_bytes += len(data) + 1
                 n += count
                 self._place_recovered(target, Chunk(data, count, token, now))
             await asyncio.to_thread(self._leftover.remove, path)
@@ -272,6 +275,7 @@ class Engine:
     def place(self, packet: Admitted) -> None:
         """Queue an admitted packet's chunks, each to its analyzer (or pending)."""
         self.held += packet.count
+        self.held_bytes += packet.nbytes
         for target, chunk in packet.chunks.items():
             self._push(target, chunk)
 
@@ -365,9 +369,16 @@ class Engine:
     def acked(self, link: AnalyzerLink, batch: Batch) -> None:
         link.refused_in_a_row = 0
         self._acked += batch.count
-        self.held -= batch.count
+        self._release(batch)
         if not self._store.noop:
             self._store.ack_chunks(batch.chunks)
+
+    def _release(self, batch: Batch) -> None:
+        """A batch leaves `held` (acknowledged or dead-lettered)."""
+        self.held -= batch.count
+        self.held_bytes -= payload_bytes(batch.chunks)
+        if not self.held:  # a re-split that re-serialised a message cannot leave the bound stuck
+            self.held_bytes = 0
 
     def failed(self, link: AnalyzerLink, batch: Batch, detail: str, retry_after: float | None) -> None:
         if link.eligible and link.consecutive_failures >= self.cfg.eject_after:
@@ -405,7 +416,7 @@ class Engine:
         log.warning("dead-lettered %d messages refused by %s: %s", batch.count, link.id, detail[:200])
         link.dead_lettered += batch.count
         self._dead_lettered += batch.count
-        self.held -= batch.count
+        self._release(batch)
         if not self._store.noop:
             self._store.ack_chunks(batch.chunks)
 
@@ -694,6 +705,7 @@ class Engine:
             else:
                 (token,) = await self._store.append([(body[1:-1], count)])
             self.held += count
+            self.held_bytes += len(body) - 1
             self._resplit(Chunk(body[1:-1], count, token, self._now))
             self._deadletters.remove(dl_id)
             replayed += 1
@@ -736,6 +748,7 @@ class Engine:
         return {
             "acked": self._acked,
             "held": self.held,
+            "held_bytes": self.held_bytes,
             "pending": self._pending.messages,
             "dead_lettered": self._dead_lettered,
             "dead_letters": self._deadletters.messages,
@@ -749,6 +762,8 @@ class Engine:
         links = self._links.values()
         return {
             "size": self.held,
+            "bytes": self.held_bytes,
+            "capacity_bytes": self.cfg.queue_bytes,
             "oldest_age_s": round(age, 3) if age is not None else None,
             "capacity": self.cfg.queue_size,
             "queued": sum(a.queued_messages for a in links),
@@ -800,6 +815,12 @@ class Engine:
         if not borns:
             return None
         return max(0.0, self._now - min(borns))
+
+
+def payload_bytes(chunks: Iterable[Chunk]) -> int:
+    """What chunks weigh against queue_bytes: their messages' JSON text, one separator each
+    (so a chunk split into pieces, or re-routed, weighs the same as before)."""
+    return sum(len(c.data) + 1 for c in chunks)
 
 
 #: the application's engine
