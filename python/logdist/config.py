@@ -19,8 +19,9 @@ Distributor keys of logdist's own (all optional, defaults in DistributorConfig):
   must arrive within it, else the connection is closed), body_timeout_s (a body must arrive
   within it of its head, else 408 and close), keepalive_timeout_s (an idle kept-alive
   connection is closed after it), max_connections (connections served at once, per process;
-  over it /health still answers and anything else gets 503; lowered at start to fit
-  RLIMIT_NOFILE), these five read at start only,
+  over it /health still answers and anything else gets 503; the soft RLIMIT_NOFILE is
+  raised for it at start, and the bound lowered if the hard limit cannot hold it), these five
+  read at start only,
   max_decoded_bytes (gzip bound), max_encoded_members (gzip members, or deflate streams, one body may
   hold), max_messages_per_packet, batch_max_messages, batch_max_bytes,
   linger_ms (how long a busy sender lets a batch fill: busy = a batch in flight, or in wal mode

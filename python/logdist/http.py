@@ -252,11 +252,13 @@ class ConnectionLimits:
     @classmethod
     def within_fd_limit(cls, max_connections: int, header_timeout_s: float, body_timeout_s: float) -> ConnectionLimits:
         """Limits whose connections, spare slots included, fit in RLIMIT_NOFILE with a reserve
-        of fds for everything else: `max_connections` is lowered (and a warning logged) when
-        the fd limit cannot hold it, so a flood is refused, never met by EMFILE."""
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        of fds for everything else (FD_RESERVE_MIN, or a quarter of the limit). The soft limit
+        is raised towards the hard one when it is too low (as Go's runtime and nginx do); if
+        it still cannot hold them, `max_connections` is lowered, with a warning, so that a
+        flood is refused, never met by EMFILE."""
         room = max_connections + spare_for(max_connections)
-        if soft != resource.RLIM_INFINITY:
+        soft = _raise_fd_limit(max(room + FD_RESERVE_MIN, -(-room * 4 // 3)))
+        if soft is not None:
             room = min(room, soft - max(FD_RESERVE_MIN, soft // 4))
         spare = spare_for(room)
         usable = max(1, room - spare)
@@ -294,6 +296,22 @@ class ConnectionLimits:
             "connections_refused": self.refused,
             **{f"connections_timed_out_{phase}": n for phase, n in self.timed_out.items()},
         }
+
+
+def _raise_fd_limit(want: int) -> int | None:
+    """The soft RLIMIT_NOFILE, raised to `want` (at most the hard limit) when it is lower;
+    None when unlimited."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    if soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise RLIMIT_NOFILE from %d to %d: %s", soft, target, exc)
+    return int(soft)
 
 
 def spare_for(max_connections: int) -> int:

@@ -13,6 +13,10 @@ import socket
 import threading
 from pathlib import Path
 
+import pytest
+
+from logdist.config import ConfigError, parse_distributor_config
+
 from .conftest import Cluster, assert_zero_loss, call, get, packet, wait_until
 from .test_connections import held, read_answer
 
@@ -133,3 +137,21 @@ def test_held_messages_stay_under_queue_bytes(cluster: Cluster) -> None:
     assert get(cluster.url + "/queue")["bytes"] == 0
     assert_zero_loss(accepted, {"a1": cluster.ids("a1")})
     assert get(cluster.url + "/api/v1/metrics")["totals"]["held_bytes"] == 0
+
+
+def test_the_bounds_are_validated_naming_the_key() -> None:
+    for doc, key in [
+        ({"queue_bytes": 0}, "queue_bytes"),
+        ({"ingest_buffer_bytes": 1000}, "ingest_buffer_bytes"),  # below max_body_bytes
+        ({"max_connections": 0}, "max_connections"),
+        ({"header_timeout_s": 0}, "header_timeout_s"),
+        ({"body_timeout_s": -1}, "body_timeout_s"),
+        ({"keepalive_timeout_s": "75"}, "keepalive_timeout_s"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            parse_distributor_config(doc)
+        assert err.value.key == key, (doc, err.value)
+    cfg = parse_distributor_config({})
+    assert (cfg.queue_bytes, cfg.ingest_buffer_bytes) == (256 * MIB, 64 * MIB)
+    timeouts = (cfg.header_timeout_s, cfg.body_timeout_s, cfg.keepalive_timeout_s)
+    assert timeouts == (10, 30, 75) and cfg.max_connections == 1024
