@@ -155,3 +155,24 @@ def test_the_bounds_are_validated_naming_the_key() -> None:
     assert (cfg.queue_bytes, cfg.ingest_buffer_bytes) == (256 * MIB, 64 * MIB)
     timeouts = (cfg.header_timeout_s, cfg.body_timeout_s, cfg.keepalive_timeout_s)
     assert timeouts == (10, 30, 75) and cfg.max_connections == 1024
+
+
+def test_held_bytes_survive_a_kill_and_drain_to_zero(cluster: Cluster) -> None:
+    """wal mode: the held bytes after a kill -9 and recovery are what they were before it (the
+    recovered parts are counted as the accepted chunks were), and they drain to 0."""
+    port = free_port()
+    down = {"id": "a1", "url": f"http://127.0.0.1:{port}", "weight": 1.0}
+    dist = cluster.distributor({}, analyzers=[down], durability="wal")
+    ids = [f"w{i}" for i in range(40)]
+    for i in range(0, 40, 4):
+        assert call("POST", cluster.url + "/logs", packet(ids[i : i + 4], "w", f"p{i}"))[0] == 202
+    before = get(cluster.url + "/queue")
+    assert before["size"] == 40 and before["bytes"] > 0, before
+    dist.kill9()
+    dist.start()
+    wait_until(lambda: get(cluster.url + "/queue")["size"] == 40, 30, "recovery")
+    assert get(cluster.url + "/queue")["bytes"] == before["bytes"]
+    cluster.analyzer("a1", port=port)
+    cluster.drained()
+    assert get(cluster.url + "/queue")["bytes"] == 0
+    assert_zero_loss(ids, {"a1": cluster.ids("a1")}, allow_dupes=True)
