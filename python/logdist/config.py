@@ -10,8 +10,18 @@ Every invalid value raises `logdist.errors.ConfigError(key, detail)` naming the 
   "batch_size", "flush_interval", "emitters_per_distributor"}
 
 Distributor keys of logdist's own (all optional, defaults in DistributorConfig):
-  host, queue_size (max messages held, not yet acknowledged), strategy ("alias" | "swrr"), seed,
-  durability ("memory" | "wal"), state_dir, max_body_bytes,
+  host, queue_size (max messages held, not yet acknowledged), queue_bytes (max bytes of message
+  payload held, not yet acknowledged; over either bound ingest answers 429), strategy
+  ("alias" | "swrr"), seed, durability ("memory" | "wal"), state_dir, max_body_bytes,
+  ingest_buffer_bytes (bytes of request bodies read or processed at once: a body's
+  Content-Length is taken when its head arrives, a chunked body's bytes as they arrive; past it
+  ingest answers 429; at least max_body_bytes), header_timeout_s (a connection's request head
+  must arrive within it, else the connection is closed), body_timeout_s (a body must arrive
+  within it of its head, else 408 and close), keepalive_timeout_s (an idle kept-alive
+  connection is closed after it), max_connections (connections served at once, per process;
+  over it /health still answers and anything else gets 503; the soft RLIMIT_NOFILE is
+  raised for it at start, and the bound lowered if the hard limit cannot hold it), these five
+  read at start only,
   max_decoded_bytes (gzip bound), max_encoded_members (gzip members, or deflate streams, one body may
   hold), max_messages_per_packet, batch_max_messages, batch_max_bytes,
   linger_ms (how long a busy sender lets a batch fill: busy = a batch in flight, or in wal mode
@@ -242,6 +252,7 @@ class DistributorConfig:
     host: str = "127.0.0.1"
     analyzers: tuple[AnalyzerSpec, ...] = ()
     queue_size: int = 200_000
+    queue_bytes: int = 256 << 20
     strategy: str = "alias"
     seed: int | None = None
     durability: str = "memory"
@@ -251,6 +262,11 @@ class DistributorConfig:
     wal_checkpoint_ms: float = 500.0
     state_dir: str = "./logdist-state"
     max_body_bytes: int = 8 << 20
+    ingest_buffer_bytes: int = 64 << 20
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 75.0
+    max_connections: int = 1024
     max_decoded_bytes: int = 32 << 20
     max_encoded_members: int = 1024
     max_messages_per_packet: int = 10_000
@@ -295,11 +311,18 @@ def _validate_distributor(c: DistributorConfig) -> None:
         raise ConfigError("strategy", f"must be alias or swrr, got {c.strategy!r}")
     if c.durability not in DURABILITY_MODES:
         raise ConfigError("durability", f"must be one of {', '.join(DURABILITY_MODES)}, got {c.durability!r}")
-    for key in ("queue_size", "max_body_bytes", "max_decoded_bytes", "max_encoded_members", "max_messages_per_packet",
+    for key in ("queue_size", "queue_bytes", "ingest_buffer_bytes", "max_connections",
+                "max_body_bytes", "max_decoded_bytes", "max_encoded_members", "max_messages_per_packet",
                 "batch_max_messages", "batch_max_bytes", "max_inflight", "eject_after", "dedup_window",
                 "wal_max_bytes", "wal_segment_bytes"):  # fmt: skip
         if getattr(c, key) < 1:
             raise ConfigError(key, f"must be >= 1, got {getattr(c, key)}")
+    for key in ("header_timeout_s", "body_timeout_s", "keepalive_timeout_s"):
+        if not getattr(c, key) > 0:
+            raise ConfigError(key, f"must be > 0, got {getattr(c, key)}")
+    if c.ingest_buffer_bytes < c.max_body_bytes:
+        raise ConfigError("ingest_buffer_bytes", f"must be >= max_body_bytes ({c.max_body_bytes}), so that any "
+                          f"body fits, got {c.ingest_buffer_bytes}")  # fmt: skip
     if c.retry_cap_ms < c.retry_base_ms or c.retry_base_ms <= 0:
         raise ConfigError("retry_cap_ms", "need 0 < retry_base_ms <= retry_cap_ms")
     if c.ejection_max_ms < c.ejection_base_ms or c.ejection_base_ms < 0:
@@ -336,6 +359,7 @@ def parse_distributor_config(d: object, source: str | None = None) -> Distributo
         host=_str(d, "host", "", base.host) or base.host,
         analyzers=tuple(specs),
         queue_size=_int(d, "queue_size", "", base.queue_size, lo=1),
+        queue_bytes=_int(d, "queue_bytes", "", base.queue_bytes, lo=1),
         strategy=_str(d, "strategy", "", base.strategy, ("alias", "swrr")) or base.strategy,
         seed=seed,
         durability=_str(d, "durability", "", base.durability, DURABILITY_MODES) or base.durability,
@@ -345,6 +369,11 @@ def parse_distributor_config(d: object, source: str | None = None) -> Distributo
         wal_checkpoint_ms=_float(d, "wal_checkpoint_ms", "", base.wal_checkpoint_ms, lo=0.0, lo_open=True),
         state_dir=_str(d, "state_dir", "", base.state_dir) or base.state_dir,
         max_body_bytes=_int(d, "max_body_bytes", "", base.max_body_bytes, lo=1),
+        ingest_buffer_bytes=_int(d, "ingest_buffer_bytes", "", base.ingest_buffer_bytes, lo=1),
+        header_timeout_s=_float(d, "header_timeout_s", "", base.header_timeout_s, lo=0.0, lo_open=True),
+        body_timeout_s=_float(d, "body_timeout_s", "", base.body_timeout_s, lo=0.0, lo_open=True),
+        keepalive_timeout_s=_float(d, "keepalive_timeout_s", "", base.keepalive_timeout_s, lo=0.0, lo_open=True),
+        max_connections=_int(d, "max_connections", "", base.max_connections, lo=1),
         max_decoded_bytes=_int(d, "max_decoded_bytes", "", base.max_decoded_bytes, lo=1),
         max_encoded_members=_int(d, "max_encoded_members", "", base.max_encoded_members, lo=1),
         max_messages_per_packet=_int(d, "max_messages_per_packet", "", base.max_messages_per_packet, lo=1),

@@ -123,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
         ports = tuple(int(p) for p in args.control_ports.split(","))
         if len(ports) != n:
             raise SystemExit(f"logdist distributor: --worker {args.worker} needs {n} --control-ports")
+        # queue_bytes bounds the distributor, as queue_size does: each worker holds its share
+        # (an override, so that a SIGHUP reload keeps it, as --queue-size is kept)
+        overrides["queue_bytes"] = max(1, -(-cfg.queue_bytes // n))
+        cfg = cfg.with_overrides(queue_bytes=overrides["queue_bytes"])
         daemon.setup_logging(f"distributor-{index}", args.log_level)
         also_listen.append(("127.0.0.1", ports[index]))
         adopt = takeover.orphans(Path(cfg.state_dir).parent, index, n, worker=True)

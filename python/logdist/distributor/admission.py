@@ -3,7 +3,7 @@
 `Admission.admit` answers, in order: not accepting (recovering or shutting down: 503), a
 duplicate of a stored packet (the packet ledger: same key and same content hash, 202
 "duplicate"; the same key with other content is a new packet, counted in `reused_packet_ids`),
-over the queue bound (429),
+over the queue bounds (queue_size messages or queue_bytes of payload held: 429),
 not storable (the log is full: 429; an I/O error: 503). Otherwise it routes the packet
 (`core.route_packet`: one pick per message), stores its parts (`store.append`) and returns
 them as chunks, one per target analyzer. It does not place them: the engine does
@@ -48,6 +48,7 @@ class Admitted:
     chunks: dict[str, Chunk]
     count: int
     packet_id: str | None  # None when the packet carried none (answered as null, as always)
+    nbytes: int = 0  # what its chunks weigh against queue_bytes (engine.payload_bytes)
 
     def reply(self) -> IngestReply:
         return IngestReply(202, {"accepted": self.count, "packet_id": self.packet_id})
@@ -65,6 +66,9 @@ class Gate(Protocol):
 
     @property
     def held(self) -> int: ...
+
+    @property
+    def held_bytes(self) -> int: ...
 
     def closed_because(self) -> str | None:
         """None when packets are taken; else why not ("recovering", "shutting down")."""
@@ -148,13 +152,12 @@ class Admission:
                 # which the analyzers would drop as duplicates. Tagged by the content, they are
                 # new (and the same again for a retry of this content).
                 rp = self._route(body, fmt, id_tag=f"{digest:016x}/")
-        held, bound = self._gate.held, self._gate.cfg.queue_size
-        if held and held + n > bound:
+        nbytes = sum(len(data) + 1 for data in rp.batches.values())  # as engine.payload_bytes counts
+        full = self._over_queue_bounds(n, nbytes)
+        if full is not None:
             self.rejected += n
             self.refuse_request(429)
-            return IngestReply(
-                429, {"error": "queue_full", "detail": f"{held} messages held, bound {bound}"}, _RETRY_SOON
-            )
+            return IngestReply(429, {"error": "queue_full", "detail": full}, _RETRY_SOON)
         if self._store.noop:  # memory mode: nothing to store, and no coroutine per packet for it
             stored: list[int] | IngestReply = [0] * len(rp.batches)
         else:
@@ -168,7 +171,20 @@ class Admission:
         now = asyncio.get_running_loop().time()
         counts = rp.counts
         chunks = {t: Chunk(data, counts[t], stored[i], now) for i, (t, data) in enumerate(rp.batches.items())}
-        return Admitted(chunks, n, pid)
+        return Admitted(chunks, n, pid, nbytes)
+
+    def _over_queue_bounds(self, n: int, nbytes: int) -> str | None:
+        """Why a packet of `n` messages and `nbytes` of payload would pass a queue bound, or None.
+        When nothing is held, any packet is taken (so a large one still makes progress)."""
+        held, cfg = self._gate.held, self._gate.cfg
+        if not held:
+            return None
+        if held + n > cfg.queue_size:
+            return f"{held} messages held, bound {cfg.queue_size} (queue_size)"
+        held_bytes = self._gate.held_bytes
+        if held_bytes + nbytes > cfg.queue_bytes:
+            return f"{held_bytes} bytes held, bound {cfg.queue_bytes} bytes (queue_bytes)"
+        return None
 
     def _remember(self, key: Key, digest: int) -> None:
         """Remember a stored packet; one that reused a remembered key is counted and logged."""

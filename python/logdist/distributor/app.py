@@ -28,7 +28,7 @@ from logdist.distributor import metrics
 from logdist.distributor.admission import Admission
 from logdist.distributor.dashboard import PAGE
 from logdist.distributor.engine import ENGINE, Engine
-from logdist.distributor.ingest import ADMISSION, ingest
+from logdist.distributor.ingest import ADMISSION, BODY_BUDGET, BodyBudget, ingest
 from logdist.distributor.ledger import PacketLedger
 from logdist.distributor.store import MemoryStore, Store
 from logdist.distributor.wal_store import make_store
@@ -45,7 +45,7 @@ from logdist.distributor.workers.fanout import (
 from logdist.distributor.workers.merge import merge_dead_letters, merge_queue, merge_replay, merge_snapshot
 from logdist.distributor.workers.peers import PEERS, PeerAnswer
 from logdist.errors import WeightError
-from logdist.http import ON_REFUSED, json_errors, read_json_body
+from logdist.http import CONNECTION_LIMITS, ON_REFUSED, ConnectionLimits, json_errors, read_json_body
 
 log = logging.getLogger("logdist.distributor")
 
@@ -87,15 +87,25 @@ async def queue(request: web.Request) -> Answer:
 
 
 async def api_metrics(request: web.Request) -> Answer:
-    snap = metrics.snapshot(request.app[ENGINE], request.app[ADMISSION])
+    snap = metrics.snapshot(request.app[ENGINE], request.app[ADMISSION], _io_figures(request.app))
     if PEERS in request.app:
         snap["worker"] = request.app[PEERS].index
     return Answer(snap)
 
 
 async def prometheus(request: web.Request) -> Answer:
-    text = metrics.prometheus(request.app[ENGINE], request.app[ADMISSION])
+    text = metrics.prometheus(request.app[ENGINE], request.app[ADMISSION], _io_figures(request.app))
     return Answer(text, headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _io_figures(app: web.Application) -> dict[str, int]:
+    """This process's connection and ingest-buffer figures."""
+    budget = app[BODY_BUDGET]
+    return {
+        **app[CONNECTION_LIMITS].figures(),
+        "ingest_buffer_bytes_used": budget.used,
+        "ingest_busy_refusals": budget.refused,
+    }
 
 
 async def dashboard(request: web.Request) -> web.Response:
@@ -245,11 +255,17 @@ def build_app(cfg: DistributorConfig, adopt: Sequence[str | Path] = ()) -> web.A
         if 400 <= status < 500:  # e.g. a body over client_max_size, refused by aiohttp itself
             admission.refuse_request(status)
 
-    # auto_decompress off: ingest decodes bodies itself, under its bounds (ingest.decode_body)
+    # auto_decompress off: ingest decodes bodies itself, under its bounds (ingest.decode_body);
+    # keepalive_timeout: aiohttp closes a kept-alive connection idle for that long
+    handler_args = {"auto_decompress": False, "keepalive_timeout": cfg.keepalive_timeout_s}
     app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[json_errors(count_refusal)],
-                          handler_args={"auto_decompress": False})  # fmt: skip
+                          handler_args=handler_args)  # fmt: skip
     app[ENGINE] = engine
     app[ADMISSION] = admission
+    app[BODY_BUDGET] = BodyBudget(cfg.ingest_buffer_bytes)
+    # the header/body timeouts and max_connections, applied by the daemon's JsonErrorRunner
+    app[CONNECTION_LIMITS] = ConnectionLimits.within_fd_limit(cfg.max_connections, cfg.header_timeout_s,
+                                                              cfg.body_timeout_s)  # fmt: skip
     app[ON_REFUSED] = admission.refuse_request  # malformed requests, refused before any handler
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -61,7 +61,20 @@ _RESPLIT_DEPTH = 256
 #: only cut the dead letters into pieces
 _ISOLATE_AFTER_STREAK_OF = 32
 #: config keys a reload cannot change (they take effect on restart)
-_FIXED_KEYS = ("port", "host", "strategy", "durability", "state_dir", "seed")
+# Read once at start: a SIGHUP that changes one logs that it takes effect on restart.
+_FIXED_KEYS = (
+    "port",
+    "host",
+    "strategy",
+    "durability",
+    "state_dir",
+    "seed",
+    "header_timeout_s",
+    "body_timeout_s",
+    "keepalive_timeout_s",
+    "max_connections",
+    "ingest_buffer_bytes",
+)
 
 
 class Engine:
@@ -90,6 +103,7 @@ class Engine:
         self._started = time.time()
         # totals (messages)
         self.held = 0  # accepted, not yet acknowledged (or dead-lettered)
+        self.held_bytes = 0  # their payload: payload_bytes of their chunks (queue_bytes bounds it)
         self._acked = 0
         self._dead_lettered = 0
         self._split_batches = 0  # refused batches split in two to isolate the refused messages
@@ -124,6 +138,7 @@ class Engine:
             recovered = 0
             async for token, part, count, target in self._store.recover(self._ledger.remember):
                 self.held += count
+                self.held_bytes += len(part) + 1
                 recovered += count
                 self._place_recovered(target, Chunk(part, count, token, now))
             if recovered:
@@ -155,6 +170,7 @@ class Engine:
             n = 0
             for (data, count, target), token in zip(parts, tokens, strict=True):
                 self.held += count
+                self.held_bytes += len(data) + 1
                 n += count
                 self._place_recovered(target, Chunk(data, count, token, now))
             await asyncio.to_thread(self._leftover.remove, path)
@@ -234,7 +250,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         while self.held > 0 and self._links and loop.time() < deadline:
             if self._pending.chunks and self._any_candidate():
-                self._release(self._pending.messages)  # stopping: no pacing
+                self._release_pending(self._pending.messages)  # stopping: no pacing
             await asyncio.sleep(0.05)
 
     async def _finish_inflight(self, deadline: float) -> None:
@@ -275,6 +291,7 @@ class Engine:
     def place(self, packet: Admitted) -> None:
         """Queue an admitted packet's chunks, each to its analyzer (or pending)."""
         self.held += packet.count
+        self.held_bytes += packet.nbytes
         for target, chunk in packet.chunks.items():
             self._push(target, chunk)
 
@@ -379,17 +396,17 @@ class Engine:
                     log.info("releasing %d pending messages at %.0f/s", self._pending.messages, self.release_rate())
                 continue
             if self.cfg.pending_release_per_s <= 0:
-                self._release(self._pending.messages)
+                self._release_pending(self._pending.messages)
             else:
                 now = loop.time()
                 rate = self.release_rate()
                 allowance = min(allowance + rate * (now - last), max(1.0, 2 * rate * _RELEASE_TICK))
                 last = now
                 if allowance > 0:
-                    allowance -= self._release(allowance)
+                    allowance -= self._release_pending(allowance)
             await asyncio.sleep(_RELEASE_TICK)
 
-    def _release(self, limit: float) -> int:
+    def _release_pending(self, limit: float) -> int:
         """Route pending chunks again until `limit` messages went (the last chunk may pass it);
         each chunk at most once (one no analyzer could take comes back to the end). Returns how
         many messages went."""
@@ -425,9 +442,16 @@ class Engine:
             link.on_probation = False
             link.healthy_since = self._now
         self._acked += batch.count
-        self.held -= batch.count
+        self._unhold(batch)
         if not self._store.noop:
             self._store.ack_chunks(batch.chunks)
+
+    def _unhold(self, batch: Batch) -> None:
+        """A batch leaves `held` (acknowledged or dead-lettered)."""
+        self.held -= batch.count
+        self.held_bytes -= payload_bytes(batch.chunks)
+        if not self.held:  # a re-split that re-serialised a message cannot leave the bound stuck
+            self.held_bytes = 0
 
     def failed(self, link: AnalyzerLink, batch: Batch, detail: str, retry_after: float | None) -> None:
         # outlier detection: eject_after failures in a row, or one while on probation
@@ -466,7 +490,7 @@ class Engine:
         log.warning("dead-lettered %d messages refused by %s: %s", batch.count, link.id, detail[:200])
         link.dead_lettered += batch.count
         self._dead_lettered += batch.count
-        self.held -= batch.count
+        self._unhold(batch)
         if not self._store.noop:
             self._store.ack_chunks(batch.chunks)
 
@@ -770,6 +794,7 @@ class Engine:
             else:
                 (token,) = await self._store.append([(body[1:-1], count)])
             self.held += count
+            self.held_bytes += len(body) - 1
             self._resplit(Chunk(body[1:-1], count, token, self._now))
             self._deadletters.remove(dl_id)
             replayed += 1
@@ -814,6 +839,7 @@ class Engine:
         return {
             "acked": self._acked,
             "held": self.held,
+            "held_bytes": self.held_bytes,
             "pending": self._pending.messages,
             "dead_lettered": self._dead_lettered,
             "dead_letters": self._deadletters.messages,
@@ -827,6 +853,8 @@ class Engine:
         links = self._links.values()
         return {
             "size": self.held,
+            "bytes": self.held_bytes,
+            "capacity_bytes": self.cfg.queue_bytes,
             "oldest_age_s": round(age, 3) if age is not None else None,
             "capacity": self.cfg.queue_size,
             "queued": sum(a.queued_messages for a in links),
@@ -881,6 +909,12 @@ class Engine:
         if not borns:
             return None
         return max(0.0, self._now - min(borns))
+
+
+def payload_bytes(chunks: Iterable[Chunk]) -> int:
+    """What chunks weigh against queue_bytes: their messages' JSON text, one separator each
+    (so a chunk split into pieces, or re-routed, weighs the same as before)."""
+    return sum(len(c.data) + 1 for c in chunks)
 
 
 #: the application's engine

@@ -2,7 +2,10 @@
 
 Checks, in order: the content type (JSON types or a missing type -> JSON, NDJSON types ->
 NDJSON, anything else 415), the declared length (413), Content-Encoding (other than gzip,
-x-gzip, deflate or identity: 415), the body read as sent under the app's size bound (413), then
+x-gzip, deflate or identity: 415), room for the body in the ingest buffer (`BodyBudget`,
+ingest_buffer_bytes: the declared length is taken up front, a chunked body's bytes as they
+arrive; no room is a 429 with Retry-After, not a wait), the body read as sent under the app's
+size bound (413) and within the connection's body timeout (408, see http.ConnectionLimits), then
 decoded here, not by aiohttp: under bounds on the decoded size and on the number of members
 (413), off the event loop when it is not small; a corrupt or truncated body is a 400. Then
 `Admission.admit` checks, routes and stores the packet, and `Engine.place` queues its chunks.
@@ -23,13 +26,64 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from logdist.distributor.admission import Admission, Admitted
 from logdist.distributor.engine import ENGINE
-from logdist.http import CLIENT_CLOSED, HttpError, error_reason, error_response, json_response
+from logdist.http import CLIENT_CLOSED, BodyTimeoutError, HttpError, error_reason, error_response, json_response
 from logdist.logsetup import safe
 
 log = logging.getLogger("logdist.distributor")
 
 #: the application's admission
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission", Admission)
+
+_RETRY_SOON = {"Retry-After": "1"}
+
+
+class BodyBudget:
+    """The bytes of request bodies being read or processed at once (from their head until
+    their answer), under `bound` (ingest_buffer_bytes). A request takes its share with `take`
+    and gives it all back when it is answered."""
+
+    __slots__ = ("bound", "refused", "used")
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self.used = 0
+        self.refused = 0  # requests answered 429 for want of room
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.bound:
+            return False
+        self.used += n
+        return True
+
+    def full(self) -> HttpError:
+        self.refused += 1
+        return HttpError(429, "ingest_busy",
+                         f"{self.used} bytes of request bodies are being read, the bound is {self.bound} bytes "
+                         "(ingest_buffer_bytes): retry later", _RETRY_SOON)  # fmt: skip
+
+
+#: the application's ingest buffer budget
+BODY_BUDGET: web.AppKey[BodyBudget] = web.AppKey("body_budget", BodyBudget)
+
+
+class _Taken:
+    """What one request took from the budget (given back when it is answered)."""
+
+    __slots__ = ("budget", "n")
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+        self.n = 0
+
+    def take(self, n: int) -> None:
+        if not self.budget.take(n):
+            raise self.budget.full()
+        self.n += n
+
+    def give_back(self) -> None:
+        self.budget.used -= self.n
+        self.n = 0
+
 
 _NDJSON_TYPES = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines",
@@ -113,7 +167,9 @@ async def decode_off_loop(data: bytes, encoding: str, max_out: int, max_members:
     return await loop.run_in_executor(_DECODERS, decode_body, data, encoding, max_out, max_members)
 
 
-async def read_bounded(request: web.Request, limit: int) -> bytes:
+async def read_bounded(request: web.Request, limit: int, taken: _Taken | None = None) -> bytes:
+    """The body, up to `limit` bytes (else 413); `taken`: a chunked body's bytes are taken from
+    the ingest budget as they arrive (429 when there is no room)."""
     parts: list[bytes] = []
     size = 0
     stream = request.content
@@ -125,7 +181,11 @@ async def read_bounded(request: web.Request, limit: int) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise HttpError(413, "too_large", f"the body exceeds {limit} bytes")
+            if taken is not None:
+                taken.take(len(chunk))
             parts.append(chunk)
+    except BodyTimeoutError as exc:
+        raise HttpError(408, "body_timeout", f"{exc}: send the body at once, or a smaller one") from None
     except (ContentEncodingError, RequestPayloadError) as exc:
         raise HttpError(400, "bad_encoding", f"cannot read the body: {error_reason(exc)}") from None
     except ConnectionError as exc:
@@ -149,20 +209,35 @@ def _check_headers(request: web.Request, max_body_bytes: int) -> tuple[str, str]
 
 
 async def ingest(request: web.Request) -> web.Response:
+    taken = _Taken(request.app[BODY_BUDGET])
+    try:
+        return await _ingest(request, taken)
+    finally:
+        taken.give_back()
+
+
+async def _ingest(request: web.Request, taken: _Taken) -> web.Response:
     admission, engine = request.app[ADMISSION], request.app[ENGINE]
     cfg = engine.cfg
     try:
         fmt, enc = _check_headers(request, cfg.max_body_bytes)
+        declared = request.content_length
+        if declared is not None:
+            taken.take(declared)
         # the app turns aiohttp's own decoding off (build_app): the body is read as sent, then
         # decoded here under the byte and member bounds, off the loop when it is not small
-        body = await read_bounded(request, cfg.max_body_bytes)
+        body = await read_bounded(request, cfg.max_body_bytes, None if declared is not None else taken)
         if enc not in ("", "identity"):
             body = await decode_off_loop(body, enc, cfg.max_decoded_bytes, cfg.max_encoded_members)
     except HttpError as exc:
         admission.refuse_request(exc.status)
-        log.warning("refused %s %s from %s: %d %s: %s", request.method, safe(request.path, 100), request.remote,
-                    exc.status, exc.code, safe(exc.detail))  # fmt: skip
-        return error_response(exc.status, exc.code, exc.detail)
+        if exc.status != 429:  # backpressure is counted, not logged per request
+            log.warning("refused %s %s from %s: %d %s: %s", request.method, safe(request.path, 100),
+                        request.remote, exc.status, exc.code, safe(exc.detail))  # fmt: skip
+        resp = error_response(exc.status, exc.code, exc.detail, exc.headers)
+        if not request.content.is_eof():  # the rest of the body is not read: the connection ends
+            resp.force_close()
+        return resp
     verdict = await admission.admit(body, fmt)
     if isinstance(verdict, Admitted):
         engine.place(verdict)

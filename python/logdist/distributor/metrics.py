@@ -35,6 +35,7 @@ def totals(e: Engine, adm: Admission) -> dict[str, int]:
         "accepted": theirs["accepted"],
         "acked": mine["acked"],
         "held": mine["held"],
+        "held_bytes": mine["held_bytes"],
         "queued": mine["held"],
         "pending": mine["pending"],
         "rejected": theirs["rejected"],
@@ -49,13 +50,16 @@ def totals(e: Engine, adm: Admission) -> dict[str, int]:
     }
 
 
-def snapshot(e: Engine, adm: Admission) -> dict[str, Any]:
+def snapshot(e: Engine, adm: Admission, io: dict[str, int] | None = None) -> dict[str, Any]:
+    """`io`: the process's connection and ingest-buffer figures (in the totals, so that the
+    workers of --workers N add up)."""
     about = e.about()
     return {
         "analyzers": e.analyzer_rows(),
-        "totals": totals(e, adm),
+        "totals": {**totals(e, adm), **(io or {})},
         "rejected_by_status": {str(k): v for k, v in sorted(adm.rejected_by_status.items())},
         "queue_size": e.cfg.queue_size,
+        "queue_bytes": e.cfg.queue_bytes,
         "durability": about["durability"],
         "backend": about["backend"],
         "strategy": about["strategy"],
@@ -80,6 +84,7 @@ _TOTALS: list[tuple[str, str, str, str]] = [
     ("logdist_accepted_messages_total", "counter", "Messages accepted (answered 2xx).", "accepted"),
     ("logdist_acked_messages_total", "counter", "Messages acknowledged by analyzers.", "acked"),
     ("logdist_held_messages", "gauge", "Messages accepted and not yet acknowledged.", "held"),
+    ("logdist_held_bytes", "gauge", "Payload bytes of the held messages (bounded by queue_bytes).", "held_bytes"),
     ("logdist_pending_messages", "gauge", "Messages waiting for any analyzer.", "pending"),
     ("logdist_rejected_messages_total", "counter", "Messages refused by backpressure.", "rejected"),
     ("logdist_rejected_requests_total", "counter", "Requests refused (4xx, 429, 503).", "rejected_requests"),
@@ -110,11 +115,29 @@ _PER_ANALYZER: list[tuple[str, str, str, str]] = [
 ]
 
 
-def prometheus(e: Engine, adm: Admission) -> str:
+_IO: list[tuple[str, str, str, str]] = [
+    ("logdist_connections_open", "gauge", "Client connections open (this process).", "connections_open"),
+    ("logdist_connections_max", "gauge", "The max_connections bound in force (this process).", "connections_max"),
+    ("logdist_connections_refused_total", "counter", "Connections refused at the max_connections bound.",
+     "connections_refused"),
+    ("logdist_ingest_buffer_bytes", "gauge", "Bytes of request bodies being read or processed.",
+     "ingest_buffer_bytes_used"),
+    ("logdist_ingest_busy_refusals_total", "counter", "Uploads answered 429: no room in ingest_buffer_bytes.",
+     "ingest_busy_refusals"),
+]  # fmt: skip
+
+
+def prometheus(e: Engine, adm: Admission, io: dict[str, int] | None = None) -> str:
     out: list[str] = []
     tot = totals(e, adm)
     for name, kind, help_, key in _TOTALS:
         _family(out, name, kind, help_, [({}, tot[key])])
+    if io is not None:
+        for name, kind, help_, key in _IO:
+            _family(out, name, kind, help_, [({}, io[key])])
+        phases = [(k.removeprefix("connections_timed_out_"), v) for k, v in io.items() if "_timed_out_" in k]
+        _family(out, "logdist_connections_timed_out_total", "counter", "Connections closed by a timeout, by phase.",
+                [({"phase": phase}, v) for phase, v in phases])  # fmt: skip
     _family(out, "logdist_rejected_requests_by_status_total", "counter", "Requests refused, by HTTP status.",
             [({"status": str(k)}, v) for k, v in sorted(adm.rejected_by_status.items())])  # fmt: skip
     age = e.oldest_age()
