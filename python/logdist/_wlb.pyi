@@ -385,7 +385,7 @@ class Wal:
         cut. (Deleting a file frees its blocks; on a filesystem mounted with `discard` that
         journal commit stalls every concurrent fsync for 10-25 ms.) A segment whose header
         still names an older first_lsn and that holds no record of its own (a spare renamed just
-        before a crash) is deleted without a note.
+        before a crash; only the newest segment can be one) is deleted without a note.
       record: len: u32, crc: u32, lsn: u64, payload (len bytes), where
         crc = crc32c(len_le ++ lsn_le ++ payload) (Castagnoli, as in iSCSI/ext4).
         In a segment the lsns are first_lsn, first_lsn + 1, ...; lsns never repeat across
@@ -413,7 +413,9 @@ class Wal:
     newest segment written since the last checkpoint reads as a torn write) or a recycled
     segment's stale frames (no note). A segment whose header is damaged is still scanned from
     the lsn its name gives; one whose first lsn is below the previous segment's end, or left
-    with no records, is deleted.
+    with no records, is deleted. A segment that ends cleanly short of lsns it should hold (cut
+    at a record boundary, or emptied) loses them the same way: noted as a "torn record" of 0
+    bytes. A new record never takes an lsn that recovery reported lost.
     Each problem adds one line to recovery_notes, identical across backends:
       "<segment>: <torn record|bad crc|unexpected lsn|bad segment header> at offset <o>:
        skipped <b> bytes, <r> records"   or   "progress.ckpt: bad checkpoint, ignored"
