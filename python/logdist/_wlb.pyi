@@ -266,8 +266,10 @@ def route_packet(
        ignored.
     4. Each message must be an object (bad_schema, detail "messages[i]: expected object").
        Fields: "message" required, a string; "level", "source" if present strings;
-       "timestamp" if present string or number; "id" if present string or integer;
-       "metadata" if present an object. Detail names the path, e.g. "messages[3].level:
+       "timestamp" if present string or number; "id" if present string or integer (with
+       strict, an integer in [-2^63, 2^64), which the analyzer keeps as an integer: beyond it
+       it reads as a double, and two ids could read as the same one); "metadata" if present
+       an object. Detail names the path, e.g. "messages[3].level:
        expected string" (NDJSON: "line 4: ..."). Unknown fields are carried unchanged.
     5. Zero messages: empty_packet. More than max_messages: too_many_messages.
 
