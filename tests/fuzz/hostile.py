@@ -48,6 +48,7 @@ VALID_STRINGS = [
     b'"\\n\\t\\r\\b\\f\\"\\\\\\/"',
     b'"\\u2028\\u2029\\u00e9"',
     b'"' + b"x" * 3000 + b'"',
+    b'"' + (b"\\u00e9" + "\u00e9".encode()) * 10_000 + b'"',  # 80 kB of escaped and raw text
     b'"tab\\tand \\u001f"',
 ]
 # strings for the fields the analyzer tallies (level, source): shorter, just as hostile
