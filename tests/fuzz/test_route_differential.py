@@ -25,6 +25,7 @@ from .profiles import budget
 
 CORPUS = Path(__file__).resolve().parents[2] / "crates" / "wlb-fuzz" / "corpus" / "route_packet"
 SEEDS = sorted(CORPUS.iterdir())
+WORK = Path(__file__).resolve().parents[2] / "target" / "fuzz" / "corpus" / "route_packet"
 
 
 def make_router(impl: ModuleType) -> Any:
@@ -54,6 +55,20 @@ def test_corpus_seed_same_on_both_backends(rs: ModuleType, py: ModuleType, seed:
     body = seed.read_bytes()
     for strict in (True, False):
         assert outcome(rs, body, fmt, strict) == outcome(py, body, fmt, strict), (fmt, strict)
+
+
+def test_fuzzer_finds_same_on_both_backends(rs: ModuleType, py: ModuleType) -> None:
+    """What the fuzzer kept (target/fuzz/corpus/route_packet, left by `make fuzz`; the seeds
+    when there is none), every format, strict and lenient."""
+    found = sorted(WORK.iterdir()) if WORK.is_dir() else []
+    for f in found or SEEDS:
+        try:
+            body = f.read_bytes()
+        except FileNotFoundError:
+            continue  # a fuzzer running now replaced it with a smaller input
+        for fmt in ("auto", "json", "ndjson"):
+            for strict in (True, False):
+                assert outcome(rs, body, fmt, strict) == outcome(py, body, fmt, strict), (f.name, fmt, strict)
 
 
 @given(
