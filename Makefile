@@ -95,9 +95,9 @@ FUZZ_PROPERTY_TESTS := tests/fuzz tests/distributor/test_property_path.py
 fuzz: build-dev ## fuzz the packet scanner and WAL reader (FUZZ_SECONDS=60 each), then the property tests, both backends
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash crates/wlb-fuzz/fuzz.sh
 	@echo "==> property tests, hypothesis profile 'fuzz', Rust backend"
-	LOGDIST_FUZZ_PROFILE=fuzz $(PY) -m pytest -q -n 2 $(FUZZ_PROPERTY_TESTS)
+	LOGDIST_FUZZ_PROFILE=fuzz $(PY) -m pytest -q -n 2 --timeout 1200 $(FUZZ_PROPERTY_TESTS)
 	@echo "==> property tests, hypothesis profile 'fuzz', pure-Python backend"
-	LOGDIST_PURE=1 LOGDIST_FUZZ_PROFILE=fuzz $(PY) -m pytest -q -n 2 $(FUZZ_PROPERTY_TESTS)
+	LOGDIST_PURE=1 LOGDIST_FUZZ_PROFILE=fuzz $(PY) -m pytest -q -n 2 --timeout 1200 $(FUZZ_PROPERTY_TESTS)
 
 fuzz-ci: ## the short fuzz pass CI runs: each libFuzzer target for 20 s (the property tests run in `make test`)
 	FUZZ_SECONDS=$${FUZZ_SECONDS:-20} bash crates/wlb-fuzz/fuzz.sh

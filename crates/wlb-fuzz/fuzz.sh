@@ -63,6 +63,10 @@ for t in $targets; do
             /[[:space:]](INITED|pulse|DONE)[[:space:]]|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)|ERROR|SUMMARY|Test unit written|^Base64|^Executed / { print; fflush() }'
     status=${PIPESTATUS[0]}
     set -e
+    # scratch dirs of wal_recovery runs that crashed (an abort skips their cleanup)
+    for d in /dev/shm/wlb-fuzz-wal-* "${TMPDIR:-/tmp}"/wlb-fuzz-wal-*; do
+        [[ -d $d ]] && ! kill -0 "${d##*-}" 2>/dev/null && rm -rf "$d"
+    done
     if [[ $status != 0 ]]; then
         failed+=("$t")
         echo "==> fuzz $t: FAILED (exit $status); reproduce with: $bin <input>" >&2
