@@ -168,9 +168,15 @@ def test_ingest_route_deliver_property(cluster: Cluster, witness: Witness, durab
     cluster.analyzer("a1")
     cluster.analyzer("a2")
     cluster.analyzers["w"] = witness  # the config only needs its url
-    # A long analyzer timeout: a retry under CI load would be a legitimate redelivery, which
-    # this test would count as a duplicate.
-    cfg_path = cluster.write_config({"a1": 1.0, "a2": 1.0, "w": 1.0}, durability=durability, linger_ms=2)
+    # Long timeouts and no ejection: a retry or a reroute under CI load would be a legitimate
+    # redelivery (at least once), which this test would count as a duplicate.
+    cfg_path = cluster.write_config(
+        {"a1": 1.0, "a2": 1.0, "w": 1.0},
+        durability=durability,
+        linger_ms=2,
+        health_timeout_ms=10000,
+        eject_after=1000,
+    )
     cfg = json.loads(cfg_path.read_text())
     for a in cfg["analyzers"]:
         a["timeout"] = 30000
