@@ -16,7 +16,8 @@ PYTEST := $(PY) -m pytest -n $(PYTEST_WORKERS) -m "$(PYTEST_MARK)"
 # The extension is rebuilt only when what goes into it changes: the stamp holds the kind of the
 # build installed (release or dev) and a hash of these files (names and contents).
 EXT_STAMP := $(VENV)/.wlb-stamp
-EXT_INPUTS = $(shell find crates -name '*.rs' -o -name Cargo.toml | LC_ALL=C sort) Cargo.toml Cargo.lock pyproject.toml
+EXT_INPUTS = $(shell find crates -path crates/wlb-fuzz -prune -o \( -name '*.rs' -o -name Cargo.toml \) -print | LC_ALL=C sort) \
+	Cargo.toml Cargo.lock pyproject.toml
 EXT_HASH = $(shell sha256sum $(EXT_INPUTS) | sha256sum | cut -c1-16)
 # The dev build: the release profile without LTO, 16 codegen units and incremental, in its own
 # target dir so that it and the release build do not evict each other. Optimised, because the
@@ -26,7 +27,7 @@ DEV_CARGO_ENV := CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_U
 DEV_TARGET_DIR := target/dev-ext
 
 .PHONY: help run up test test-fast test-rs test-py test-rust lint lint-py lint-rs format hooks bench bench-micro wheel \
-	build build-dev clean
+	build build-dev clean fuzz fuzz-ci
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -85,6 +86,21 @@ test: build-dev ## dev build, then cargo test + loom + pytest on both backends (
 	$(PYTEST) $(PYTEST_ARGS)
 	@echo "==> pytest, pure-Python backend (LOGDIST_PURE=1)"
 	LOGDIST_PURE=1 $(PYTEST) $(PYTEST_ARGS)
+
+# Fuzzing: libFuzzer on stable Rust (crates/wlb-fuzz/fuzz.sh), FUZZ_SECONDS per target, then the
+# property tests (tests/fuzz, tests/distributor/test_property_path.py) with more examples.
+FUZZ_SECONDS ?= 60
+FUZZ_PROPERTY_TESTS := tests/fuzz tests/distributor/test_property_path.py
+
+fuzz: build-dev ## fuzz the packet scanner and WAL reader (FUZZ_SECONDS=60 each), then the property tests, both backends
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash crates/wlb-fuzz/fuzz.sh
+	@echo "==> property tests, hypothesis profile 'fuzz', Rust backend"
+	LOGDIST_FUZZ_PROFILE=fuzz $(PY) -m pytest -q -n 2 --timeout 1200 $(FUZZ_PROPERTY_TESTS)
+	@echo "==> property tests, hypothesis profile 'fuzz', pure-Python backend"
+	LOGDIST_PURE=1 LOGDIST_FUZZ_PROFILE=fuzz $(PY) -m pytest -q -n 2 --timeout 1200 $(FUZZ_PROPERTY_TESTS)
+
+fuzz-ci: ## the short fuzz pass CI runs: each libFuzzer target for 20 s (the property tests run in `make test`)
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-20} bash crates/wlb-fuzz/fuzz.sh
 
 # The Python sources ruff formats and checks (lint and format use the same list).
 PY_SOURCES := python tests bench

@@ -266,8 +266,10 @@ def route_packet(
        ignored.
     4. Each message must be an object (bad_schema, detail "messages[i]: expected object").
        Fields: "message" required, a string; "level", "source" if present strings;
-       "timestamp" if present string or number; "id" if present string or integer;
-       "metadata" if present an object. Detail names the path, e.g. "messages[3].level:
+       "timestamp" if present string or number; "id" if present string or integer (with
+       strict, an integer in [-2^63, 2^64), which the analyzer keeps as an integer: beyond it
+       it reads as a double, and two ids could read as the same one); "metadata" if present
+       an object. Detail names the path, e.g. "messages[3].level:
        expected string" (NDJSON: "line 4: ..."). Unknown fields are carried unchanged.
     5. Zero messages: empty_packet. More than max_messages: too_many_messages.
 
@@ -385,8 +387,8 @@ class Wal:
         cut. (Deleting a file frees its blocks; on a filesystem mounted with `discard` that
         journal commit stalls every concurrent fsync for 10-25 ms.) A segment whose header
         still names an older first_lsn and that holds no record of its own (a spare renamed just
-        before a crash) is deleted without a note. Spares are the first thing reclaim()
-        gives back when the device is full.
+        before a crash; only the newest segment can be one) is deleted without a note. Spares
+        are the first thing reclaim() gives back when the device is full.
       record: len: u32, crc: u32, lsn: u64, payload (len bytes), where
         crc = crc32c(len_le ++ lsn_le ++ payload) (Castagnoli, as in iSCSI/ext4).
         In a segment the lsns are first_lsn, first_lsn + 1, ...; lsns never repeat across
@@ -414,7 +416,9 @@ class Wal:
     newest segment written since the last checkpoint reads as a torn write) or a recycled
     segment's stale frames (no note). A segment whose header is damaged is still scanned from
     the lsn its name gives; one whose first lsn is below the previous segment's end, or left
-    with no records, is deleted.
+    with no records, is deleted. A segment that ends cleanly short of lsns it should hold (cut
+    at a record boundary, or emptied) loses them the same way: noted as a "torn record" of 0
+    bytes. A new record never takes an lsn that recovery reported lost.
     Each problem adds one line to recovery_notes, identical across backends:
       "<segment>: <torn record|bad crc|unexpected lsn|bad segment header> at offset <o>:
        skipped <b> bytes, <r> records"   or   "progress.ckpt: bad checkpoint, ignored"

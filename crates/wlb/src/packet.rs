@@ -10,6 +10,7 @@
 //! `bad_utf8`, `bad_json`/`too_deep`/`bad_value` (whichever comes first in the body),
 //! `bad_schema` (packet fields, then messages), `empty_packet`, `too_many_messages`.
 
+use crate::dedup::{number_value, IdValue};
 use crate::json::{is_ws, JsonError, Key, Kind, Scan, Scanner};
 use crate::router::{Router, RouterError};
 use std::fmt;
@@ -225,7 +226,7 @@ impl Field {
         match self {
             Self::Message | Self::Level | Self::Source => "string",
             Self::Timestamp => "string or number",
-            Self::Id => "string or integer",
+            Self::Id => "string or integer in [-2^63, 2^64)",
             Self::Metadata => "object",
         }
     }
@@ -271,6 +272,7 @@ struct PacketScanner<'a> {
     found: Found,
     /// The message being scanned (None between messages): what a `bad_value` detail names.
     at: Option<Label>,
+    strict: bool,
 }
 
 impl<'a> PacketScanner<'a> {
@@ -283,7 +285,22 @@ impl<'a> PacketScanner<'a> {
             },
             found: Found::default(),
             at: None,
+            strict,
         }
+    }
+
+    /// Whether `field` takes the value `buf[vpos..end]` of `kind`. Strict, an integer id must
+    /// be one the analyzer keeps as an integer (orjson's range, [-2^63, 2^64)): beyond it, it
+    /// reads as a double, and two different ids could read as the same one.
+    fn accepts(&self, field: Field, kind: Kind, vpos: usize, end: usize) -> bool {
+        field.accepts(kind)
+            && !(self.strict
+                && field == Field::Id
+                && kind == Kind::Int
+                && matches!(
+                    number_value(&self.sc.buf()[vpos..end], true),
+                    IdValue::Float(_)
+                ))
     }
 
     fn field_of(&self, key: Key) -> Option<Field> {
@@ -311,7 +328,7 @@ impl<'a> PacketScanner<'a> {
                 if let Some(field) = check.then(|| self.field_of(key)).flatten() {
                     has_id |= field == Field::Id;
                     has_message |= field == Field::Message;
-                    if err.is_none() && !field.accepts(kind) {
+                    if err.is_none() && !self.accepts(field, kind, vpos, end) {
                         err = Some(field);
                     }
                 }
@@ -1020,6 +1037,36 @@ mod tests {
                 err.detail,
                 "messages[1]: number is infinity when parsed as a double (byte 36)"
             );
+        }
+    }
+
+    #[test]
+    fn integer_ids_stay_in_the_analyzers_integer_range() {
+        // Found by the property tests: 2^64 + 1 and 2^64 + 2 read as the same double in the
+        // analyzer, which then counted the second message as a duplicate of the first.
+        let body = |id: &str| format!(r#"[{{"message":"x","id":{id}}}]"#);
+        for id in ["0", "-0", "-9223372036854775808", "18446744073709551615"] {
+            assert!(
+                validate(body(id).as_bytes(), &Options::default()).is_ok(),
+                "{id}"
+            );
+        }
+        for id in [
+            "18446744073709551616",
+            "-9223372036854775809",
+            &"9".repeat(30),
+        ] {
+            let err = validate(body(id).as_bytes(), &Options::default()).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadSchema, "{id}");
+            assert_eq!(
+                err.detail,
+                "messages[0].id: expected string or integer in [-2^63, 2^64)"
+            );
+            let lenient = Options {
+                strict: false,
+                ..Options::default()
+            };
+            assert!(validate(body(id).as_bytes(), &lenient).is_ok(), "{id}");
         }
     }
 

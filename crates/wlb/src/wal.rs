@@ -742,7 +742,8 @@ fn scan_file(data: &[u8], first: u64, prev_end: u64, bound: u64) -> Option<(Scan
         return Some((scan, Header::Overlap));
     }
     let scan = scan_segment(data, first, bound);
-    if ours && header_lsn < first && scan.records.is_empty() {
+    // Only the newest file can be a spare renamed just before a crash: an older one lost records.
+    if ours && header_lsn < first && scan.records.is_empty() && bound == u64::MAX {
         return None;
     }
     Some((scan, Header::Damaged))
@@ -818,10 +819,16 @@ impl Recovered {
         header: Header,
         ctx: (u64, &[(u64, u64)]),
     ) -> bool {
+        let (horizon, delivered) = ctx;
         let Some((why, frames)) = scan.bad else {
+            // The file ends cleanly, but short of lsns it should hold: a cut-off end, lost
+            // when they are undelivered (a zero-length stretch; nothing to cut).
+            let (start, lsns) = (scan.valid_len, (scan.end_lsn, horizon.max(scan.end_lsn)));
+            if self.lose(name, data, (start, data.len()), lsns, delivered) {
+                self.note(name, "torn record", start, 0, lsns.1 - lsns.0);
+            }
             return false;
         };
-        let (horizon, delivered) = ctx;
         let (start, bytes) = (scan.valid_len, (data.len() - scan.valid_len) as u64);
         let lsns = (scan.end_lsn, horizon.max(scan.end_lsn));
         if header != Header::Overlap && self.lose(name, data, (start, data.len()), lsns, delivered)
@@ -887,7 +894,11 @@ impl Recovered {
             prev_end = scan.end_lsn;
             self.keep(first, path, &scan, delivered);
         }
-        self.next_lsn = self.next_lsn.max(prev_end);
+        // A lost record was acknowledged as stored: its lsn is never given to a new one, even
+        // when no intact record (nor an intact checkpoint) is left above it.
+        let past_lost = self.report.losses.iter().filter_map(|l| l.lsns.last());
+        let past_lost = past_lost.map(|l| l + 1).max().unwrap_or(0);
+        self.next_lsn = self.next_lsn.max(prev_end).max(past_lost);
         Ok(touched)
     }
 

@@ -106,7 +106,7 @@ _MSG_FIELDS: dict[bytes, tuple[frozenset[int], str]] = {
     b"level": (frozenset({K_STR}), "string"),
     b"source": (frozenset({K_STR}), "string"),
     b"timestamp": (frozenset({K_STR, K_INT, K_NUM}), "string or number"),
-    b"id": (frozenset({K_STR, K_INT}), "string or integer"),
+    b"id": (frozenset({K_STR, K_INT}), "string or integer in [-2^63, 2^64)"),
     b"metadata": (frozenset({K_OBJ}), "object"),
 }
 
@@ -121,11 +121,15 @@ class _Scan:
     """What the syntax pass found: message spans, ids, and the first schema error per step."""
 
     __slots__ = (
-        "agent_raw", "arrays", "emitter_raw", "ends", "msg_err", "noid", "pid_raw", "pkt_err", "starts", "strict"
+        "agent_raw", "arrays", "emitter_raw", "ends", "msg_err", "noid", "pid_raw", "pkt_err", "starts", "strict",
+        "strict_ids",
     )  # fmt: skip
 
-    def __init__(self, strict: bool) -> None:
+    def __init__(self, strict: bool, strict_ids: bool) -> None:
         self.strict = strict  # strict mode, and the body may hold a value it refuses
+        # strict mode: an integer id must be one the analyzer keeps as an integer (orjson's
+        # range, [-2^63, 2^64)); beyond it, it reads as a float, and two ids could read as one
+        self.strict_ids = strict_ids
         self.starts: list[int] = []
         self.ends: list[int] = []
         self.noid: list[int] = []  # indexes of messages without an "id" member
@@ -135,6 +139,11 @@ class _Scan:
         self.emitter_raw: bytes | None = None
         self.agent_raw: bytes | None = None
         self.pid_raw: bytes | None = None
+
+
+def _int_id(text: bytes) -> bool:
+    """True when the integer `text` is in orjson's integer range, [-2^63, 2^64)."""
+    return len(text) <= 21 and -(2**63) <= int(text) < 2**64
 
 
 def _check_values(buf: bytes, start: int, end: int, label: str) -> None:
@@ -224,6 +233,7 @@ def _message(  # noqa: C901
                     kind = K_OBJ if c == B_LBRACE else K_ARR
                 else:
                     pos, kind = scan_scalar(buf, vpos, lim)
+                    val = buf[vpos:pos]
                 pos, closed = after_value(buf, pos, lim, B_RBRACE)
             if check:
                 spec = fields.get(rawkey)
@@ -235,7 +245,9 @@ def _message(  # noqa: C901
                         has_id = True
                     elif name == "message":
                         has_message = True
-                    if err is None and kind not in spec[0]:
+                    if err is None and (
+                        kind not in spec[0] or (kind == K_INT and name == "id" and sc.strict_ids and not _int_id(val))
+                    ):
                         err = f"{label}{dot}{name}: expected {spec[1]}"
             if closed:
                 break
@@ -341,8 +353,8 @@ def _packet_field(sc: _Scan, name: bytes, kind: int, raw: bytes) -> None:
             sc.pkt_err = "packet_id: expected string or integer"
 
 
-def _ndjson(buf: bytes, max_depth: int, strict: bool) -> _Scan:
-    sc = _Scan(strict)
+def _ndjson(buf: bytes, max_depth: int, strict: bool, strict_ids: bool) -> _Scan:
+    sc = _Scan(strict, strict_ids)
     n = len(buf)
     ws = skip_ws
     line = 0
@@ -365,21 +377,22 @@ def _ndjson(buf: bytes, max_depth: int, strict: bool) -> _Scan:
 
 def _scan(buf: bytes, fmt: str, max_depth: int, strict: bool) -> tuple[_Scan, bool]:
     """Syntax pass (step 2) plus what steps 3-4 need. Returns (scan, is_packet)."""
+    strict_ids = strict
     strict = strict and may_be_unsupported(buf)
     if fmt == "ndjson":
-        return _ndjson(buf, max_depth, strict), False
+        return _ndjson(buf, max_depth, strict, strict_ids), False
     n = len(buf)
     pos = skip_ws(buf, 0, len(buf)).end()
     if pos >= n:
         raise bad(pos, "expected a JSON value, found only whitespace" if n else "empty body")
     c = buf[pos]
-    sc = _Scan(strict)
+    sc = _Scan(strict, strict_ids)
     if c == B_LBRACE:
         end = _packet_members(buf, pos, n, max_depth, sc)
         rest = skip_ws(buf, end, n).end()
         if rest < n:
             if fmt == "auto":
-                return _ndjson(buf, max_depth, strict), False
+                return _ndjson(buf, max_depth, strict, strict_ids), False
             raise bad(rest, "unexpected data after the JSON value")
         return sc, True
     if c == B_LBRACK:

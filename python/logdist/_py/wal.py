@@ -274,7 +274,8 @@ def _scan_file(data: bytes, first: int, prev_end: int, bound: int) -> tuple[_Sca
         frames = _count_frames(data, SEGMENT_HEADER_LEN) if len(data) >= SEGMENT_HEADER_LEN else 0
         return _Scan([], [], 0, first, ("bad segment header", frames)), _OVERLAP
     scan = _scan_segment(data, first, bound)
-    if ours and header_lsn < first and not scan.records:
+    # only the newest file can be a spare renamed just before a crash: an older one lost records
+    if ours and header_lsn < first and not scan.records and bound == _NO_BOUND:
         return None
     return scan, _DAMAGED
 
@@ -456,7 +457,10 @@ class Wal:
             touched = touched or cut
         if touched:
             _sync_dir(d)
-        return max(next_lsn, prev_end)
+        # a lost record was acknowledged as stored: its lsn is never given to a new one, even
+        # when no intact record (nor an intact checkpoint) is left above it
+        past_lost = max((loss[5][-1] + 1 for loss in self._losses if loss[5]), default=0)
+        return max(next_lsn, prev_end, past_lost)
 
     def _recover_segment(
         self,
@@ -551,6 +555,11 @@ class Wal:
         checkpoint's next_lsn); else a torn write (never acknowledged) or a recycled segment's
         stale frames. True when it is to be cut off."""
         if scan.bad is None:
+            # the file ends cleanly, but short of lsns it should hold: a cut-off end, lost when
+            # they are undelivered (a zero-length stretch; nothing to cut)
+            start, lo, hi = scan.valid_len, scan.end_lsn, max(horizon, scan.end_lsn)
+            if self._lose(name, data, (start, len(data)), (lo, hi), ranges):
+                self._note(name, "torn record", start, 0, hi - lo)
             return False
         why, frames = scan.bad
         start, skipped = scan.valid_len, len(data) - scan.valid_len
