@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
+from logdist.procs import free_port
 from logdist.tools import cluster
 from waiting import wait_until
 
@@ -247,3 +248,37 @@ def test_kill9_restart_and_two_rotations_deliver_each_line_once(spawn, one_analy
     # or the analyzer dropped those copies.
     ship_state = orjson.loads(state.read_bytes())["files"]
     assert {(f["ino"], f["gen"]) for f in ship_state} >= {(ino_b, 1)}
+
+
+def test_sigterm_with_the_distributor_down_stops_and_keeps_the_checkpoint(one_analyzer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Nothing acknowledged: SIGTERM still stops (after --stop-timeout), exit 1, the checkpoint
+    stays at 0; the next run against a live distributor sends every line once."""
+    d, a = one_analyzer
+    log, state, err = tmp_path / "app.log", tmp_path / "ship.json", tmp_path / "down.err"
+    log.write_text(_lines(0, 1000))
+    down = f"http://127.0.0.1:{free_port()}"
+    argv = [sys.executable, "-m", "logdist", "emitter", "--url", down, "--ship", str(log), "--follow"]
+    argv += ["--state-file", str(state), "--stop-timeout", "1", "--timeout", "1", "--progress", "0.1", "--json"]
+    with err.open("ab") as fh:
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=fh,
+            cwd=ROOT,
+        )
+    try:
+        wait_until(lambda: "1,000 lines sent" in err.read_text(), what="packets in flight")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err.read_text()
+    s = orjson.loads(out)
+    assert (s["acked"], s["unconfirmed"], s["complete"]) == (0, 1000, False)
+    assert checkpoint(state) == 0
+    s = ship_once(d, "--ship", str(log), "--state-file", str(state))
+    assert (s["lines"], s["acked"]) == (1000, 1000)
+    wait_until(lambda: processed(a) == 1000, what="1000 processed")
+    assert checkpoint(state) == log.stat().st_size

@@ -96,14 +96,33 @@ class Shipper:
         self.stop = asyncio.Event()
         self.dirty = asyncio.Event()
         self.closing = False
+        self.flushing = False
         self.lines = self.packets = self.saves = 0
         self.resumed_bytes = 0
         self.sender: PacketSender | None = None
 
     # --- sending and acknowledging -----------------------------------------------------------
 
-    async def _dispatch(self, src: Source, n: int | None = None) -> None:
-        """Sends the first `n` (default all) pending lines of `src` as one packet."""
+    async def _slot(self) -> bool:
+        """Waits for a send slot (at most --concurrency packets in flight). While reading, a stop
+        ends the wait (False): the distributor may be down, and the stop must not hang."""
+        if self.flushing or not self.sem.locked():
+            await self.sem.acquire()
+            return True
+        acquire = asyncio.ensure_future(self.sem.acquire())
+        stopped = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if acquire.done() and not acquire.cancelled():
+            return True
+        acquire.cancel()
+        return False
+
+    async def _dispatch(self, src: Source, n: int | None = None) -> bool:
+        """Sends the first `n` (default all) pending lines of `src` as one packet; False when a
+        stop came while it waited for a slot (the lines stay pending)."""
+        if not await self._slot():
+            return False
         lines = src.pending[:n] if n is not None else src.pending
         src.pending = src.pending[len(lines) :]
         fid = src.pending_fid
@@ -113,10 +132,10 @@ class Shipper:
         src.inflight.append(packet)
         self.lines += len(lines)
         self.packets += 1
-        await self.sem.acquire()
         t = asyncio.create_task(self._send(src, packet, body, len(lines)))
         self.tasks.add(t)
         t.add_done_callback(self.tasks.discard)
+        return True
 
     async def _send(self, src: Source, packet: Inflight, body: bytes, n: int) -> None:
         assert self.sender is not None
@@ -147,9 +166,11 @@ class Shipper:
         batch, flush_s = max(1, self.args.batch), self.args.flush_ms / 1000.0
         for src in self.watcher.sources:
             while len(src.pending) >= batch:
-                await self._dispatch(src, batch)
+                if not await self._dispatch(src, batch):
+                    return
             if src.pending and (flush_all or src.closed or now - src.pending_since >= flush_s):
-                await self._dispatch(src)
+                if not await self._dispatch(src):
+                    return
 
     async def _loop(self) -> None:
         follow, args = self.args.follow, self.args
@@ -173,8 +194,9 @@ class Shipper:
 
     async def _merge(self, got: list[tuple[Source, str, int, list[Line]]], now: float) -> None:
         for src, fid, gen, lines in got:
-            if src.pending and src.pending_gen != gen:  # truncated: the old generation goes first
-                await self._dispatch(src)
+            # truncated: the old generation goes first (stopped: what was read is read again)
+            if src.pending and src.pending_gen != gen and not await self._dispatch(src):
+                return
             if not src.pending:
                 src.pending_since, src.pending_gen, src.pending_fid = now, gen, fid
             src.pending.extend(lines)
@@ -218,11 +240,15 @@ class Shipper:
                     session, self.urls, timeout_s=self.args.timeout, give_up_after_s=None, counters=self.counters
                 )
                 await self._loop()
-                await self._cut(time.monotonic(), flush_all=True)  # what was read goes out
+                self.flushing = True
+                deadline = time.monotonic() + self.args.stop_timeout if self.stop.is_set() else None
+                try:  # what was read goes out
+                    await asyncio.wait_for(self._cut(time.monotonic(), flush_all=True), _left(deadline))
+                except TimeoutError:
+                    complete = False
                 if self.tasks:
-                    timeout = self.args.stop_timeout if self.stop.is_set() else None
-                    _, late = await asyncio.wait(set(self.tasks), timeout=timeout)
-                    complete = not late
+                    _, late = await asyncio.wait(set(self.tasks), timeout=_left(deadline))
+                    complete = complete and not late
                     for t in late:  # not acknowledged: not checkpointed, sent again next time
                         t.cancel()
                     await asyncio.gather(*late, return_exceptions=True)
@@ -251,6 +277,10 @@ class Shipper:
             "elapsed_s": round(time.monotonic() - t0, 3),
             "last_error": c.last_error,
         }
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def run_ship(args: argparse.Namespace, urls: list[str]) -> int:
