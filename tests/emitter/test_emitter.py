@@ -323,7 +323,21 @@ def test_ship_a_file_and_stdin(make_cluster, tmp_path) -> None:  # type: ignore[
     levels = ["INFO", "ERROR", "warning", "DEBUG", "plain"]
     log.write_text("".join(f"2026-01-01T00:00:00Z {levels[i % 5]} line {i}\n" for i in range(1000)) + "\n")
     r = subprocess.run(
-        [sys.executable, "-m", "logdist", "emitter", "--url", d.url, "--ship", str(log), "--batch", "100", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "logdist",
+            "emitter",
+            "--url",
+            d.url,
+            "--ship",
+            str(log),
+            "--batch",
+            "100",
+            "--json",
+            "--state-dir",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=90,
@@ -366,6 +380,8 @@ def test_ship_follow_then_sigint_delivers_what_was_read(make_cluster, tmp_path) 
             d.url,
             "--ship",
             str(log),
+            "--state-dir",
+            str(tmp_path),
             "--follow",
             "--flush-ms",
             "50",

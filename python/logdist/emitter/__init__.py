@@ -1,10 +1,10 @@
-"""The emitter role: synthetic traffic for a distributor.
+"""The emitter role: synthetic traffic for a distributor, and a log shipper.
 
 `logdist emitter [--config FILE] [--port N] [--url URL ...]` runs the emitter server, the v0
 emitter API (`server`); `logdist emitter --once --url URL ...` (also `logdist generate`) runs the
-one-shot generator with the Go-style generator flags (`oneshot`); `logdist emitter --ship FILE|- [--follow]` ships
-real log lines (`ship`). Messages come from `messages`, delivery with retry
-and failover from `sender`.
+one-shot generator with the Go-style generator flags (`oneshot`); `logdist emitter --ship PATH
+... [--follow]` ships real log lines and resumes from checkpoints (`ship`, `tail`,
+`checkpoint`). Messages come from `messages`, delivery with retry and failover from `sender`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--once", action="store_true", help="one-shot generator instead of a server (like `generate`)")
     p.add_argument("--log-level", default="INFO")
     sh = p.add_argument_group("shipping real logs (at-least-once; --url/--config give the distributors)")
-    sh.add_argument("--ship", metavar="FILE", help="send each line of FILE ('-': stdin) as a message, then exit")
-    sh.add_argument("--follow", "-f", action="store_true", help="keep shipping what is appended (like tail -f)")
+    sh.add_argument(
+        "--ship",
+        metavar="PATH",
+        nargs="+",
+        action="extend",
+        help="send each line of these files or globs ('-': stdin) as a message; repeatable",
+    )
+    sh.add_argument("--follow", "-f", action="store_true", help="keep shipping what is appended; follow rotation")
     sh.add_argument("--source", help="the messages' source (default: the file name)")
     sh.add_argument("--flush-ms", type=float, default=1000.0, help="send a partial batch after this long (1000)")
+    sh.add_argument(
+        "--state-file", metavar="PATH", help="checkpoints of the files (default: <state-dir>/ship-<hash>.json)"
+    )
+    sh.add_argument("--state-dir", default="./logdist-state", help="where the default state file lives")
+    sh.add_argument("--glob-interval", type=float, default=1.0, metavar="S", help="--follow: re-scan paths (1 s)")
+    sh.add_argument(
+        "--rotate-wait", type=float, default=5.0, metavar="S", help="read a rotated-away file until idle this long (5)"
+    )
+    sh.add_argument(
+        "--stop-timeout", type=float, default=30.0, metavar="S", help="on SIGTERM, wait this long for acks (30)"
+    )
+    sh.add_argument("--progress", type=float, default=10.0, metavar="S", help="progress line on stderr every S s")
     g = p.add_argument_group("one-shot generator (--once; --url also overrides distributor_urls in server mode)")
     add_oneshot_arguments(g, url_required=False)  # type: ignore[arg-type]
 

@@ -4,6 +4,7 @@ blocking JSON-over-HTTP helpers they, `up`'s live view and the tests use. Daemon
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import urllib.error
 import urllib.parse
@@ -87,6 +88,88 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 # --- verify-weights ---------------------------------------------------------------------------
+#
+# Random routing puts each message on analyzer i with probability p_i (its weight's share), so
+# of n messages analyzer i gets Binomial(n, p_i): at n = 800 and p = 0.1 the standard deviation
+# is 1.06 points, and a fixed 1-point tolerance flags a correct distributor most of the time.
+# The check instead gives each analyzer the exact binomial interval that holds its count with
+# probability 1 - alpha/k (k analyzers, Bonferroni), so a correct distributor is flagged with
+# probability at most alpha (0.001) whatever n is, and the interval narrows as n grows. The
+# chi-square goodness-of-fit p-value over all analyzers is printed beside it.
+
+
+def _log_pmf(x: int, n: int, p: float) -> float:
+    return math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1) + x * math.log(p) + (n - x) * math.log1p(-p)
+
+
+def binomial_interval(n: int, p: float, tail: float) -> tuple[int, int]:
+    """The smallest lo and hi with P(X < lo) <= tail and P(X > hi) <= tail, X ~ Binomial(n, p),
+    summed exactly over the window where the mass is (mean +- 12 sd; beyond it < 1e-30)."""
+    if n == 0 or p <= 0.0:
+        return 0, 0
+    if p >= 1.0:
+        return n, n
+    mean, sd = n * p, math.sqrt(n * p * (1 - p))
+    x0, x1 = max(0, int(mean - 12 * sd - 10)), min(n, int(mean + 12 * sd + 10))
+    pmf = [math.exp(_log_pmf(x, n, p)) for x in range(x0, x1 + 1)]
+    lo, acc = x0, 0.0
+    for i, m in enumerate(pmf):
+        if acc + m > tail:
+            lo = x0 + i
+            break
+        acc += m
+    hi, acc = x1, 0.0
+    for i in range(len(pmf) - 1, -1, -1):
+        if acc + pmf[i] > tail:
+            hi = x0 + i
+            break
+        acc += pmf[i]
+    return lo, hi
+
+
+def gamma_q(a: float, x: float) -> float:
+    """The regularized upper incomplete gamma function Q(a, x) (series below a + 1, continued
+    fraction above, as in Numerical Recipes' gammq)."""
+    if x <= 0.0:
+        return 1.0
+    log_front = a * math.log(x) - x - math.lgamma(a)
+    if x < a + 1.0:
+        term = total = 1.0 / a
+        ap = a
+        for _ in range(10_000):
+            ap += 1.0
+            term *= x / ap
+            total += term
+            if abs(term) < abs(total) * 1e-15:
+                break
+        return max(0.0, 1.0 - total * math.exp(log_front))
+    tiny = 1e-300
+    b, c, d = x + 1.0 - a, 1.0 / tiny, 1.0 / (x + 1.0 - a)
+    h = d
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b += 2.0
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return min(1.0, math.exp(log_front) * h)
+
+
+def chi_square(counts: list[int], shares: list[float]) -> tuple[float, int, float]:
+    """(statistic, degrees of freedom, p-value) of the counts against the expected shares, over
+    the analyzers expected to get messages."""
+    n = sum(counts)
+    cells = [(c, s * n) for c, s in zip(counts, shares, strict=True) if s > 0]
+    if n == 0 or len(cells) < 2:
+        return 0.0, 0, 1.0
+    stat = sum((c - e) ** 2 / e for c, e in cells)
+    df = len(cells) - 1
+    return stat, df, gamma_q(df / 2.0, stat / 2.0)
 
 
 def add_verify(p: argparse.ArgumentParser) -> None:
@@ -99,8 +182,26 @@ def add_verify(p: argparse.ArgumentParser) -> None:
         metavar="ID=URL[@WEIGHT]",
         help="check these analyzers directly instead of asking the distributor (repeatable)",
     )
+    p.add_argument(
+        "--expect",
+        action="append",
+        metavar="ID=WEIGHT",
+        help="the shares to check against (repeatable; normalized; default: the configured weights)",
+    )
     p.add_argument("--expected", type=int, default=None, help="messages expected in total (default: accepted)")
-    p.add_argument("--tolerance", type=float, default=1.0, metavar="PP", help="allowed share error, points (1.0)")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.001,
+        help="false-alarm probability of the share check for a correct distributor (0.001: 99.9%%)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        metavar="PP",
+        help="a fixed allowed share error in points instead of the binomial intervals",
+    )
     p.add_argument("--check", action="store_true", help="exit 1 if a share or the total is off")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -117,13 +218,53 @@ def _parse_analyzer_arg(text: str) -> dict[str, Any]:
     return {"id": aid, "url": url, "weight": weight}
 
 
+def _parse_expect(items: list[str]) -> dict[str, float]:
+    out = {}
+    for text in items:
+        aid, sep, w = text.partition("=")
+        try:
+            weight = float(w)
+        except ValueError:
+            weight = -1.0
+        if not sep or not aid or not math.isfinite(weight) or weight < 0:
+            raise ConfigError("expect", f"expected ID=WEIGHT with a weight >= 0, got {text!r}")
+        out[aid] = weight
+    if not sum(out.values()) > 0:
+        raise ConfigError("expect", "the expected weights sum to 0")
+    return out
+
+
+def _judge(rows: list[dict[str, Any]], total: int, alpha: float, tolerance_pp: float | None) -> None:
+    """Sets each row's share, diff_pp, interval (counts and shares) and ok."""
+    tail = alpha / (2 * max(1, len(rows)))
+    for row in rows:
+        p = row["expected_share"]
+        row["share"] = (row["processed"] or 0) / total if total else None
+        row["diff_pp"] = (row["share"] - p) * 100 if row["share"] is not None else None
+        if tolerance_pp is not None:
+            lo = max(0, math.ceil(total * (p - tolerance_pp / 100) - 1e-9))
+            hi = min(total, math.floor(total * (p + tolerance_pp / 100) + 1e-9))
+        else:
+            lo, hi = binomial_interval(total, p, tail)
+        row["interval"] = [lo, hi]
+        row["interval_share"] = [lo / total, hi / total] if total else [p, p]
+        count = row["processed"]
+        row["ok"] = row["error"] is None and count is not None and total > 0 and lo <= count <= hi
+
+
 def verify_weights(
     url: str | None,
     analyzers: list[dict[str, Any]] | None = None,
     expected: int | None = None,
-    tolerance_pp: float = 1.0,
+    tolerance_pp: float | None = None,
+    alpha: float = 0.001,
+    expect: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Each analyzer's unique processed count (its own /processed) and share, against its weight."""
+    """Each analyzer's unique processed count (its own /processed) and share, judged against its
+    expected share (its weight's, or `expect`'s) by the binomial interval at family-wise
+    1 - alpha (or by a fixed `tolerance_pp`)."""
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError("alpha", f"must be in (0, 1), got {alpha!r}")
     accepted = None
     if analyzers is None:
         assert url is not None
@@ -135,11 +276,16 @@ def verify_weights(
             for a in r.doc.get("analyzers", [])
         ]
         accepted = (r.doc.get("totals") or {}).get("accepted")
-    total_weight = sum(a["weight"] for a in analyzers) or 1.0
+    if expect is not None:
+        unknown = sorted(set(expect) - {a["id"] for a in analyzers})
+        if unknown:
+            raise ConfigError("expect", f"no such analyzer: {', '.join(unknown)}")
+    weights = [a["weight"] if expect is None else expect.get(a["id"], 0.0) for a in analyzers]
+    total_weight = sum(weights) or 1.0
     rows = []
-    for a in analyzers:
+    for a, w in zip(analyzers, weights, strict=True):
         row: dict[str, Any] = {"id": a["id"], "url": analyzer_base(a["url"]), "weight": a["weight"]}
-        row["expected_share"] = a["weight"] / total_weight
+        row["expected_share"] = w / total_weight
         try:
             p = get(row["url"] + "/processed", timeout=3.0)
             ok = p.status == 200 and isinstance(p.doc, dict)
@@ -151,10 +297,8 @@ def verify_weights(
             row["error"] = str(exc)
         rows.append(row)
     total = sum(r["processed"] or 0 for r in rows)
-    for row in rows:
-        row["share"] = (row["processed"] or 0) / total if total else None
-        row["diff_pp"] = (row["share"] - row["expected_share"]) * 100 if row["share"] is not None else None
-        row["ok"] = row["diff_pp"] is not None and abs(row["diff_pp"]) <= tolerance_pp
+    _judge(rows, total, alpha, tolerance_pp)
+    stat, df, p_value = chi_square([r["processed"] or 0 for r in rows], [r["expected_share"] for r in rows])
     if expected is None:
         expected = accepted
     return {
@@ -163,41 +307,71 @@ def verify_weights(
         "expected_total": expected,
         "total_ok": expected is None or total == expected,
         "shares_ok": bool(rows) and all(r["ok"] for r in rows),
+        "method": "binomial" if tolerance_pp is None else "fixed",
+        "alpha": alpha,
         "tolerance_pp": tolerance_pp,
+        "chi_square": {"statistic": stat, "df": df, "p_value": p_value},
     }
+
+
+def _print_verify(res: dict[str, Any]) -> None:
+    rows = [
+        [
+            r["id"],
+            f"{r['weight']:g}",
+            term.pct(r["expected_share"]),
+            term.num(r["processed"]) if r["error"] is None else "unreachable",
+            term.pct(r["share"]),
+            "-" if r["diff_pp"] is None else f"{r['diff_pp']:+.2f}",
+            f"{term.pct(r['interval_share'][0])} - {term.pct(r['interval_share'][1])}",
+            f"{term.num(r['interval'][0])} - {term.num(r['interval'][1])}",
+            "ok" if r["ok"] else "OFF",
+        ]
+        for r in res["analyzers"]
+    ]
+    headers = ["analyzer", "weight", "expected", "processed", "share", "diff pp", "allowed share", "allowed count", ""]
+    print(term.table(headers, rows, "lrrrrrrrl"))
+    exp = res["expected_total"]
+    line = f"total processed {term.num(res['total_processed'])}"
+    if exp is not None:
+        line += f" / expected {term.num(exp)} " + ("(ok)" if res["total_ok"] else "(MISMATCH)")
+    print(line)
+    k = max(1, len(res["analyzers"]))
+    if res["method"] == "binomial":
+        conf = (1 - res["alpha"]) * 100
+        rule = (
+            f"allowed: the exact binomial interval of each count at {100 - (100 - conf) / k:.6g}% "
+            f"({conf:g}% for all {k} together)"
+        )
+    else:
+        rule = f"allowed: a fixed +-{res['tolerance_pp']:g} points"
+    chi = res["chi_square"]
+    print(f"{rule}; chi-square {chi['statistic']:.2f} over {chi['df']} df, p = {chi['p_value']:.3g}")
+    off = [r["id"] for r in res["analyzers"] if not r["ok"]]
+    verdict = "OK" if res["shares_ok"] and res["total_ok"] else "OFF"
+    why = []
+    if off:
+        why.append(f"outside the interval: {', '.join(off)}")
+    if not res["total_ok"]:
+        why.append("total mismatch")
+    print(f"verdict: {verdict}" + (f" ({'; '.join(why)})" if why else ""))
+    for r in res["analyzers"]:
+        if r["error"]:
+            print(f"  {r['id']}: {r['error']}")
 
 
 def run_verify(args: argparse.Namespace) -> int:
     analyzers = [_parse_analyzer_arg(a) for a in args.analyzer] if args.analyzer else None
+    expect = _parse_expect(args.expect) if args.expect else None
     try:
-        res = verify_weights(args.url, analyzers, args.expected, args.tolerance)
+        res = verify_weights(args.url, analyzers, args.expected, args.tolerance, args.alpha, expect)
     except Unreachable as exc:
         print(f"logdist verify-weights: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(orjson.dumps(res).decode())
     else:
-        rows = [
-            [
-                r["id"],
-                f"{r['weight']:g}",
-                term.pct(r["expected_share"]),
-                term.num(r["processed"]) if r["error"] is None else "unreachable",
-                term.pct(r["share"]),
-                "-" if r["diff_pp"] is None else f"{r['diff_pp']:+.2f}",
-                "ok" if r["ok"] else "OFF",
-            ]
-            for r in res["analyzers"]
-        ]
-        print(term.table(["analyzer", "weight", "expected", "processed", "share", "diff pp", ""], rows, "lrrrrrl"))
-        exp = res["expected_total"]
-        line = f"total processed {term.num(res['total_processed'])}"
-        if exp is not None:
-            line += f" / expected {term.num(exp)} " + ("(ok)" if res["total_ok"] else "(MISMATCH)")
-        print(line)
-        for r in res["analyzers"]:
-            if r["error"]:
-                print(f"  {r['id']}: {r['error']}")
+        _print_verify(res)
     if args.check and not (res["shares_ok"] and res["total_ok"]):
         return 1
     return 0
