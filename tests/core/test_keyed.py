@@ -180,6 +180,11 @@ def test_escapes_and_duplicate_members(impl: ModuleType) -> None:
     body = b'[{"message":"a","source":"a\\u0062c"},{"message":"b","source":"x","source":"abc"}]'
     rp = route(impl, body, "source")
     assert rp.counts == {r.pick_key(b"abc"): 2}  # decoded, and the last member wins
+    # a lone surrogate (lenient mode only) hashes as surrogatepass writes it, a pair as its code point
+    lone = b'[{"message":"a","source":"x\\ud800y"},{"message":"b","source":"\\ud83d\\ude00"}]'
+    rp = route(impl, lone, "source", strict=False)
+    assert target_of(rp, b'"a"') == r.pick_key("x\ud800y".encode("utf-8", "surrogatepass"))
+    assert target_of(rp, b'"b"') == r.pick_key("\U0001f600".encode())
 
 
 def test_a_bad_route_key_is_an_argument_error(impl: ModuleType) -> None:
@@ -255,3 +260,30 @@ def test_route_packet_parity(
         else:
             out.append((rp.batches, rp.counts, rp.unkeyed))
     assert out[0] == out[1]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"message":"a","metadata":{"t":{"u":1,}}}]',
+        b'[{"message":"a","metadata":{"t":{"u":1} "x":2}}]',
+        b'[{"message":"a","metadata":{"t":{"u":1e999}}}]',
+        b'[{"message":"a","metadata":{"t":{"u":"\\udc00"}}}]',
+        b'[{"message":"a","metadata":{"t":[[[[1]]]]}}]',
+        b'[{"message":"a","metadata":{"t":{"u":{"v":{"w":{}}}}}}]',
+        b'[{"message":"a","metadata":{"t":{"u":tru}}}]',
+        b'[{"message":"a","metadata":{"t":{"u":"x"}}',
+    ],
+)
+def test_a_route_key_changes_no_verdict(rs: ModuleType, py: ModuleType, body: bytes) -> None:
+    """The scanner walks the key's path with the same checks: the same errors, on both backends."""
+    got = []
+    for impl in (rs, py):
+        for key in ("random", "metadata.t.u", "metadata.t"):
+            try:
+                impl.route_packet(body, make_router(impl), fallback_prefix="f/", route_key=key, max_depth=5)
+            except Exception as exc:
+                got.append((type(exc).__name__, str(exc)))
+            else:
+                got.append(("ok", ""))
+    assert len(set(got)) == 1, got

@@ -1284,6 +1284,48 @@ mod tests {
     }
 
     #[test]
+    fn route_keys_are_found_where_the_path_says() {
+        use crate::keyed::key_hash;
+        let body = br#"[{"message":"a","metadata":{"t":{"u":"k1"},"x":[1]}},
+            {"metadata":{"t":{"u":7}},"message":"b"},
+            {"message":"c","metadata":{"t":{"u":"k\u0031"}}},
+            {"message":"d","metadata":{"t":"flat"}},
+            {"message":"e","metadata":{"t":{"u":null}}},
+            {"message":"f","metadata":{"t":{"u":"no"},"t":{"u":"k2"}}}]"#;
+        let key = RouteKey::parse("metadata.t.u").unwrap();
+        let v = validate_keyed(body, &Options::default(), &key).unwrap();
+        let hashes: Vec<Option<u64>> = (0..v.count()).map(|i| v.key_hash(i, b"p/", &key)).collect();
+        assert_eq!(
+            hashes,
+            [
+                Some(key_hash(b"k1")),
+                Some(key_hash(b"7")),
+                Some(key_hash(b"k1")),
+                None,
+                None,
+                Some(key_hash(b"k2")),
+            ]
+        );
+        // message_id: the id member, or the id the message is given
+        let body = br#"[{"id":"x","message":"a"},{"message":"b"}]"#;
+        let v = validate_keyed(body, &Options::default(), &RouteKey::MessageId).unwrap();
+        assert_eq!(
+            v.key_hash(0, b"p/", &RouteKey::MessageId),
+            Some(key_hash(b"x"))
+        );
+        assert_eq!(
+            v.key_hash(1, b"p/", &RouteKey::MessageId),
+            Some(key_hash(b"p/1"))
+        );
+        // the key changes no verdict
+        let bad = br#"[{"message":"a","metadata":{"t":{"u":"k1",}}}]"#;
+        assert_eq!(
+            validate_keyed(bad, &Options::default(), &key).unwrap_err(),
+            validate(bad, &Options::default()).unwrap_err()
+        );
+    }
+
+    #[test]
     fn decimal_helpers() {
         for i in [0usize, 9, 10, 99, 100, 12345, usize::MAX] {
             let mut out = Vec::new();
