@@ -1,7 +1,8 @@
 """Packet validation, id insertion and routing over raw bytes (twin of crates/wlb/src/packet.rs).
 
 `route_packet` checks a request body in the contract's order (see _wlb.pyi), gives every
-message an id and splits the messages by target; the JSON syntax itself is `json`'s, and so
+message an id and splits the messages by target (by a random pick, or by route key: then each
+message's key is read from its text after validation, `keyed.message_key`); the JSON syntax itself is `json`'s, and so
 are the values strict mode refuses (the analyzer's definition, checked where the Rust scanner
 checks it: per message, so the first error in the body wins and the detail names the message).
 """
