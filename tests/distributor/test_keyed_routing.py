@@ -43,11 +43,20 @@ def expected_router() -> object:
     return r
 
 
-@pytest.mark.parametrize("route_key", ["message_id", "random"])
-def test_resent_messages_in_new_packets_are_counted_once_when_keyed(cluster: Cluster, route_key: str) -> None:
+@pytest.mark.parametrize(
+    ("route_key", "workers"),
+    [("message_id", 1), ("random", 1), ("message_id", 2)],
+    ids=["message_id", "random", "message_id-2-workers"],
+)
+def test_resent_messages_in_new_packets_are_counted_once_when_keyed(
+    cluster: Cluster, route_key: str, workers: int
+) -> None:
+    """With two worker processes (each request on a new connection, so the kernel spreads them)
+    the count is exact too: the placement holds no state, both workers place a key alike."""
     for aid in WEIGHTS:
         cluster.analyzer(aid)
-    cluster.distributor(WEIGHTS, route_key=route_key, seed=11)
+    extra = ("--workers", str(workers)) if workers > 1 else ()
+    cluster.distributor(WEIGHTS, *extra, route_key=route_key, seed=11)
     unique = [f"u-{i}" for i in range(2000)]
     resent = random.Random(3).sample(unique, 1000)  # an at-least-once client re-sends half
     n = 0
@@ -72,6 +81,9 @@ def test_resent_messages_in_new_packets_are_counted_once_when_keyed(cluster: Clu
         # counted twice (the chance that none of 1000 does is 0.3^1000)
         assert total_unique > len(unique), figures
     assert sum(len(v) for v in seen.values()) == total_unique
+    if workers > 1:  # 40 new connections: the chance that one worker got none is 2 / 2**40
+        rows = cluster.metrics()["per_worker"]
+        assert len(rows) == 2 and all(w["accepted"] > 0 for w in rows), rows
 
 
 def test_keys_stay_put_leave_with_their_analyzer_and_come_back(cluster: Cluster) -> None:
