@@ -95,6 +95,16 @@ def main(argv: list[str]) -> int:
         ratio = route["rs"]["rate"] / route["py"]["rate"]
         verdict = "meets" if ratio >= 10 else "MISSES"
         print(f"\nroute_packet: Rust is {ratio:.1f}x the pure-Python twin ({verdict} the 10x target)")
+    for key in ("message_id", "metadata.request_id"):
+        keyed = rows.get(f"route_packet keyed: {key}", {})
+        for backend in ("rs", "py"):
+            if backend in keyed and backend in route:
+                rate = keyed[backend]["rate"]
+                print(
+                    f"route_packet ({backend}, 4 analyzers): route_key={key} {rate / 1e6:.2f} M msgs/s "
+                    f"beside random {route[backend]['rate'] / 1e6:.2f} M msgs/s "
+                    f"({rate / route[backend]['rate']:.2f}x)"
+                )
     analyze = rows.get("analyzer ingest (250 x ~240 B, fresh)", {})
     for backend in ("rs", "py"):
         if backend in analyze:

@@ -111,6 +111,36 @@ def test_route_packet(benchmark: Any, be: tuple[str, ModuleType]) -> None:
     assert result.count == 250
 
 
+@pytest.mark.parametrize("route_key", ["message_id", "metadata.request_id"])
+def test_route_packet_keyed(benchmark: Any, be: tuple[str, ModuleType], route_key: str) -> None:
+    """The same packet and router as test_route_packet, placed by key (weighted rendezvous)."""
+    name, mod = be
+    body = make_packet()
+    router = make_router(mod, "alias")
+    benchmark.group = f"route_packet keyed: {route_key}"
+    benchmark.extra_info.update(backend=name, items=250, unit="msgs", body_bytes=len(body))
+    result = benchmark(mod.route_packet, body, router, fallback_prefix="bench/", route_key=route_key)
+    assert result.count == 250 and result.unkeyed == 0
+
+
+@pytest.mark.parametrize("analyzers", [16, 64])
+@pytest.mark.parametrize("route_key", ["random", "message_id"])
+def test_route_packet_many_analyzers(
+    benchmark: Any, be: tuple[str, ModuleType], route_key: str, analyzers: int
+) -> None:
+    """Rendezvous costs one score per candidate per message: how the keyed rate falls with the
+    number of analyzers, beside the random rate (an alias pick, O(1))."""
+    name, mod = be
+    body = make_packet()
+    router = mod.Router("alias", 7)
+    for i in range(analyzers):
+        router.set_target(f"analyzer-{i}", float(1 + i % 4))
+    benchmark.group = f"route_packet {route_key}, {analyzers} analyzers"
+    benchmark.extra_info.update(backend=name, items=250, unit="msgs", body_bytes=len(body))
+    result = benchmark(mod.route_packet, body, router, fallback_prefix="bench/", route_key=route_key)
+    assert result.count == 250
+
+
 ANALYZE_ROUNDS = {"rs": 400, "py": 150}
 ANALYZE_PREFILL = 3000  # batches ingested first: 750k ids, so the 1M window is in its steady state
 

@@ -24,6 +24,7 @@ __all__ = [
     "AliasTableClass",
     "BatchAnalyzer",
     "BatchAnalyzerClass",
+    "KeyHash",
     "RetryScheduler",
     "RetrySchedulerClass",
     "RingBuffer",
@@ -89,6 +90,7 @@ class Router(Protocol):
     def snapshot(self) -> list[tuple[str, float, bool]]: ...
     def shares(self) -> dict[str, float]: ...
     def pick(self, exclude: Collection[str] | None = None) -> str: ...
+    def pick_key(self, key: bytes, exclude: Collection[str] | None = None) -> str: ...
     def pick_many(self, count: int) -> list[str]: ...
 
 
@@ -138,6 +140,12 @@ class RoutedPacket(Protocol):
     def batches(self) -> dict[str, bytes]: ...
     @property
     def counts(self) -> dict[str, int]: ...
+    @property
+    def unkeyed(self) -> int: ...
+
+
+class KeyHash(Protocol):
+    def __call__(self, key: bytes) -> int: ...
 
 
 R_contra = TypeVar("R_contra", bound=Router, contravariant=True)
@@ -157,6 +165,8 @@ class RoutePacket(Protocol[R_contra]):
         max_depth: int = 64,
         id_tag: str = "",
         strict: bool = True,
+        route_key: str = "random",
+        exclude: Collection[str] | None = None,
     ) -> RoutedPacket: ...
 
 
@@ -219,6 +229,7 @@ if TYPE_CHECKING:  # the check itself: mypy reads it, nothing runs
     rs_batch_analyzer: BatchAnalyzerClass = _wlb.BatchAnalyzer
     rs_wal: WalClass = _wlb.Wal
     rs_version: str = _wlb.__version__
+    rs_key_hash: KeyHash = _wlb.key_hash
 
     py_split_mix: SplitMix64Class = _py.SplitMix64
     py_alias_table: AliasTableClass = _py.AliasTable
@@ -230,3 +241,4 @@ if TYPE_CHECKING:  # the check itself: mypy reads it, nothing runs
     py_batch_analyzer: BatchAnalyzerClass = _py.BatchAnalyzer
     py_wal: WalClass = _py.Wal
     py_version: str = _py.__version__
+    py_key_hash: KeyHash = _py.key_hash

@@ -28,6 +28,7 @@ __all__ = [
     "SplitMix64",
     "Wal",
     "__version__",
+    "key_hash",
     "route_packet",
 ]
 
@@ -150,6 +151,13 @@ class Router:
         """Expected share of every target: weight / sum over eligible positive weights for
         eligible targets, 0.0 for the others; all 0.0 when nothing is eligible."""
     def pick(self, exclude: Collection[str] | None = None) -> str: ...
+    def pick_key(self, key: bytes, exclude: Collection[str] | None = None) -> str:
+        """The keyed pick: the candidate (eligible, positive weight, not excluded) with the
+        highest rendezvous score -weight / log(u), u = ((mix64(key_hash(key) ^ key_hash(name))
+        >> 11) + 0.5) * 2**-53, the first of equal ones. No draw is consumed, and nothing is
+        cached: the same key gives the same target while the candidates and weights stay the
+        same; a target that leaves (or is excluded) takes only its own keys with it, each to
+        the next target in that key's order. NoTargetError when no candidate is left."""
     def pick_many(self, count: int) -> list[str]:
         """`count` picks with no exclusion (same draws as `count` calls of pick())."""
 
@@ -211,6 +219,7 @@ class RoutedPacket:
                 original JSON text (with an id inserted when it had none, see route_packet),
                 in input order, joined by b",". b"[" + batch + b"]" is a JSON array.
     counts:     target name -> number of messages in batches[target].
+    unkeyed:    messages routed by a route_key that they do not hold (placed at random).
     Only targets that got at least one message appear.
     """
 
@@ -224,6 +233,12 @@ class RoutedPacket:
     def batches(self) -> dict[str, bytes]: ...
     @property
     def counts(self) -> dict[str, int]: ...
+    @property
+    def unkeyed(self) -> int: ...
+
+def key_hash(key: bytes) -> int:
+    """The route-key hash: FNV-1a 64 (offset 0xcbf29ce484222325, prime 0x100000001b3) over
+    the bytes, then the SplitMix64 output mixer."""
 
 def route_packet(
     body: bytes,
@@ -235,6 +250,8 @@ def route_packet(
     max_depth: int = 64,
     id_tag: str = "",
     strict: bool = True,
+    route_key: str = "random",
+    exclude: Collection[str] | None = None,
 ) -> RoutedPacket:
     """Validate a request body, give every message an id, and route each message.
 
@@ -287,6 +304,16 @@ def route_packet(
     Routing: router None puts every message under the key "". Otherwise one router.pick() per
     message, in order (so picks equal router.pick_many(count)); NoTargetError if nothing is
     eligible, raised before any message is routed.
+
+    route_key (ValueError otherwise, checked after id_tag): "random" as above; "message_id",
+    the message's "id" member, or for a message without one the id it is given here; or a
+    dotted path of member names ("source", "metadata.trace_id"; no empty segment) into the
+    message object. A key is a string's decoded text (UTF-8, a lone surrogate as
+    surrogatepass writes it) or a number's text as written; the last member of a name wins.
+    A message with a key goes to router.pick_key(key, exclude): no draw. One whose member is
+    missing, or holds null, a boolean, an object or an array, gets router.pick(exclude) in
+    message order and is counted in unkeyed. exclude (names that are no target are ignored)
+    applies to every pick; with "random" and no exclude the picks are pick_many's.
     """
 
 # --- BatchAnalyzer: the analyzer's dedup and tallies -------------------------------------------

@@ -12,7 +12,13 @@ Every invalid value raises `logdist.errors.ConfigError(key, detail)` naming the 
 Distributor keys of logdist's own (all optional, defaults in DistributorConfig):
   host, queue_size (max messages held, not yet acknowledged), queue_bytes (max bytes of message
   payload held, not yet acknowledged; over either bound ingest answers 429), strategy
-  ("alias" | "swrr"), seed, durability ("memory" | "wal"), state_dir, max_body_bytes,
+  ("alias" | "swrr"), route_key (what places a message: "random", a weighted random pick per
+  message, the default; "message_id", its id; or a dotted path to a message field such as
+  "source" or "metadata.trace_id": a string's text or a number's; such a message goes to the
+  analyzer its key picks by weighted rendezvous hashing among the eligible ones, so the same key
+  reaches the same analyzer while the eligible set and the weights stay the same; a message
+  without the field is placed at random and counted in keyed_fallback), seed, durability
+  ("memory" | "wal"), state_dir, max_body_bytes,
   ingest_buffer_bytes (bytes of request bodies read or processed at once: a body's
   Content-Length is taken when its head arrives, a chunked body's bytes as they arrive; past it
   ingest answers 429; at least max_body_bytes), header_timeout_s (a connection's request head
@@ -254,6 +260,7 @@ class DistributorConfig:
     queue_size: int = 200_000
     queue_bytes: int = 256 << 20
     strategy: str = "alias"
+    route_key: str = "random"
     seed: int | None = None
     durability: str = "memory"
     wal_max_bytes: int = 1 << 30
@@ -309,6 +316,9 @@ def _validate_distributor(c: DistributorConfig) -> None:
         raise ConfigError("port", f"must be 0..65535, got {c.port}")
     if c.strategy not in ("alias", "swrr"):
         raise ConfigError("strategy", f"must be alias or swrr, got {c.strategy!r}")
+    bad_key = route_key_error(c.route_key)
+    if bad_key is not None:
+        raise ConfigError("route_key", bad_key)
     if c.durability not in DURABILITY_MODES:
         raise ConfigError("durability", f"must be one of {', '.join(DURABILITY_MODES)}, got {c.durability!r}")
     for key in ("queue_size", "queue_bytes", "ingest_buffer_bytes", "max_connections",
@@ -330,6 +340,19 @@ def _validate_distributor(c: DistributorConfig) -> None:
     if c.ejection_decay_ms <= 0 or c.pending_release_per_s < 0:
         key = "ejection_decay_ms" if c.ejection_decay_ms <= 0 else "pending_release_per_s"
         raise ConfigError(key, f"must be {'> 0' if key == 'ejection_decay_ms' else '>= 0'}, got {getattr(c, key)}")
+
+
+def route_key_error(key: object) -> str | None:
+    """Why `key` is no route_key, or None: "random", "message_id", or member names joined by
+    dots, none empty, with no control or space character."""
+    if key in ("random", "message_id"):
+        return None
+    if not isinstance(key, str) or not all(key.split(".")):
+        return f"must be random, message_id or a dotted field path such as metadata.trace_id, got {key!r}"
+    c = _unprintable(key)
+    if c is not None or " " in key:
+        return f"a field path holds no control or space character, got {key!r}"
+    return None
 
 
 def parse_distributor_config(d: object, source: str | None = None) -> DistributorConfig:
@@ -361,6 +384,7 @@ def parse_distributor_config(d: object, source: str | None = None) -> Distributo
         queue_size=_int(d, "queue_size", "", base.queue_size, lo=1),
         queue_bytes=_int(d, "queue_bytes", "", base.queue_bytes, lo=1),
         strategy=_str(d, "strategy", "", base.strategy, ("alias", "swrr")) or base.strategy,
+        route_key=_str(d, "route_key", "", base.route_key) or "",  # "" is refused by name below
         seed=seed,
         durability=_str(d, "durability", "", base.durability, DURABILITY_MODES) or base.durability,
         wal_max_bytes=_int(d, "wal_max_bytes", "", base.wal_max_bytes, lo=1),

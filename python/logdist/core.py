@@ -35,5 +35,6 @@ RingBuffer = backend.RingBuffer
 RetryScheduler = backend.RetryScheduler
 RoutedPacket = backend.RoutedPacket
 route_packet = backend.route_packet
+key_hash = backend.key_hash
 SplitMix64 = backend.SplitMix64
 Wal = backend.Wal

@@ -29,6 +29,8 @@ mod _wlb {
     #[pymodule_export]
     use super::queue::RingBufferPy;
     #[pymodule_export]
+    use super::select::key_hash_py;
+    #[pymodule_export]
     use super::select::AliasTablePy;
     #[pymodule_export]
     use super::select::RouterPy;

@@ -3,12 +3,12 @@
 
 use crate::convert::{lock, Int};
 use crate::errors;
-use crate::select::RouterPy;
+use crate::select::{exclude_names, RouterPy};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
 use wlb::json::{decode_json_string, Decoded};
-use wlb::packet::{valid_prefix, Format, Options};
+use wlb::packet::{valid_prefix, Format, Keyed, Options, RouteKey};
 
 /// The result of `route_packet`.
 #[pyclass(name = "RoutedPacket", module = "logdist._wlb", frozen)]
@@ -17,6 +17,7 @@ pub struct RoutedPacketPy {
     packet_id: Option<Py<PyString>>,
     count: usize,
     batches: Vec<(String, Py<PyBytes>, usize)>,
+    unkeyed: usize,
 }
 
 #[pymethods]
@@ -34,6 +35,11 @@ impl RoutedPacketPy {
     #[getter]
     fn count(&self) -> usize {
         self.count
+    }
+
+    #[getter]
+    fn unkeyed(&self) -> usize {
+        self.unkeyed
     }
 
     #[getter]
@@ -124,6 +130,21 @@ fn id_tag_arg(tag: Option<&Bound<'_, PyAny>>) -> PyResult<String> {
     }
 }
 
+/// The `route_key` argument: "random" when absent.
+fn route_key_arg(key: Option<&Bound<'_, PyAny>>) -> PyResult<RouteKey> {
+    let Some(k) = key else {
+        return Ok(RouteKey::Random);
+    };
+    k.extract::<&str>()
+        .ok()
+        .and_then(RouteKey::parse)
+        .ok_or_else(|| {
+            errors::value(format!(
+                "route_key must be 'random', 'message_id' or a dotted field path such as 'metadata.trace_id': {k}"
+            ))
+        })
+}
+
 /// The body as bytes: a bytes object as is, a bytearray or memoryview copied (the twin accepts
 /// those too), anything else a `TypeError`.
 fn body_arg(py: Python<'_>, body: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> {
@@ -141,8 +162,8 @@ fn body_arg(py: Python<'_>, body: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> 
 #[allow(clippy::too_many_arguments)]
 #[pyfunction]
 #[pyo3(
-    signature = (body, router, *, fallback_prefix, format = None, max_messages = Int(10_000), max_depth = Int(64), id_tag = None, strict = true),
-    text_signature = "(body, router, *, fallback_prefix, format='auto', max_messages=10000, max_depth=64, id_tag='', strict=True)"
+    signature = (body, router, *, fallback_prefix, format = None, max_messages = Int(10_000), max_depth = Int(64), id_tag = None, strict = true, route_key = None, exclude = None),
+    text_signature = "(body, router, *, fallback_prefix, format='auto', max_messages=10000, max_depth=64, id_tag='', strict=True, route_key='random', exclude=None)"
 )]
 pub fn route_packet(
     py: Python<'_>,
@@ -154,11 +175,17 @@ pub fn route_packet(
     max_depth: Int,
     id_tag: Option<&Bound<'_, PyAny>>,
     strict: bool,
+    route_key: Option<&Bound<'_, PyAny>>,
+    exclude: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<RoutedPacketPy> {
-    // Argument checks, in the twin's order: format, prefix, id tag, then the body's type.
+    // Argument checks, in the twin's order: format, prefix, id tag, route key, then the body's type.
     let format = format_arg(format)?;
     let prefix = prefix_arg(fallback_prefix)?;
     let id_tag = id_tag_arg(id_tag)?;
+    let keyed = Keyed {
+        route_key: route_key_arg(route_key)?,
+        exclude: exclude_names(exclude)?,
+    };
     let body = body_arg(py, body)?;
     let opts = Options {
         format,
@@ -170,7 +197,14 @@ pub fn route_packet(
     let out = py
         .detach(|| {
             let mut guard = shared.map(|r| lock(&r.inner));
-            wlb::packet::route_packet_tagged(&body, guard.as_deref_mut(), &prefix, &id_tag, &opts)
+            wlb::packet::route_packet_keyed(
+                &body,
+                guard.as_deref_mut(),
+                &prefix,
+                &id_tag,
+                &keyed,
+                &opts,
+            )
         })
         .map_err(errors::route)?;
     let batches = out
@@ -191,5 +225,6 @@ pub fn route_packet(
             .transpose()?,
         count: out.count,
         batches,
+        unkeyed: out.unkeyed,
     })
 }

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::sync::Mutex;
 use wlb::alias::{AliasTable, WeightError};
+use wlb::keyed::key_hash;
 use wlb::rng::SplitMix64;
 use wlb::router::{Router, Strategy};
 use wlb::swrr::SmoothWeighted;
@@ -149,6 +150,28 @@ pub struct RouterPy {
     pub(crate) inner: Mutex<Router>,
 }
 
+/// The names in an `exclude` argument (None or any iterable; items that are no str are
+/// ignored, as the twin ignores names that are no target).
+pub(crate) fn exclude_names(exclude: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    if let Some(ex) = exclude {
+        if ex.is_truthy()? {
+            for item in ex.try_iter()? {
+                if let Ok(s) = item?.extract::<String>() {
+                    names.push(s);
+                }
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// The route-key hash of `key` (FNV-1a 64, mixed; see `wlb::keyed`).
+#[pyfunction(name = "key_hash")]
+pub fn key_hash_py(key: &[u8]) -> u64 {
+    key_hash(key)
+}
+
 #[pymethods]
 impl RouterPy {
     #[new]
@@ -214,19 +237,23 @@ impl RouterPy {
 
     #[pyo3(signature = (exclude = None))]
     fn pick(&self, exclude: Option<&Bound<'_, PyAny>>) -> PyResult<String> {
-        let mut names: Vec<String> = Vec::new();
-        if let Some(ex) = exclude {
-            if ex.is_truthy()? {
-                for item in ex.try_iter()? {
-                    if let Ok(s) = item?.extract::<String>() {
-                        names.push(s);
-                    }
-                }
-            }
-        }
+        let names = exclude_names(exclude)?;
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut router = lock(&self.inner);
         let i = router.pick_excluding(&refs).map_err(errors::router)?;
+        Ok(router.name(i).to_owned())
+    }
+
+    #[pyo3(signature = (key, exclude = None))]
+    fn pick_key(&self, key: &[u8], exclude: Option<&Bound<'_, PyAny>>) -> PyResult<String> {
+        let names = exclude_names(exclude)?;
+        let router = lock(&self.inner);
+        let flags: Vec<bool> = (0..router.len())
+            .map(|i| names.iter().any(|n| n == router.name(i)))
+            .collect();
+        let i = router
+            .pick_key_excluding(key_hash(key), |i| flags[i])
+            .map_err(errors::router)?;
         Ok(router.name(i).to_owned())
     }
 

@@ -1,6 +1,7 @@
 //! wlb: the logdist core, in pure Rust with no Python dependency (the bindings live in crates/wlb-py).
 //!
 //! Hot-path primitives of the distributor: weighted selection ([`alias`], [`swrr`], [`router`]),
+//! keyed placement by weighted rendezvous hashing ([`keyed`]),
 //! a bounded lock-free MPMC ring ([`ring`]), the retry scheduler ([`retry`]), packet
 //! validation/splitting/routing over raw bytes ([`packet`]) with the JSON scanner it shares
 //! with the analyzer ([`json`]), the analyzer's dedup window ([`dedup`]) and per-batch tallies
@@ -14,6 +15,7 @@ pub mod alias;
 pub mod analyze;
 pub mod dedup;
 pub mod json;
+pub mod keyed;
 pub mod packet;
 pub mod retry;
 pub mod ring;

@@ -11,7 +11,8 @@
 //! `bad_schema` (packet fields, then messages), `empty_packet`, `too_many_messages`.
 
 use crate::dedup::{number_value, IdValue};
-use crate::json::{is_ws, JsonError, Key, Kind, Scan, Scanner};
+use crate::json::{decode_json_string, is_ws, Decoded, JsonError, Key, Kind, Scan, Scanner};
+use crate::keyed::KeyHasher;
 use crate::router::{Router, RouterError};
 use std::fmt;
 
@@ -162,14 +163,75 @@ impl Default for Options {
     }
 }
 
+/// What a message is placed by.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RouteKey {
+    /// A weighted random pick per message (the router's strategy).
+    #[default]
+    Random,
+    /// The message's id: its `"id"` member, or the id `route_packet` gives it.
+    MessageId,
+    /// A message field, by its path of member names (`source`, `metadata.trace_id`).
+    Field(Vec<Vec<u8>>),
+}
+
+impl RouteKey {
+    /// The route key of a name: `"random"`, `"message_id"`, or a dotted field path whose
+    /// segments are not empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::packet::RouteKey;
+    ///
+    /// assert_eq!(RouteKey::parse("message_id"), Some(RouteKey::MessageId));
+    /// assert_eq!(
+    ///     RouteKey::parse("metadata.trace_id"),
+    ///     Some(RouteKey::Field(vec![b"metadata".to_vec(), b"trace_id".to_vec()]))
+    /// );
+    /// assert_eq!(RouteKey::parse("metadata..x"), None);
+    /// ```
+    pub fn parse(spec: &str) -> Option<Self> {
+        match spec {
+            "random" => Some(Self::Random),
+            "message_id" => Some(Self::MessageId),
+            _ if spec.split('.').any(str::is_empty) => None,
+            _ => Some(Self::Field(
+                spec.split('.').map(|s| s.as_bytes().to_vec()).collect(),
+            )),
+        }
+    }
+
+    /// The member path the scanner looks up in each message (empty for random).
+    fn path(&self) -> Vec<Vec<u8>> {
+        match self {
+            Self::Random => Vec::new(),
+            Self::MessageId => vec![b"id".to_vec()],
+            Self::Field(path) => path.clone(),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------- scanner
 
-/// One message: its span in the body and whether it has an "id" member.
+/// Where a message's route key is in the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeySpan {
+    /// Not there, or not a string or a number.
+    Missing,
+    /// The key's bytes as they are: a string without escapes (between the quotes) or a number.
+    Raw(usize, usize),
+    /// A string with escapes (between the quotes): hashed decoded.
+    Escaped(usize, usize),
+}
+
+/// One message: its span in the body, whether it has an "id" member, and its route key.
 #[derive(Debug, Clone, Copy)]
 struct Msg {
     start: usize,
     end: usize,
     has_id: bool,
+    key: KeySpan,
 }
 
 /// A non-object element: counts for the index of the next message, never routed.
@@ -177,6 +239,7 @@ const NOT_A_MESSAGE: Msg = Msg {
     start: usize::MAX,
     end: usize::MAX,
     has_id: true,
+    key: KeySpan::Missing,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,11 +336,14 @@ struct PacketScanner<'a> {
     /// The message being scanned (None between messages): what a `bad_value` detail names.
     at: Option<Label>,
     strict: bool,
+    /// The member path of the route key in a message (empty: none is looked up).
+    path: Vec<Vec<u8>>,
 }
 
 impl<'a> PacketScanner<'a> {
-    fn new(buf: &'a [u8], max_depth: i64, strict: bool) -> Self {
+    fn new(buf: &'a [u8], max_depth: i64, strict: bool, path: Vec<Vec<u8>>) -> Self {
         Self {
+            path,
             sc: if strict {
                 Scanner::new_strict(buf, max_depth)
             } else {
@@ -317,13 +383,21 @@ impl<'a> PacketScanner<'a> {
         let mut err: Option<Field> = None;
         let mut has_id = false;
         let mut has_message = false;
+        let mut route_key = KeySpan::Missing;
         let p = self.sc.ws(pos);
         if self.sc.peek(p) == Some(b'}') {
             pos = p + 1;
         } else {
             loop {
                 let (key, vpos) = self.sc.member_key(pos)?;
-                let (end, kind) = self.sc.value(vpos, depth + 1)?;
+                let (end, kind) = if self.path.first().is_some_and(|k| self.sc.key_is(key, k)) {
+                    // the last member of that name wins, as in a parsed object
+                    let (end, kind, span) = self.key_value(vpos, depth + 1, 1)?;
+                    route_key = span;
+                    (end, kind)
+                } else {
+                    self.sc.value(vpos, depth + 1)?
+                };
                 pos = end;
                 if let Some(field) = check.then(|| self.field_of(key)).flatten() {
                     has_id |= field == Field::Id;
@@ -343,6 +417,7 @@ impl<'a> PacketScanner<'a> {
             start,
             end: pos,
             has_id,
+            key: route_key,
         });
         self.at = None;
         if check {
@@ -360,6 +435,50 @@ impl<'a> PacketScanner<'a> {
             };
         }
         Ok(pos)
+    }
+
+    /// The value at `pos` (at `depth`) of the member named `path[level - 1]`: its end, its
+    /// kind, and where the route key is, descending into objects along the rest of the path.
+    /// It checks what [`Scanner::value`] checks, with the same primitives and details.
+    fn key_value(&mut self, pos: usize, depth: i64, level: usize) -> Scan<(usize, Kind, KeySpan)> {
+        if level == self.path.len() {
+            let (end, kind) = self.sc.value(pos, depth)?;
+            let span = match kind {
+                Kind::Str if memchr::memchr(b'\\', &self.sc.buf()[pos + 1..end - 1]).is_some() => {
+                    KeySpan::Escaped(pos + 1, end - 1)
+                }
+                Kind::Str => KeySpan::Raw(pos + 1, end - 1),
+                Kind::Int | Kind::Num => KeySpan::Raw(pos, end),
+                _ => KeySpan::Missing,
+            };
+            return Ok((end, kind, span));
+        }
+        if self.sc.peek(pos) != Some(b'{') {
+            let (end, kind) = self.sc.value(pos, depth)?;
+            return Ok((end, kind, KeySpan::Missing));
+        }
+        self.sc.check_depth(pos, depth)?;
+        let mut span = KeySpan::Missing;
+        let p = self.sc.ws(pos + 1);
+        if self.sc.peek(p) == Some(b'}') {
+            return Ok((p + 1, Kind::Obj, span));
+        }
+        let mut pos = pos + 1;
+        loop {
+            let (key, vpos) = self.sc.member_key(pos)?;
+            let end = if self.sc.key_is(key, &self.path[level]) {
+                let (end, _, s) = self.key_value(vpos, depth + 1, level + 1)?;
+                span = s;
+                end
+            } else {
+                self.sc.value(vpos, depth + 1)?.0
+            };
+            let (next, closed) = self.sc.after_value(end, b'}')?;
+            pos = next;
+            if closed {
+                return Ok((pos, Kind::Obj, span));
+            }
+        }
     }
 
     /// A value that stands where a message should, but is no object: it counts for the index
@@ -566,13 +685,26 @@ pub struct Validated<'a> {
 /// # Ok::<(), wlb::packet::PacketError>(())
 /// ```
 pub fn validate<'a>(body: &'a [u8], opts: &Options) -> Result<Validated<'a>, PacketError> {
+    validate_keyed(body, opts, &RouteKey::Random)
+}
+
+/// [`validate`], also noting where each message's route key is.
+///
+/// # Errors
+///
+/// Those of [`validate`] (the key changes no verdict and no detail).
+pub fn validate_keyed<'a>(
+    body: &'a [u8],
+    opts: &Options,
+    route_key: &RouteKey,
+) -> Result<Validated<'a>, PacketError> {
     if let Err(e) = std::str::from_utf8(body) {
         return Err(PacketError::new(
             ErrorCode::BadUtf8,
             format!("invalid UTF-8 at byte {}", e.valid_up_to()),
         ));
     }
-    let mut sc = PacketScanner::new(body, opts.max_depth, opts.strict);
+    let mut sc = PacketScanner::new(body, opts.max_depth, opts.strict, route_key.path());
     let is_packet = match sc.scan(opts.format) {
         Ok(p) => p,
         Err(JsonError::TooDeep { offset }) => {
@@ -724,6 +856,39 @@ impl<'a> Validated<'a> {
         }
     }
 
+    /// The route-key hash of message `i` ([`crate::keyed::key_hash`] of the key's text: a
+    /// string decoded, a number as written; with [`RouteKey::MessageId`], the id it is given
+    /// when it has none), or None when its key is missing.
+    ///
+    /// # Panics
+    ///
+    /// When `i` is not below [`Validated::count`].
+    pub fn key_hash(&self, i: usize, prefix: &[u8], route_key: &RouteKey) -> Option<u64> {
+        let msg = self.msgs[i];
+        let mut hasher = KeyHasher::new();
+        match msg.key {
+            KeySpan::Raw(start, end) => hasher.write(&self.body[start..end]),
+            KeySpan::Escaped(start, end) => match decode_json_string(&self.body[start..end]) {
+                Decoded::Utf8(text) => hasher.write(text.as_bytes()),
+                Decoded::Utf16(units) => {
+                    for unit in char::decode_utf16(units) {
+                        let code =
+                            unit.map_or_else(|e| u32::from(e.unpaired_surrogate()), u32::from);
+                        hasher.write_code_point(code);
+                    }
+                }
+            },
+            KeySpan::Missing if *route_key == RouteKey::MessageId && !msg.has_id => {
+                hasher.write(prefix);
+                let mut digits = Vec::with_capacity(20);
+                push_decimal(&mut digits, i);
+                hasher.write(&digits);
+            }
+            KeySpan::Missing => return None,
+        }
+        Some(hasher.finish())
+    }
+
     fn is_empty_object(&self, m: Msg) -> bool {
         self.body[m.start + 1..m.end - 1].iter().all(|&c| is_ws(c))
     }
@@ -764,6 +929,40 @@ impl<'a> Validated<'a> {
 }
 
 impl Validated<'_> {
+    /// One target index per message, and how many keyed messages had no key.
+    fn picks(
+        &self,
+        prefix: &[u8],
+        router: &mut Router,
+        keyed: &Keyed,
+    ) -> Result<(Vec<usize>, usize), RouterError> {
+        let count = self.count();
+        let excluded: Vec<usize> = keyed
+            .exclude
+            .iter()
+            .filter_map(|n| router.index_of(n))
+            .collect();
+        let is_excluded = |i: usize| excluded.contains(&i);
+        if keyed.route_key == RouteKey::Random && excluded.is_empty() {
+            return Ok((router.pick_many(count)?, 0));
+        }
+        let mut unkeyed = 0;
+        let mut picks = Vec::with_capacity(count);
+        for i in 0..count {
+            let pick = match self.key_hash(i, prefix, &keyed.route_key) {
+                Some(h) if keyed.route_key != RouteKey::Random => {
+                    router.pick_key_excluding(h, is_excluded)?
+                }
+                _ => {
+                    unkeyed += usize::from(keyed.route_key != RouteKey::Random);
+                    router.pick_index_excluding(is_excluded)?
+                }
+            };
+            picks.push(pick);
+        }
+        Ok((picks, unkeyed))
+    }
+
     /// Every message in one batch for the target "" (routing without a router).
     fn one_batch(&self, prefix: &[u8]) -> Batch {
         let count = self.count();
@@ -865,6 +1064,8 @@ pub struct RoutedPacket {
     pub count: usize,
     /// Batches in the order their targets were first picked.
     pub batches: Vec<Batch>,
+    /// Messages routed by key whose key was missing (they were placed at random).
+    pub unkeyed: usize,
 }
 
 /// True when `prefix` only holds ASCII letters, digits and `._:/-`.
@@ -950,22 +1151,80 @@ pub fn route_packet_tagged(
     id_tag: &str,
     opts: &Options,
 ) -> Result<RoutedPacket, RouteError> {
+    route_packet_keyed(
+        body,
+        router,
+        fallback_prefix,
+        id_tag,
+        &Keyed::default(),
+        opts,
+    )
+}
+
+/// How [`route_packet_keyed`] places messages.
+#[derive(Debug, Clone, Default)]
+pub struct Keyed {
+    /// What a message is placed by.
+    pub route_key: RouteKey,
+    /// Targets no message goes to (those a re-routed batch has tried already). A keyed message
+    /// then goes to the next target in its rendezvous order.
+    pub exclude: Vec<String>,
+}
+
+/// [`route_packet_tagged`], placing each message by its route key: a keyed message goes to the
+/// candidate with the highest rendezvous score for it ([`Router::pick_key_excluding`], no
+/// random draw), one whose key is missing gets a random pick (in message order, counted in
+/// [`RoutedPacket::unkeyed`]).
+///
+/// # Errors
+///
+/// As [`route_packet_tagged`].
+///
+/// # Examples
+///
+/// ```
+/// use wlb::packet::{route_packet_keyed, Keyed, Options, RouteKey};
+/// use wlb::router::{Router, Strategy};
+///
+/// let mut router = Router::new(Strategy::Alias, 0);
+/// router.set_target("a1", 1.0)?;
+/// router.set_target("a2", 1.0)?;
+/// let keyed = Keyed { route_key: RouteKey::parse("source").unwrap(), exclude: vec![] };
+/// let body = br#"[{"message":"x","source":"db"},{"message":"y","source":"db"},{"message":"z"}]"#;
+/// let routed = route_packet_keyed(body, Some(&mut router), "r/", "", &keyed, &Options::default())?;
+/// assert_eq!(routed.unkeyed, 1);
+/// // both "db" messages are in one batch
+/// assert!(routed.batches.iter().any(|b| b.bytes.starts_with(br#"{"id":"r/0","message":"x","source":"db"},{"id":"r/1""#)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn route_packet_keyed(
+    body: &[u8],
+    router: Option<&mut Router>,
+    fallback_prefix: &str,
+    id_tag: &str,
+    keyed: &Keyed,
+    opts: &Options,
+) -> Result<RoutedPacket, RouteError> {
     if !valid_prefix(fallback_prefix) {
         return Err(RouteError::InvalidPrefix(fallback_prefix.to_owned()));
     }
     if !valid_prefix(id_tag) {
         return Err(RouteError::InvalidPrefix(id_tag.to_owned()));
     }
-    let v = validate(body, opts)?;
+    let v = validate_keyed(body, opts, &keyed.route_key)?;
     let count = v.count();
     let mut prefix = v.id_prefix(fallback_prefix);
     if v.packet_id_raw().is_some() {
         prefix.extend_from_slice(id_tag.as_bytes());
     }
+    let mut unkeyed = 0;
     let batches = match router {
         None => vec![v.one_batch(&prefix)],
         Some(router) => {
-            let picks = router.pick_many(count).map_err(RouteError::Router)?;
+            let picks;
+            (picks, unkeyed) = v
+                .picks(&prefix, router, keyed)
+                .map_err(RouteError::Router)?;
             v.batches_by_pick(&prefix, &picks, router)
         }
     };
@@ -974,6 +1233,7 @@ pub fn route_packet_tagged(
         packet_id_raw: v.packet_id_raw().map(<[u8]>::to_vec),
         count,
         batches,
+        unkeyed,
     })
 }
 
@@ -1068,6 +1328,48 @@ mod tests {
             };
             assert!(validate(body(id).as_bytes(), &lenient).is_ok(), "{id}");
         }
+    }
+
+    #[test]
+    fn route_keys_are_found_where_the_path_says() {
+        use crate::keyed::key_hash;
+        let body = br#"[{"message":"a","metadata":{"t":{"u":"k1"},"x":[1]}},
+            {"metadata":{"t":{"u":7}},"message":"b"},
+            {"message":"c","metadata":{"t":{"u":"k\u0031"}}},
+            {"message":"d","metadata":{"t":"flat"}},
+            {"message":"e","metadata":{"t":{"u":null}}},
+            {"message":"f","metadata":{"t":{"u":"no"},"t":{"u":"k2"}}}]"#;
+        let key = RouteKey::parse("metadata.t.u").unwrap();
+        let v = validate_keyed(body, &Options::default(), &key).unwrap();
+        let hashes: Vec<Option<u64>> = (0..v.count()).map(|i| v.key_hash(i, b"p/", &key)).collect();
+        assert_eq!(
+            hashes,
+            [
+                Some(key_hash(b"k1")),
+                Some(key_hash(b"7")),
+                Some(key_hash(b"k1")),
+                None,
+                None,
+                Some(key_hash(b"k2")),
+            ]
+        );
+        // message_id: the id member, or the id the message is given
+        let body = br#"[{"id":"x","message":"a"},{"message":"b"}]"#;
+        let v = validate_keyed(body, &Options::default(), &RouteKey::MessageId).unwrap();
+        assert_eq!(
+            v.key_hash(0, b"p/", &RouteKey::MessageId),
+            Some(key_hash(b"x"))
+        );
+        assert_eq!(
+            v.key_hash(1, b"p/", &RouteKey::MessageId),
+            Some(key_hash(b"p/1"))
+        );
+        // the key changes no verdict
+        let bad = br#"[{"message":"a","metadata":{"t":{"u":"k1",}}}]"#;
+        assert_eq!(
+            validate_keyed(bad, &Options::default(), &key).unwrap_err(),
+            validate(bad, &Options::default()).unwrap_err()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! positive weight, and is not excluded. Changes take effect on the next pick.
 
 use crate::alias::{AliasTable, WeightError};
+use crate::keyed;
 use crate::rng::SplitMix64;
 use crate::swrr::swrr_step;
 use std::collections::HashMap;
@@ -88,6 +89,8 @@ struct Target {
     name: String,
     weight: f64,
     eligible: bool,
+    /// [`keyed::key_hash`] of the name: its part of every key's rendezvous score.
+    name_hash: u64,
     /// SWRR integer weight (after division by the gcd of all of them).
     int_weight: i128,
     /// SWRR running value.
@@ -283,6 +286,7 @@ impl Router {
                 name: name.to_owned(),
                 weight,
                 eligible: true,
+                name_hash: keyed::key_hash(name.as_bytes()),
                 int_weight: 0,
                 current: 0,
             });
@@ -466,6 +470,47 @@ impl Router {
             self.cache = Some(CachedTable { table, indices });
         }
         Ok(self.cache.as_ref().expect("just built"))
+    }
+
+    /// The keyed pick: the candidate with the highest rendezvous score for `key_hash`
+    /// ([`keyed::pick`]), among those not excluded. It draws no random number, and reads the
+    /// targets as they are now: a change of eligibility or weight takes effect at once, with no
+    /// table to rebuild.
+    ///
+    /// # Errors
+    ///
+    /// [`RouterError::NoTarget`] when no candidate is left.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wlb::keyed::key_hash;
+    /// use wlb::router::{Router, Strategy};
+    ///
+    /// let mut r = Router::new(Strategy::Alias, 0);
+    /// r.set_target("a", 1.0)?;
+    /// r.set_target("b", 1.0)?;
+    /// let k = key_hash(b"trace-7");
+    /// let home = r.pick_key_excluding(k, |_| false)?;
+    /// assert_eq!(r.pick_key_excluding(k, |_| false)?, home);
+    /// // excluded (or ineligible), the key goes to the other one, and comes back after
+    /// assert_eq!(r.pick_key_excluding(k, |i| i == home)?, 1 - home);
+    /// r.set_eligible(r.name(home).to_owned().as_str(), false)?;
+    /// assert_eq!(r.pick_key_excluding(k, |_| false)?, 1 - home);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pick_key_excluding(
+        &self,
+        key_hash: u64,
+        excluded: impl Fn(usize) -> bool,
+    ) -> Result<usize, RouterError> {
+        let candidates = self
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| t.is_candidate() && !excluded(*i))
+            .map(|(i, t)| (i, t.name_hash, t.weight));
+        keyed::pick(key_hash, candidates).ok_or(RouterError::NoTarget)
     }
 
     /// One pick with no exclusion: the index of the chosen target.

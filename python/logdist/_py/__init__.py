@@ -6,7 +6,7 @@ return bit-identical results for identical inputs and seeds. It is selected only
 (LOGDIST_PURE=1, see `logdist.core`). tests/core/ runs one suite on both and cross-checks them;
 `logdist._contract` checks statically that both match the same Protocols.
 
-Modules, as in Rust: rng, alias, swrr, router, ring, retry, json (the scanner), packet, dedup,
+Modules, as in Rust: rng, alias, swrr, keyed, router, ring, retry, json (the scanner), packet, dedup,
 analyze, wal; `convert` mirrors the binding's argument conversions (crates/wlb-py).
 This package exports exactly the names `logdist._wlb` exports.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 from logdist import __version__  # the package's version (looked up once, in logdist/__init__.py)
 from logdist._py.alias import AliasTable
 from logdist._py.analyze import BatchAnalyzer
+from logdist._py.keyed import key_hash
 from logdist._py.packet import RoutedPacket, route_packet
 from logdist._py.retry import RetryScheduler
 from logdist._py.ring import RingBuffer
@@ -35,5 +36,6 @@ __all__ = [
     "SplitMix64",
     "Wal",
     "__version__",
+    "key_hash",
     "route_packet",
 ]

@@ -1,7 +1,8 @@
 """Packet validation, id insertion and routing over raw bytes (twin of crates/wlb/src/packet.rs).
 
 `route_packet` checks a request body in the contract's order (see _wlb.pyi), gives every
-message an id and splits the messages by target; the JSON syntax itself is `json`'s, and so
+message an id and splits the messages by target (by a random pick, or by route key: then each
+message's key is read from its text after validation, `keyed.message_key`); the JSON syntax itself is `json`'s, and so
 are the values strict mode refuses (the analyzer's definition, checked where the Rust scanner
 checks it: per message, so the first error in the body wins and the detail names the message).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 
 from logdist._py.convert import as_int
 from logdist._py.json import (
@@ -42,6 +44,7 @@ from logdist._py.json import (
     string_error,
     unsupported_value,
 )
+from logdist._py.keyed import fnv1a, key_hash, message_key, mix64, parse_route_key
 from logdist._py.router import Router
 from logdist.errors import PacketError
 
@@ -51,7 +54,7 @@ __all__ = ["RoutedPacket", "route_packet"]
 class RoutedPacket:
     """The result of route_packet (see _wlb.pyi)."""
 
-    __slots__ = ("_batches", "_count", "_counts", "_emitter_id", "_packet_id")
+    __slots__ = ("_batches", "_count", "_counts", "_emitter_id", "_packet_id", "_unkeyed")
 
     def __init__(
         self,
@@ -60,7 +63,9 @@ class RoutedPacket:
         count: int,
         batches: dict[str, bytes],
         counts: dict[str, int],
+        unkeyed: int = 0,
     ) -> None:
+        self._unkeyed = unkeyed
         self._emitter_id = emitter_id
         self._packet_id = packet_id
         self._count = count
@@ -78,6 +83,10 @@ class RoutedPacket:
     @property
     def count(self) -> int:
         return self._count
+
+    @property
+    def unkeyed(self) -> int:
+        return self._unkeyed
 
     @property
     def batches(self) -> dict[str, bytes]:
@@ -423,6 +432,8 @@ def route_packet(
     max_depth: int = 64,
     id_tag: str = "",
     strict: bool = True,
+    route_key: str = "random",
+    exclude: Collection[str] | None = None,
 ) -> RoutedPacket:
     """Validate a request body, give every message an id, and route each message (see _wlb.pyi)."""
     if format not in ("auto", "json", "ndjson"):
@@ -431,6 +442,7 @@ def route_packet(
         raise ValueError(f"fallback_prefix may only hold ASCII letters, digits and '._:/-': {fallback_prefix!r}")
     if not isinstance(id_tag, str) or _PREFIX_OK.fullmatch(id_tag) is None:
         raise ValueError(f"id_tag may only hold ASCII letters, digits and '._:/-': {id_tag!r}")
+    mode, path = parse_route_key(route_key)
     max_messages = as_int(max_messages, "max_messages")
     max_depth = as_int(max_depth, "max_depth")
     if not isinstance(body, bytes):
@@ -443,7 +455,13 @@ def route_packet(
     emitter_id, packet_id, prefix = _ids(sc, fallback_prefix, id_tag)
 
     # Routing: every pick happens here, after the whole body was accepted.
-    picks: list[str] | None = None if router is None else router.pick_many(count)
+    picks: list[str] | None = None
+    unkeyed = 0
+    if router is not None:
+        if mode == "random" and not exclude:
+            picks = router.pick_many(count)
+        else:
+            picks, unkeyed = _keyed_picks(body, sc, prefix, router, path if mode != "random" else None, mode, exclude)
 
     pieces = _with_ids(body, sc, prefix)
     if picks is None:
@@ -461,7 +479,36 @@ def route_packet(
         count,
         {k: b",".join(v) for k, v in groups.items()},
         {k: len(v) for k, v in groups.items()},
+        unkeyed,
     )
+
+
+def _keyed_picks(
+    body: bytes,
+    sc: _Scan,
+    prefix: bytes,
+    router: Router,
+    path: tuple[str, ...] | None,
+    mode: str,
+    exclude: Collection[str] | None,
+) -> tuple[list[str], int]:
+    """One target per message by its route key (twin of Validated::picks), and how many
+    keyed messages had none (they get a random pick, in message order)."""
+    ex = frozenset(n for n in exclude if isinstance(n, str)) if exclude else None
+    noid = frozenset(sc.noid) if mode == "message_id" else frozenset()
+    picks: list[str] = []
+    unkeyed = 0
+    for i, (s, e) in enumerate(zip(sc.starts, sc.ends, strict=True)):
+        kh: int | None = None
+        if path is not None:
+            if i in noid:  # message_id: the id it is given
+                kh = mix64(fnv1a(str(i).encode("ascii"), fnv1a(prefix)))
+            else:
+                key = message_key(body[s:e], path)
+                kh = None if key is None else key_hash(key)
+            unkeyed += kh is None
+        picks.append(router.pick(ex) if kh is None else router._pick_key_hash(kh, ex))
+    return picks, unkeyed
 
 
 def _validate(body: bytes, format: str, max_messages: int, max_depth: int, strict: bool) -> _Scan:

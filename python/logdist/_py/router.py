@@ -7,6 +7,7 @@ from collections.abc import Collection
 
 from logdist._py.alias import AliasTable
 from logdist._py.convert import as_count, as_float
+from logdist._py.keyed import key_hash, pick
 from logdist._py.rng import F53, GOLDEN, M64, MIX1, MIX2, SplitMix64
 from logdist.errors import NoTargetError, WeightError
 
@@ -24,10 +25,11 @@ def _check_weight(weight: object) -> float:
 
 
 class _Target:
-    __slots__ = ("current", "eligible", "iweight", "name", "weight")
+    __slots__ = ("current", "eligible", "iweight", "khash", "name", "weight")
 
     def __init__(self, name: str, weight: float) -> None:
         self.name = name
+        self.khash = key_hash(name.encode("utf-8", "surrogatepass"))
         self.weight = weight
         self.eligible = True
         self.iweight = 0
@@ -154,6 +156,16 @@ class Router:
         u1 = rng.next_f64()
         u2 = rng.next_f64()
         return names[table.sample(u1, u2)]
+
+    def pick_key(self, key: bytes, exclude: Collection[str] | None = None) -> str:
+        return self._pick_key_hash(key_hash(key), exclude)
+
+    def _pick_key_hash(self, kh: int, exclude: Collection[str] | None = None) -> str:
+        """The keyed pick for a key hash (twin of Router::pick_key_excluding); no draw."""
+        name = pick(kh, ((t.name, t.khash, t.weight) for t in self._candidates(exclude)))
+        if name is None:
+            raise NoTargetError("no eligible target (all unhealthy, disabled, zero-weight or excluded)")
+        return name
 
     def pick_many(self, count: int) -> list[str]:
         count = as_count(count, "count")

@@ -5,7 +5,8 @@ duplicate of a stored packet (the packet ledger: same key and same content hash,
 "duplicate"; the same key with other content is a new packet, counted in `reused_packet_ids`),
 over the queue bounds (queue_size messages or queue_bytes of payload held: 429),
 not storable (the log is full: 429; an I/O error: 503). Otherwise it routes the packet
-(`core.route_packet`: one pick per message), stores its parts (`store.append`) and returns
+(`core.route_packet`: one pick per message, by the config's route_key: a keyed message goes
+where its key goes among the eligible analyzers, see config.py), stores its parts (`store.append`) and returns
 them as chunks, one per target analyzer. It does not place them: the engine does
 (`Engine.place`). It owns the admission counters (packets, accepted and refused messages).
 """
@@ -90,6 +91,7 @@ class Admission:
         self.rejected_by_status: dict[int, int] = {}  # the same, by status (499: the client went away)
         self.duplicate_packets = 0
         self.reused_packet_ids = 0  # packets stored under a remembered key, with other content
+        self.keyed_fallback = 0  # messages placed at random: the route_key field was missing
 
     def refuse_request(self, status: int) -> None:
         """Count a refused request (bad content type, too large, bad body, queue full ...)."""
@@ -104,15 +106,18 @@ class Admission:
             "packets": self.packets,
             "duplicate_packets": self.duplicate_packets,
             "reused_packet_ids": self.reused_packet_ids,
+            "keyed_fallback": self.keyed_fallback,
         }
 
     def _route(self, body: bytes, fmt: str, id_tag: str = "") -> Any:
         prefix = f"{self.node}:{next(self._seq)}/"
-        limit = self._gate.cfg.max_messages_per_packet
+        cfg = self._gate.cfg
+        limit = cfg.max_messages_per_packet
         try:
             return core.route_packet(
-                body, self._gate.router, fallback_prefix=prefix, format=fmt, max_messages=limit, id_tag=id_tag
-            )
+                body, self._gate.router, fallback_prefix=prefix, format=fmt, max_messages=limit, id_tag=id_tag,
+                route_key=cfg.route_key,
+            )  # fmt: skip
         except NoTargetError:
             # Nothing eligible: accept into pending; it is routed when an analyzer returns.
             return core.route_packet(body, None, fallback_prefix=prefix, format=fmt, max_messages=limit, id_tag=id_tag)
@@ -166,6 +171,7 @@ class Admission:
             return stored
         self.accepted += n
         self.packets += 1
+        self.keyed_fallback += rp.unkeyed
         if key is not None:
             self._remember(key, digest)
         now = asyncio.get_running_loop().time()

@@ -14,7 +14,9 @@ Where a message can be, once accepted (each counted in `held` until acknowledged
   link queue (chunks)  -> batch in flight -> acked (2xx)
                                     \\-> retry scheduler (transient) -> ready -> in flight
                                     \\-> rerouted to an untried analyzer (retry_count failures
-                                        or the analyzer was ejected / disabled / removed)
+                                        or the analyzer was ejected / disabled / removed); with
+                                        a route_key, each message to the next analyzer in its
+                                        key's rendezvous order (_reroute_keyed)
                                     \\-> pending (no analyzer can take it) -> re-routed in
                                         paced slices once one is eligible (_release_loop)
                                     \\-> refused (permanent 4xx): split in halves, each sent
@@ -31,7 +33,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -106,6 +108,7 @@ class Engine:
         self.held_bytes = 0  # their payload: payload_bytes of their chunks (queue_bytes bounds it)
         self._acked = 0
         self._dead_lettered = 0
+        self._keyed_fallback = 0  # re-placements at random of messages without a route key
         self._split_batches = 0  # refused batches split in two to isolate the refused messages
         self._isolation_requests = 0  # the extra batches sent for that
 
@@ -312,13 +315,21 @@ class Engine:
         if a.queue.messages > a.cap and not a.saturated:
             self._saturate(a)
 
+    def _route_again(self, chunk: Chunk, exclude: Collection[str] | None = None) -> Any:
+        """A chunk's messages routed again among the eligible analyzers (by route_key, so a
+        keyed message goes where its key goes now), none to `exclude`."""
+        rp = core.route_packet(
+            b"[" + chunk.data + b"]", self.router, fallback_prefix="r/", format="json",
+            max_messages=max(chunk.count, 1), max_depth=_RESPLIT_DEPTH, strict=False,
+            route_key=self.cfg.route_key, exclude=exclude,
+        )  # fmt: skip
+        self._keyed_fallback += rp.unkeyed
+        return rp
+
     def _resplit(self, chunk: Chunk) -> None:
         """Route a chunk's messages again, one pick per message, among eligible analyzers."""
         try:
-            rp = core.route_packet(
-                b"[" + chunk.data + b"]", self.router, fallback_prefix="r/", format="json",
-                max_messages=max(chunk.count, 1), max_depth=_RESPLIT_DEPTH, strict=False,
-            )  # fmt: skip
+            rp = self._route_again(chunk)
         except NoTargetError:
             self._hold_pending(chunk)
             return
@@ -336,11 +347,15 @@ class Engine:
                 self._queue(a, piece)
 
     def _reroute(self, batch: Batch) -> None:
-        """Send a whole batch (body unchanged) to an analyzer it has not tried, by weight."""
+        """Send a whole batch (body unchanged) to an analyzer it has not tried, by weight; with a
+        route_key, each of its messages to the next analyzer of its key (_reroute_keyed)."""
         src = self._links.get(batch.analyzer)
         if src is not None:
             src.rerouted += batch.count
         batch.tried.add(batch.analyzer)
+        if self.cfg.route_key != "random":
+            self._reroute_keyed(batch)
+            return
         try:
             target = self.router.pick(exclude=batch.tried)
         except NoTargetError:
@@ -353,6 +368,31 @@ class Engine:
         dst.routed += batch.count
         dst.ready.append(batch)
         dst.wake.set()
+
+    def _reroute_keyed(self, batch: Batch) -> None:
+        """A keyed batch that failed for good: its messages routed again with every analyzer it
+        tried excluded, so each goes to the next analyzer in its key's rendezvous order (where
+        the key would go if those left), in new batches that remember what was tried. When
+        none is left untried, they wait in pending and go where their keys go once one is
+        eligible again."""
+        pieces: dict[str, list[Chunk]] = {}
+        for c in batch.chunks:
+            try:
+                rp = self._route_again(c, exclude=batch.tried)
+            except (NoTargetError, PacketError):
+                self._hold_pending(c)
+                continue
+            counts = rp.counts
+            for target, data in rp.batches.items():
+                pieces.setdefault(target, []).append(Chunk(data, counts[target], c.token, c.born))
+        for target, chunks in pieces.items():
+            dst = self._links[target]
+            piece = Batch(chunks, target)
+            piece.tried = set(batch.tried)
+            piece.splits, piece.split_from = batch.splits, batch.split_from
+            dst.routed += piece.count
+            dst.ready.append(piece)
+            dst.wake.set()
 
     def _any_candidate(self) -> bool:
         return any(a.eligible and a.spec.weight > 0 for a in self._links.values())
@@ -828,6 +868,7 @@ class Engine:
             "durability": self._store.durability,
             "backend": core.BACKEND,
             "strategy": self.router.strategy,
+            "route_key": self.cfg.route_key,
             "uptime_s": round(time.time() - self._started, 3),
         }
 
@@ -845,6 +886,7 @@ class Engine:
             "dead_letters": self._deadletters.messages,
             "split_batches": self._split_batches,
             "isolation_requests": self._isolation_requests,
+            "keyed_fallback": self._keyed_fallback,
         }
 
     def queue_figures(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ def totals(e: Engine, adm: Admission) -> dict[str, int]:
         "packets": theirs["packets"],
         "duplicate_packets": theirs["duplicate_packets"],
         "reused_packet_ids": theirs["reused_packet_ids"],
+        "keyed_fallback": theirs["keyed_fallback"] + mine["keyed_fallback"],
         "dead_lettered": mine["dead_lettered"],
         "dead_letters": mine["dead_letters"],
         "split_batches": mine["split_batches"],
@@ -63,6 +64,7 @@ def snapshot(e: Engine, adm: Admission, io: dict[str, int] | None = None) -> dic
         "durability": about["durability"],
         "backend": about["backend"],
         "strategy": about["strategy"],
+        "route_key": about["route_key"],
         "uptime_s": about["uptime_s"],
         "store": e.store_stats(),
     }
@@ -90,6 +92,12 @@ _TOTALS: list[tuple[str, str, str, str]] = [
     ("logdist_rejected_requests_total", "counter", "Requests refused (4xx, 429, 503).", "rejected_requests"),
     ("logdist_duplicate_packets_total", "counter", "Re-sent packets acknowledged again.", "duplicate_packets"),
     ("logdist_reused_packet_ids_total", "counter", "Packets stored under a reused id.", "reused_packet_ids"),
+    (
+        "logdist_keyed_fallback_total",
+        "counter",
+        "Placements at random of messages without their route_key field.",
+        "keyed_fallback",
+    ),
     ("logdist_dead_letter_messages", "gauge", "Messages held in dead letters.", "dead_letters"),
     ("logdist_split_batches_total", "counter", "Refused batches split to isolate what was refused.", "split_batches"),
     (
