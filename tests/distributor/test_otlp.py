@@ -86,8 +86,8 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 class Sink:
     """A recording analyzer process; `messages()` is every message it was sent."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
+    def __init__(self, tmp: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
         script = tmp / "sink.py"
         script.write_text(SINK)
         self.proc = subprocess.Popen([sys.executable, str(script), str(self.port)])
@@ -113,12 +113,20 @@ class Sink:
         self.proc.wait(10)
 
 
+@dataclass
+class Unreachable:
+    """An analyzer's address where nothing listens."""
+
+    url: str
+
+
 @pytest.fixture
-def sinks(tmp_path: Path) -> Iterator[Callable[[str], Sink]]:
+def sinks(tmp_path: Path) -> Iterator[Callable[..., Sink]]:
+    """sinks(aid, port=None) -> a started Sink; all are stopped at teardown."""
     started: list[Sink] = []
 
-    def start(aid: str) -> Sink:
-        s = Sink(tmp_path)
+    def start(aid: str, port: int | None = None) -> Sink:
+        s = Sink(tmp_path, port)
         started.append(s)
         return s
 
@@ -127,7 +135,7 @@ def sinks(tmp_path: Path) -> Iterator[Callable[[str], Sink]]:
         s.stop()
 
 
-def with_sinks(cluster: Cluster, sinks: Callable[[str], Sink], n: int = 2, **cfg: Any) -> list[Sink]:
+def with_sinks(cluster: Cluster, sinks: Callable[..., Sink], n: int = 2, **cfg: Any) -> list[Sink]:
     """A distributor over `n` recording sinks of equal weight."""
     out = []
     for i in range(n):
@@ -189,20 +197,27 @@ LEVELS = ["DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 SEVERITY = {"DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "FATAL": 21}
 
 
+def start_client(url: str, n: int, compression: str = "none") -> subprocess.Popen[str]:
+    argv = [sys.executable, "-c", CLIENT, url, str(n), compression]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def client_result(client: subprocess.Popen[str]) -> tuple[dict[str, Any], str]:
+    """(what the client printed, its stderr: the SDK's own log) once it has finished."""
+    out, err = client.communicate(timeout=100)
+    assert client.returncode == 0, err[-3000:]
+    doc: dict[str, Any] = json.loads(out)
+    assert doc["flushed"], f"the SDK did not flush: {err[-3000:]}"
+    return doc, err
+
+
 def run_client(url: str, n: int, compression: str = "none") -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-c", CLIENT, url, str(n), compression],
-        capture_output=True, text=True, timeout=90, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    doc: dict[str, Any] = json.loads(out.stdout)
-    assert doc["flushed"], f"the SDK did not flush: {out.stderr[-3000:]}"
-    return doc
+    return client_result(start_client(url, n, compression))[0]
 
 
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_sdk_logging_bridge_every_record_arrives_with_its_fields(
-    cluster: Cluster, sinks: Callable[[str], Sink], compression: str
+    cluster: Cluster, sinks: Callable[..., Sink], compression: str
 ) -> None:
     recs = with_sinks(cluster, sinks)
     n = 300
@@ -233,6 +248,23 @@ def test_sdk_logging_bridge_every_record_arrives_with_its_fields(
     # both analyzers had a share; the distributor counted every message as accepted
     assert all(s.messages() for s in recs)
     assert cluster.metrics()["totals"]["accepted"] == n
+
+
+def test_sdk_retries_429_until_the_distributor_has_room(cluster: Cluster, sinks: Callable[..., Sink]) -> None:
+    """The analyzer is down and queue_size is 100: the SDK's second batch of 64 gets 429 +
+    Retry-After, which the exporter honours and retries; once the analyzer is up, every record
+    arrives, once."""
+    port = free_port()
+    cluster.analyzers["rec0"] = Unreachable(f"http://127.0.0.1:{port}")
+    cluster.distributor({"rec0": 1.0}, queue_size=100, ejection_base_ms=100, ejection_max_ms=200)
+    n = 300
+    client = start_client(cluster.url, n)
+    wait_until(lambda: cluster.metrics()["rejected_by_status"].get("429", 0) >= 1, 60, "a 429 to the SDK")
+    rec = sinks("rec0", port=port)
+    _, err = client_result(client)
+    assert "Transient error" in err  # the exporter saw the 429 as retryable
+    got = arrived(cluster, [rec], n)
+    assert sorted(m["metadata"]["attributes"]["seq"] for m in got) == list(range(n))
 
 
 def test_sdk_export_to_logdist_analyzers(cluster: Cluster) -> None:
@@ -291,7 +323,7 @@ HAND_JSON: dict[str, Any] = {
 }  # fmt: skip
 
 
-def test_otlp_json_mapping(cluster: Cluster, sinks: Callable[[str], Sink]) -> None:
+def test_otlp_json_mapping(cluster: Cluster, sinks: Callable[..., Sink]) -> None:
     recs = with_sinks(cluster, sinks)
     status, doc, hdrs = call("POST", cluster.url + "/v1/logs", HAND_JSON)
     assert (status, doc) == (200, {})
@@ -339,7 +371,7 @@ def request(*records: LogRecord) -> ExportLogsServiceRequest:
     )])  # fmt: skip
 
 
-def test_partial_success_protobuf(cluster: Cluster, sinks: Callable[[str], Sink]) -> None:
+def test_partial_success_protobuf(cluster: Cluster, sinks: Callable[..., Sink]) -> None:
     recs = with_sinks(cluster, sinks)
     req = request(
         record(0, trace_id=bytes(16), span_id=bytes(8)),
@@ -358,7 +390,7 @@ def test_partial_success_protobuf(cluster: Cluster, sinks: Callable[[str], Sink]
     assert sorted(m["metadata"]["attributes"]["seq"] for m in got) == [0, 4]
 
 
-def test_partial_success_json(cluster: Cluster, sinks: Callable[[str], Sink]) -> None:
+def test_partial_success_json(cluster: Cluster, sinks: Callable[..., Sink]) -> None:
     recs = with_sinks(cluster, sinks)
     doc = json.loads(json.dumps(HAND_JSON))
     lrs = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
@@ -404,7 +436,7 @@ def rpc_status(raw: Any, protobuf: bool) -> tuple[int, str, str]:
     return st.code, info.reason, st.message
 
 
-def test_bad_bodies_are_400_with_a_status(cluster: Cluster, sinks: Callable[[str], Sink]) -> None:
+def test_bad_bodies_are_400_with_a_status(cluster: Cluster, sinks: Callable[..., Sink]) -> None:
     with_sinks(cluster, sinks, 1)
     url = cluster.url + "/v1/logs"
     status, raw, hdrs = post(url, b"\xff\xff\xff\xff", PROTOBUF)
@@ -428,14 +460,14 @@ def test_bad_bodies_are_400_with_a_status(cluster: Cluster, sinks: Callable[[str
     assert cluster.metrics()["rejected_by_status"] == {"400": 4, "415": 1}
 
 
-def test_too_many_records_is_413(cluster: Cluster, sinks: Callable[[str], Sink]) -> None:
+def test_too_many_records_is_413(cluster: Cluster, sinks: Callable[..., Sink]) -> None:
     with_sinks(cluster, sinks, 1, max_messages_per_packet=50)
     body = request(*(record(i) for i in range(51))).SerializeToString()
     status, raw, _ = post(cluster.url + "/v1/logs", body, PROTOBUF)
     assert status == 413 and rpc_status(raw, protobuf=True)[1] == "too_many_messages"
 
 
-def test_large_export_is_converted_off_loop_and_all_arrives(cluster: Cluster, sinks: Callable[[str], Sink]) -> None:
+def test_large_export_is_converted_off_loop_and_all_arrives(cluster: Cluster, sinks: Callable[..., Sink]) -> None:
     """An export well over CONVERT_INLINE_BYTES (converted in the decode pool)."""
     recs = with_sinks(cluster, sinks)
     n = 3000
@@ -445,13 +477,6 @@ def test_large_export_is_converted_off_loop_and_all_arrives(cluster: Cluster, si
     assert status == 200
     got = arrived(cluster, recs, n)
     assert sorted(m["metadata"]["attributes"]["seq"] for m in got) == list(range(n))
-
-
-@dataclass
-class Unreachable:
-    """An analyzer's address where nothing listens."""
-
-    url: str
 
 
 def test_full_distributor_is_429_with_retry_after(cluster: Cluster) -> None:
