@@ -250,6 +250,19 @@ def test_sdk_logging_bridge_every_record_arrives_with_its_fields(
     assert cluster.metrics()["totals"]["accepted"] == n
 
 
+def test_sdk_export_through_two_workers_in_wal_mode(cluster: Cluster, sinks: Callable[..., Sink]) -> None:
+    """/v1/logs under --workers 2 with durability wal: stored in the log, then delivered once."""
+    recs = [sinks(f"rec{i}") for i in range(2)]
+    for i, s in enumerate(recs):
+        cluster.analyzers[f"rec{i}"] = s
+    cluster.distributor({"rec0": 1.0, "rec1": 1.0}, "--workers", "2", durability="wal")
+    n = 200
+    run_client(cluster.url, n)
+    got = arrived(cluster, recs, n)
+    assert sorted(m["metadata"]["attributes"]["seq"] for m in got) == list(range(n))
+    assert cluster.metrics()["totals"]["accepted"] == n
+
+
 def test_sdk_retries_429_until_the_distributor_has_room(cluster: Cluster, sinks: Callable[..., Sink]) -> None:
     """The analyzer is down and queue_size is 100: the SDK's second batch of 64 gets 429 +
     Retry-After, which the exporter honours and retries; once the analyzer is up, every record
