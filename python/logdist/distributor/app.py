@@ -30,6 +30,7 @@ from logdist.distributor.dashboard import PAGE
 from logdist.distributor.engine import ENGINE, Engine
 from logdist.distributor.ingest import ADMISSION, BODY_BUDGET, BodyBudget, ingest
 from logdist.distributor.ledger import PacketLedger
+from logdist.distributor.otlp import otlp_logs
 from logdist.distributor.store import MemoryStore, Store
 from logdist.distributor.wal_store import make_store
 from logdist.distributor.workers.fanout import (
@@ -229,6 +230,7 @@ async def acknowledge_loss(request: web.Request) -> Answer:
 def _routes(r: web.UrlDispatcher) -> None:
     r.add_post("/logs", ingest)
     r.add_post("/api/v1/logs", ingest)
+    r.add_post("/v1/logs", otlp_logs)  # OTLP/HTTP logs (distributor/otlp.py)
     r.add_get("/health", gathered(health, health_merge))
     r.add_get("/queue", gathered(queue, json_merge("size", merge_queue)))
     r.add_get("/api/v1/metrics", gathered(api_metrics, json_merge("totals", merge_snapshot)))
