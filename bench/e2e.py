@@ -12,6 +12,7 @@ A separate paced run at half of each system's measured maximum gives the p99 at 
     logdist bench ...                                 # the same, from the CLI
 
     .venv/bin/python bench/e2e.py --baseline-tree ../main   # adds logdist-*@base: before vs after
+    .venv/bin/python bench/e2e.py --systems logdist-memory --formats batch,message,packet   # wire formats
 
 The flags are defined once, in logdist.tools.benchargs (which `logdist bench` uses too; it
 loads this file and calls `run`). Results go to stdout (a table), progress to stderr, and JSON
@@ -67,6 +68,15 @@ EXTRA_SYSTEMS = ("logdist-memory-py", "logdist-wal-py", "logdist-memory-1w", "lo
 BASE_SUFFIX = "@base"
 BASE_SYSTEMS = ("logdist-memory" + BASE_SUFFIX, "logdist-wal" + BASE_SUFFIX)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# --formats: an analyzer wire format other than batch runs a logdist system as SYSTEM/FORMAT
+FORMATS = ("batch", "message", "packet")
+FORMAT_SEP = "/"
+
+
+def split_format(name: str) -> tuple[str, str]:
+    """logdist-memory/message -> (logdist-memory, message); no format: batch."""
+    base, _, fmt = name.partition(FORMAT_SEP)
+    return base, fmt or "batch"
 
 
 def log(msg: str) -> None:
@@ -473,16 +483,18 @@ def _start_proxy(name: str, port: int, sinks: Sinks, workdir: Path, args: argpar
 
 
 def _durability(name: str) -> str:
-    """logdist-wal-1w, logdist-memory@base ... -> wal, memory."""
-    return name.partition(BASE_SUFFIX)[0].split("-")[1]
+    """logdist-wal-1w, logdist-memory@base, logdist-memory/packet ... -> wal, memory, memory."""
+    return split_format(name)[0].partition(BASE_SUFFIX)[0].split("-")[1]
 
 
-def _logdist_config(port: int, sinks: Sinks, args: argparse.Namespace) -> dict[str, Any]:
-    """The distributor's config (the compact config shape), plus --logdist-config keys."""
+def _logdist_config(port: int, sinks: Sinks, args: argparse.Namespace, wire: str = "batch") -> dict[str, Any]:
+    """The distributor's config (the compact config shape, each analyzer with `wire` as its
+    format unless it is batch), plus --logdist-config keys."""
     config: dict[str, Any] = {
         "port": port,
         "analyzers": [
             {"id": f"a{i}", "weight": w / 10, "endpoint": ep, "timeout": 10000, "retry_count": 3}
+            | ({"format": wire} if wire != "batch" else {})
             for i, (w, ep) in enumerate(zip(WEIGHTS, sinks.endpoints, strict=True))
         ],
     }
@@ -495,7 +507,8 @@ def _logdist_config(port: int, sinks: Sinks, args: argparse.Namespace) -> dict[s
     return config
 
 
-def _start_logdist(name: str, port: int, sinks: Sinks, workdir: Path, args: argparse.Namespace) -> System:
+def _start_logdist(full_name: str, port: int, sinks: Sinks, workdir: Path, args: argparse.Namespace) -> System:
+    name, wire = split_format(full_name)
     durability = _durability(name)
     tree = None
     if name.endswith(BASE_SUFFIX):
@@ -503,7 +516,7 @@ def _start_logdist(name: str, port: int, sinks: Sinks, workdir: Path, args: argp
             raise Unavailable(f"{name} needs --baseline-tree DIR")
         tree = Path(args.baseline_tree).resolve()
     cfg_path = workdir / "distributor.json"
-    cfg_path.write_text(json.dumps(_logdist_config(port, sinks, args), indent=2))
+    cfg_path.write_text(json.dumps(_logdist_config(port, sinks, args, wire), indent=2))
     # `--workers N`: N distributor processes on the port (SO_REUSEPORT) under one
     # supervisor; /queue and /api/v1/metrics answer for all of them. "-1w": one process.
     workers = 1 if name.endswith("-1w") else args.logdist_workers
@@ -517,11 +530,11 @@ def _start_logdist(name: str, port: int, sinks: Sinks, workdir: Path, args: argp
     env = logdist_env(args, name.endswith("-py"), tree)
     proc = Proc(name, argv, workdir / f"{name}.log", env=env)
     base = f"http://127.0.0.1:{port}"
-    info: dict[str, Any] = {"argv": argv[1:], "workers": workers}
+    info: dict[str, Any] = {"argv": argv[1:], "workers": workers, "format": wire}
     if tree is not None:
         info["tree"] = str(tree)
     return System(
-        name,
+        full_name,
         port,
         proc.start(),
         "/health",
@@ -720,6 +733,16 @@ def logdist_acked(system: System) -> int | None:
     return None
 
 
+def logdist_rows(system: System) -> list[int] | None:
+    """Messages each analyzer acknowledged so far, by logdist's metrics (a0, a1, ...)."""
+    if system.metrics_url is None:
+        return None
+    with contextlib.suppress(OSError, ValueError, urllib.error.URLError, KeyError, TypeError):
+        rows = {r["id"]: int(r["acked"]) for r in get_json(system.metrics_url)["analyzers"]}
+        return [rows[f"a{i}"] for i in range(len(WEIGHTS))]
+    return None
+
+
 @dataclass
 class Payload:
     """The packet body file wrk sends, and the byte sizes the nginx sinks count by."""
@@ -731,7 +754,7 @@ class Payload:
 
 def measure(name: str, sinks_kind: str, payload: Payload, args: argparse.Namespace, workroot: Path) -> dict[str, Any]:
     """One system: warm-up, the measured runs, the optional profile and half-rate runs; its figures."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workroot))
+    workdir = Path(tempfile.mkdtemp(prefix=f"{name.replace(FORMAT_SEP, '-')}-", dir=workroot))
     sinks = Sinks(sinks_kind, workdir, payload.msg_bytes, payload.pkt_bytes, args)
     system: System | None = None
     try:
@@ -764,9 +787,10 @@ def _one_run(system: System, sinks: Sinks, body_file: Path, args: argparse.Names
     """One measured run at full load: what wrk saw, and the CPU and counts around it."""
     wait_drained(system)
     (usr0, sys0), scpu0 = cpu_times(system.pids()), cpu_seconds(sinks.pids())
-    snap0, acked0 = sinks.snapshot(), logdist_acked(system)
+    by_metrics = split_format(system.name)[1] != "batch"  # the sinks cannot count other formats' bodies
+    snap0, acked0 = (logdist_rows(system) if by_metrics else sinks.snapshot()), logdist_acked(system)
     res = run_wrk(system.port, body_file, args, args.duration)
-    snap1, acked1 = sinks.snapshot(), logdist_acked(system)
+    snap1, acked1 = (logdist_rows(system) if by_metrics else sinks.snapshot()), logdist_acked(system)
     (usr1, sys1), scpu1 = cpu_times(system.pids()), cpu_seconds(sinks.pids())
     if not system.proc.alive():
         raise RuntimeError(f"{system.name} died during run {r + 1}: {system.proc.tail()}")
@@ -788,6 +812,7 @@ def _one_run(system: System, sinks: Sinks, body_file: Path, args: argparse.Names
     }
     if snap0 is not None and snap1 is not None:
         run["per_sink"] = [b - a for a, b in zip(snap0, snap1, strict=True)]
+        run["_by_metrics"] = by_metrics
     if acked0 is not None and acked1 is not None:
         run["acked_msgs_per_s_by_metrics"] = (acked1 - acked0) / window
     log(
@@ -803,7 +828,7 @@ def _count_delivered(runs: list[dict[str, Any]], sinks: Sinks) -> None:
     sinks.flush_logs()
     for run in runs:
         t0, t1 = run.pop("_t")
-        if sinks.kind == "nginx":
+        if sinks.kind == "nginx" and not run.pop("_by_metrics", False):
             run["per_sink"] = sinks.count_window(t0, t1)
         delivered = sum(run["per_sink"])
         run["delivered_msgs_per_s"] = delivered / run["window_s"]
@@ -997,16 +1022,26 @@ def selected_systems(args: argparse.Namespace) -> list[str]:
                 continue
             twin = base.removesuffix(BASE_SUFFIX)
             selected.insert(selected.index(twin) + 1 if twin in selected else len(selected), base)
-    return selected
+    formats = [f.strip() for f in getattr(args, "formats", "batch").split(",") if f.strip()]
+    out: list[str] = []
+    for s in selected:  # each logdist system once per format (the other systems know no format)
+        if s.startswith("logdist") and FORMAT_SEP not in s:
+            out += [s if f == "batch" else f"{s}{FORMAT_SEP}{f}" for f in formats]
+        else:
+            out.append(s)
+    return out
 
 
 def _check_systems(selected: list[str], args: argparse.Namespace) -> str | None:
     """Why the selection cannot run, or None."""
     known = SYSTEMS + EXTRA_SYSTEMS + BASE_SYSTEMS
-    unknown = [s for s in selected if s not in known]
+    bad_formats = [s for s in selected if split_format(s)[1] not in FORMATS]
+    if bad_formats:
+        return f"unknown format in {', '.join(bad_formats)} (choose from {', '.join(FORMATS)})"
+    unknown = [s for s in selected if split_format(s)[0] not in known]
     if unknown:
         return f"unknown system(s): {', '.join(unknown)} (choose from {', '.join(known)})"
-    if any(s in BASE_SYSTEMS for s in selected):
+    if any(split_format(s)[0] in BASE_SYSTEMS for s in selected):
         if not args.baseline_tree:
             return f"{', '.join(BASE_SYSTEMS)} need --baseline-tree DIR"
         if not (Path(args.baseline_tree) / "python" / "logdist" / "__main__.py").is_file():

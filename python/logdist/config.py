@@ -46,7 +46,12 @@ Distributor keys of logdist's own (all optional, defaults in DistributorConfig):
   lives in <state_dir>/wal): wal_max_bytes (bound on disk; full -> 429), wal_segment_bytes,
   wal_commit_delay_us (group-commit batching window), wal_checkpoint_ms (progress persistence).
 Analyzer weights are finite numbers in [0, MAX_WEIGHT]; ids and URLs hold no control characters
-or whitespace. Analyzer keys besides those: "enabled" (bool). The worker-pool keys of the worker-pool
+or whitespace. Analyzer keys besides those: "enabled" (bool), "format" (how batches go on the
+wire: "batch", a JSON array per POST, the default; "message", one message object per POST, for
+seed 000's analyzers; "packet", a seed 003 packet object {"packet_id", "agent_id", "sent_at",
+"log_messages", "metadata"} per POST, for seed 003's analyzers; see distributor/wire.py) and
+"message_concurrency" (requests in flight at once to the analyzer with format "message", 1..4096,
+default 32). The worker-pool keys of the worker-pool
 distributor config (workers, worker_count, ...) and log_level are accepted and ignored.
 """
 
@@ -64,6 +69,7 @@ from urllib.parse import urlsplit, urlunsplit
 from logdist.errors import ConfigError
 
 __all__ = [
+    "FORMATS",
     "MAX_WEIGHT",
     "AnalyzerSpec",
     "ConfigError",
@@ -187,6 +193,8 @@ class AnalyzerSpec:
     timeout_s: float = 10.0
     retry_count: int = 3
     enabled: bool = True
+    format: str = "batch"  # the wire format: one of FORMATS
+    message_concurrency: int = 32  # format "message": requests in flight at once
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -197,6 +205,8 @@ class AnalyzerSpec:
             "timeout": round(self.timeout_s * 1000),
             "retry_count": self.retry_count,
             "enabled": self.enabled,
+            "format": self.format,
+            "message_concurrency": self.message_concurrency,
         }
 
 
@@ -204,7 +214,14 @@ class AnalyzerSpec:
 #: analyzers stays finite (an infinite sum cannot define shares)
 MAX_WEIGHT = 1e6
 
-_ANALYZER_KEYS = {"id", "url", "endpoint", "weight", "timeout", "retry_count", "enabled"}
+#: how batches go on the wire to an analyzer (its "format" key)
+FORMATS = ("batch", "message", "packet")
+#: the bound on an analyzer's message_concurrency
+MAX_MESSAGE_CONCURRENCY = 4096
+
+_ANALYZER_KEYS = {
+    "id", "url", "endpoint", "weight", "timeout", "retry_count", "enabled", "format", "message_concurrency",
+}  # fmt: skip
 
 
 def parse_analyzer(
@@ -233,9 +250,11 @@ def parse_analyzer(
     timeout_ms = _float(d, "timeout", path, default_timeout_ms, lo=0.0, lo_open=True)
     retry_count = _int(d, "retry_count", path, default_retry_count, lo=1, hi=1000)
     enabled = _bool(d, "enabled", path, True)
+    fmt = _str(d, "format", path, "batch", FORMATS) or "batch"
+    concurrency = _int(d, "message_concurrency", path, 32, lo=1, hi=MAX_MESSAGE_CONCURRENCY)
     return AnalyzerSpec(
         id=aid, url=url, endpoint=endpoint, weight=weight, timeout_s=timeout_ms / 1000.0,
-        retry_count=retry_count, enabled=enabled,
+        retry_count=retry_count, enabled=enabled, format=fmt, message_concurrency=concurrency,
     )  # fmt: skip
 
 

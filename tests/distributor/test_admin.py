@@ -130,7 +130,7 @@ def test_sigterm_delivers_what_is_held_then_exits_0(cluster: Cluster) -> None:
     accepted: list[str] = []
     for i in range(10):
         ids = [f"t{i}-{j}" for j in range(200)]
-        assert call("POST", cluster.url + "/logs", packet(ids, "t", f"t{i}"))[0] == 202
+        assert call("POST", cluster.url + "/logs", packet(ids, "t", f"t{i}"))[0] == 200
         accepted += ids
     assert get(cluster.url + "/queue")["size"] > 0  # still held when the signal arrives
     d.signal(signal.SIGTERM)

@@ -26,7 +26,7 @@ def processed(cluster: Cluster, aid: str) -> tuple[int, int]:
 
 def post(cluster: Cluster, body: object) -> dict[str, object]:
     status, doc, _ = call("POST", cluster.url + "/logs", body)
-    assert status == 202, (status, doc)
+    assert status == 200, (status, doc)
     return doc  # type: ignore[no-any-return]
 
 
@@ -79,7 +79,7 @@ def test_a_body_that_differs_only_in_bytes_is_other_content(cluster: Cluster) ->
     assert not post(cluster, body).get("duplicate")
     status, doc, _ = call("POST", cluster.url + "/logs", gzip.compress(body),
                           {"Content-Type": "application/json", "Content-Encoding": "gzip"})  # fmt: skip
-    assert (status, doc["duplicate"]) == (202, True)
+    assert (status, doc["duplicate"]) == (200, True)
     assert not post(cluster, body.replace(b", ", b",")).get("duplicate")
     cluster.drained()
     assert processed(cluster, "a1") == (1, 1)

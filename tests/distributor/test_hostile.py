@@ -81,11 +81,11 @@ HOSTILE: list[Case] = [
     ),
     Case("NDJSON line with an overflow", b'{"message":"a"}\n{"message":"b","n":-1e999}\n', 400, "bad_value", "line 2"),
     # ... and what both read: accepted and delivered
-    Case("escaped NUL", _msgs('{"message":"a\\u0000b","metadata":{"k\\u0000":"\\u0000"}}'), 202),
-    Case("surrogate pair", _msgs('{"message":"\\ud83d\\ude00 \\uDBFF\\uDFFF"}'), 202),
-    Case("largest double and an underflow", _msgs('{"message":"a","n":1.7976931348623157e308,"t":1e-999}'), 202),
-    Case("escaped backslash before ud800", _msgs('{"message":"\\\\ud800"}'), 202),
-    Case("integer past 2^64", _msgs('{"message":"a","n":' + str(2**64) + "}"), 202),
+    Case("escaped NUL", _msgs('{"message":"a\\u0000b","metadata":{"k\\u0000":"\\u0000"}}'), 200),
+    Case("surrogate pair", _msgs('{"message":"\\ud83d\\ude00 \\uDBFF\\uDFFF"}'), 200),
+    Case("largest double and an underflow", _msgs('{"message":"a","n":1.7976931348623157e308,"t":1e-999}'), 200),
+    Case("escaped backslash before ud800", _msgs('{"message":"\\\\ud800"}'), 200),
+    Case("integer past 2^64", _msgs('{"message":"a","n":' + str(2**64) + "}"), 200),
 ]
 
 
@@ -109,7 +109,7 @@ def test_hostile_corpus(cluster: Cluster) -> None:
             delivered += doc["accepted"]
         # the analyzer's verdict on the same messages, as the distributor sends them (an array)
         ast, adoc, _ = call("POST", an.url + "/analyze", case.body, JSON)
-        if (ast == 200) != (st == 202):
+        if (ast == 200) != (st == 200):
             failures.append(f"{case.name}: ingest answered {st} but the analyzer {ast} ({adoc!r})")
     assert not failures, "\n".join(failures)
     cluster.drained()
@@ -160,7 +160,7 @@ def test_poison_beside_concurrent_good_traffic_loses_no_good_message(cluster: Cl
     for t in threads:
         t.join(60)
     for name in good:
-        assert [st for st, _ in answers[name]] == [202] * 20, answers[name]
+        assert [st for st, _ in answers[name]] == [200] * 20, answers[name]
     refused = answers["bad-0"] + answers["bad-1"]
     assert [st for st, _ in refused] == [400] * 40
     assert all(doc["error"] == "bad_value" and doc["detail"].startswith("messages[0]: ") for _, doc in refused)
@@ -192,7 +192,7 @@ def test_a_refused_batch_is_split_until_the_poison_is_isolated(cluster: Cluster)
     cluster.distributor({"a1": 1.0})
     n = 1000
     st, doc, _ = call("POST", cluster.url + "/logs", packet([f"m-{i}" for i in range(n)], "e1", "p1"))
-    assert st == 202 and doc["accepted"] == n
+    assert st == 200 and doc["accepted"] == n
     cluster.drained()
     ids, metas = _dead_lettered(cluster.tmp / "state")
     assert ids == ["m-637"]

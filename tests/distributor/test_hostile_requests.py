@@ -137,7 +137,7 @@ class Good:
     def send(self, tag: str) -> None:
         ids = [f"{tag}-{j}" for j in range(3)]
         st, doc, _ = call("POST", self.cluster.url + "/logs", packet(ids, "good", tag))
-        assert st == 202, (tag, st, doc)
+        assert st == 200, (tag, st, doc)
         self.sent += ids
 
     def delivered(self) -> None:
@@ -194,7 +194,7 @@ def test_good_compressed_bodies_are_decoded(pair: Cluster) -> None:
     }
     for tag, (enc, data) in cases.items():
         st, doc, _ = call("POST", pair.url + "/logs", data, {**J, "Content-Encoding": enc})
-        assert (st, doc.get("accepted")) == (202, 2), (tag, st, doc)
+        assert (st, doc.get("accepted")) == (200, 2), (tag, st, doc)
         sent += [f"{tag}-1", f"{tag}-2"]
     pair.drained()
     assert_zero_loss(sent, {a: pair.ids(a) for a in pair.analyzers})
@@ -230,7 +230,7 @@ def test_health_answers_while_a_hostile_body_is_decoded(cluster: Cluster) -> Non
     cluster.distributor({"a1": 1.0})
     st, doc, hdrs = call("POST", cluster.url + "/logs", hostile, {**J, "Content-Encoding": "x-gzip"}, timeout=60)
     assert is_json_error(st, doc, hdrs, 413, "too_many_members"), (st, doc)
-    assert call("POST", cluster.url + "/logs", GOOD)[0] == 202
+    assert call("POST", cluster.url + "/logs", GOOD)[0] == 200
 
 
 @pytest.mark.parametrize("role", ["distributor", "analyzer", "emitter"])
@@ -251,7 +251,7 @@ def test_malformed_http_gets_a_json_error_on_every_daemon(role: str, cluster: Cl
     assert not wrong, "\n".join(wrong)
     if role == "distributor":
         assert cluster.metrics()["rejected_by_status"]["431"] == 2
-        assert call("POST", d.url + "/logs", GOOD)[0] == 202
+        assert call("POST", d.url + "/logs", GOOD)[0] == 200
         cluster.drained()
         assert_zero_loss(["z1", "z2"], {"a1": cluster.ids("a1")})
     log_is_clean(d.log.read_text())
@@ -276,7 +276,7 @@ def test_a_client_gone_mid_body_is_a_499_warning(role: str, cluster: Cluster) ->
     wait_until(lambda: d.log.read_text().count("499 client_closed") == 3, 30, "three 499 warnings")
     if role == "distributor":
         wait_until(lambda: cluster.metrics()["rejected_by_status"].get("499") == 3, 30, "499 counted")
-        assert call("POST", d.url + "/logs", GOOD)[0] == 202
+        assert call("POST", d.url + "/logs", GOOD)[0] == 200
         cluster.drained()
         assert_zero_loss(["z1", "z2"], {"a1": cluster.ids("a1")})
     log_is_clean(d.log.read_text())
@@ -341,7 +341,7 @@ def test_a_bad_weight_is_refused_at_start_and_on_reload(cluster: Cluster, spawn:
     d.signal(signal.SIGHUP)
     wait_until(lambda: "analyzers[0].weight" in d.log.read_text(), 30, "the reload refused")
     assert get(cluster.url + "/api/v1/analyzers")["analyzers"][0]["weight"] == 1.0
-    assert call("POST", cluster.url + "/logs", GOOD)[0] == 202
+    assert call("POST", cluster.url + "/logs", GOOD)[0] == 200
     cluster.drained()
     assert_zero_loss(["z1", "z2"], {"a1": cluster.ids("a1")})
 

@@ -28,7 +28,7 @@ def test_body_shapes_gzip_and_dedup(small: Cluster) -> None:
     sent: list[str] = []
     # seed 000 packet on /logs, seed 003 packet (log_messages) on /api/v1/logs
     st, doc, _ = call("POST", url + "/logs", packet(["s0-1", "s0-2"], "e", "p1"))
-    assert (st, doc) == (202, {"accepted": 2, "packet_id": "p1"})
+    assert (st, doc) == (200, {"accepted": 2, "packet_id": "p1"})
     sent += ["s0-1", "s0-2"]
     seed3 = {"packet_id": "p2", "agent_id": "e", "sent_at": "2026-01-01T00:00:00Z",
              "log_messages": [{"id": "s3-1", "message": "x", "level": "ERROR"}], "metadata": {"a": "b"}}  # fmt: skip
@@ -36,20 +36,20 @@ def test_body_shapes_gzip_and_dedup(small: Cluster) -> None:
     sent.append("s3-1")
     # bare array, no content type at all (treated as JSON)
     st, doc, _ = call("POST", url + "/logs", json.dumps([{"id": "ba-1", "message": "x"}]).encode())
-    assert st == 202 and doc["accepted"] == 1
+    assert st == 200 and doc["accepted"] == 1
     sent.append("ba-1")
     # NDJSON, gzip
     nd = b'{"id":"nd-1","message":"x"}\n{"id":"nd-2","message":"y"}\n'
     st, doc, _ = call("POST", url + "/logs", gzip.compress(nd),
                       {"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"})  # fmt: skip
-    assert (st, doc["accepted"]) == (202, 2)
+    assert (st, doc["accepted"]) == (200, 2)
     sent += ["nd-1", "nd-2"]
     # a re-sent packet is acknowledged, not routed twice
     st, doc, _ = call("POST", url + "/logs", packet(["s0-1", "s0-2"], "e", "p1"))
-    assert st == 202 and doc["duplicate"] is True
+    assert st == 200 and doc["duplicate"] is True
     # messages without an id get one (stable for a packet with an id)
     st, doc, _ = call("POST", url + "/logs", {"packet_id": 7, "emitter_id": "e", "messages": [{"message": "no id"}]})
-    assert st == 202
+    assert st == 200
     small.drained()
     per = {a: small.ids(a) for a in small.analyzers}
     assert_zero_loss(sent, per)
@@ -100,7 +100,7 @@ def test_bad_requests_get_the_right_4xx_and_leave_the_process_healthy(small: Clu
         ):
             wrong.append(f"{name}: expected {status} {code}, got {st} {doc!r}")
         ids = [f"g{i}-{j}" for j in range(5)]  # a good packet right after each bad one
-        assert call("POST", small.url + "/logs", packet(ids, "g", f"g{i}"))[0] == 202
+        assert call("POST", small.url + "/logs", packet(ids, "g", f"g{i}"))[0] == 200
         good += ids
     assert not wrong, "\n".join(wrong)
     assert call("GET", small.url + "/nope")[1]["error"] == "not_found"
@@ -114,7 +114,7 @@ def test_bad_requests_get_the_right_4xx_and_leave_the_process_healthy(small: Clu
 
 
 def test_observability_endpoints(small: Cluster) -> None:
-    assert call("POST", small.url + "/logs", packet(["o1", "o2", "o3"], "o", "o"))[0] == 202
+    assert call("POST", small.url + "/logs", packet(["o1", "o2", "o3"], "o", "o"))[0] == 200
     small.drained()
     h = get(small.url + "/health")
     assert h["status"] == "ok" and h["durability"] == "memory" and h["backend"] in ("rs", "py")

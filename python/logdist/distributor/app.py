@@ -149,7 +149,9 @@ async def delete_analyzer(request: web.Request) -> Answer:
     return Answer({"removed": aid, "rerouted": engine.remove_analyzer(aid)})
 
 
-_PATCHABLE = frozenset({"weight", "enabled", "url", "endpoint", "timeout", "retry_count", "id"})
+_PATCHABLE = frozenset(
+    {"weight", "enabled", "url", "endpoint", "timeout", "retry_count", "id", "format", "message_concurrency"}
+)
 
 
 async def patch_analyzer(request: web.Request) -> Answer:

@@ -3,7 +3,8 @@
 A *chunk* is what one packet routed to one analyzer: the exact JSON text of its messages joined
 by b"," (as `route_packet` produced it) and their count. The sender coalesces chunks into a
 *batch* whose body (b"[" + b",".join(chunks) + b"]") is built once and sent as is on every
-retry and reroute. Everything here works per chunk or per batch, never per message.
+retry and reroute. Everything here works per chunk or per batch, never per message (the
+"message" and "packet" wire formats of an analyzer do, in wire.py, on what they send).
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ class Chunk:
 class Batch:
     """Chunks sent together in one POST; its body is built once and kept for retries."""
 
-    __slots__ = ("analyzer", "attempts", "body", "born", "chunks", "count", "split_from", "splits", "tried")
+    __slots__ = (
+        "analyzer", "attempts", "body", "born", "chunks", "count", "split_from", "splits", "tried", "wire",
+        "wire_format",
+    )  # fmt: skip
 
     def __init__(self, chunks: list[Chunk], analyzer: str) -> None:
         self.chunks = chunks
@@ -45,6 +49,19 @@ class Batch:
         # splits made it, and how many messages the refused batch held (0: not a piece).
         self.splits = 0
         self.split_from = 0
+        # What a "packet" analyzer is sent (built once, so a retry re-sends the same packet), or
+        # a "message" analyzer's (exact text, body) per message; for `wire_format` ("" : none).
+        self.wire: object = None
+        self.wire_format = ""
+
+    def piece(self, chunks: list[Chunk]) -> Batch:
+        """A batch of some of this one's chunks, with its attempts and history."""
+        b = Batch(chunks, self.analyzer)
+        b.attempts = self.attempts
+        b.tried = set(self.tried)
+        b.splits = self.splits
+        b.split_from = self.split_from
+        return b
 
 
 class OutboundQueue:

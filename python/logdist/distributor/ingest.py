@@ -10,6 +10,10 @@ decoded here, not by aiohttp: under bounds on the decoded size and on the number
 (413), off the event loop when it is not small; a corrupt or truncated body is a 400. Then
 `Admission.admit` checks, routes and stores the packet, and `Engine.place` queues its chunks.
 A refusal is counted by status and logged as one WARNING line.
+
+Acceptance is answered the way each endpoint's own clients expect, with the same JSON body:
+200 on `POST /logs` (seed 000's emitter counts any other status as a failed send and retries),
+202 on `POST /api/v1/logs` (seed 003's clients expect 202).
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ log = logging.getLogger("logdist.distributor")
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission", Admission)
 
 _RETRY_SOON = {"Retry-After": "1"}
+
+#: the acceptance status of each ingest path (others: 202)
+ACCEPTED_STATUS = {"/logs": 200}
 
 
 class BodyBudget:
@@ -244,4 +251,7 @@ async def _ingest(request: web.Request, taken: _Taken) -> web.Response:
         reply = verdict.reply()
     else:
         reply = verdict
-    return json_response(reply.payload, reply.status, reply.headers)
+    status = reply.status
+    if status == 202:  # accepted (or a duplicate): as this endpoint's clients expect it
+        status = ACCEPTED_STATUS.get(request.path, 202)
+    return json_response(reply.payload, status, reply.headers)

@@ -13,6 +13,15 @@ are the analyzer's fault (no answer, a timeout, 5xx, 408) of batches sent since 
 re-admission. A 429 is throttling, not a fault: it is retried and honours Retry-After, and it
 neither counts nor resets the streak. A permanent 4xx refuses the batch, not the analyzer: it
 resets the streak, as an acknowledgement does.
+
+Wire formats (the analyzer's `format`, wire.py): "batch" POSTs the batch body as it is;
+"packet" POSTs one seed 003 packet per batch; "message" POSTs each message on its own, with up
+to `message_concurrency` requests in flight to the analyzer, and reports the batch once every
+message has an answer: the acknowledged messages as one acked piece, each permanently refused
+message alone (so it alone goes to dead letters), and the rest as one failed piece (retried,
+rerouted, as a failed batch is). After a transient failure it sends no more of that batch. An
+analyzer that refuses its first deliveries with 400 and acknowledges none most likely wants
+another format: the link logs that once, naming the key.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from typing import Any, Protocol
 import aiohttp
 
 from logdist.config import AnalyzerSpec, DistributorConfig
-from logdist.distributor.batch import Batch, OutboundQueue
+from logdist.distributor import wire
+from logdist.distributor.batch import Batch, Chunk, OutboundQueue
 from logdist.http import parse_retry_after
 
 log = logging.getLogger("logdist.distributor")
@@ -35,6 +45,17 @@ log = logging.getLogger("logdist.distributor")
 _JSON_HEADERS = {"Content-Type": "application/json"}
 #: ejections a link keeps on record for /api/v1/metrics (`recent_ejections`)
 _EJECTIONS_KEPT = 8
+#: deliveries refused with 400 (none acknowledged) after which the format is named as the cause
+_MISMATCH_AFTER = 3
+
+#: format "message": the outcome of a message not sent because another of its batch failed
+_NOT_SENT = "not sent: another message of the batch failed first"
+#: what a POST came to: (status, or None when there was no answer; error detail; Retry-After)
+Outcome = tuple[int | None, str, float | None]
+
+
+def _transient(status: int | None) -> bool:
+    return status is None or status >= 500 or status in (408, 429)
 
 
 def _loop_now() -> float:
@@ -122,7 +143,14 @@ class AnalyzerLink:
         self.rerouted = 0  # messages moved away from this analyzer
         self.dead_lettered = 0
         self.batches_sent = 0
+        self.requests_sent = 0  # POSTs (batches_sent, but one per message with format "message")
         self.latencies: deque[float] = deque(maxlen=1024)
+        self._sem: asyncio.Semaphore | None = None  # format "message": requests in flight
+        self._sem_size = 0
+        # format mismatch watch: 400s before any acknowledgement, for the format in use
+        self._watched_format = ""
+        self._refused_400 = 0
+        self._watch_over = False
 
     @property
     def id(self) -> str:
@@ -200,6 +228,8 @@ class AnalyzerLink:
             "url": self.spec.url,
             "endpoint": self.spec.endpoint,
             "weight": self.spec.weight,
+            "format": self.spec.format,
+            "message_concurrency": self.spec.message_concurrency,
             "state": self.state,
             "eligible": self.eligible,
             "routed": self.routed,
@@ -211,6 +241,7 @@ class AnalyzerLink:
             "queued": self.queued_messages,
             "inflight": self.inflight_messages,
             "batches_sent": self.batches_sent,
+            "requests_sent": self.requests_sent,
             "ejections": self.ejections,
             "ejection_level": self.ejection_level_at(now),
             "ejected_until": _wall(self.down_until, now) if ejected else None,
@@ -281,12 +312,13 @@ class AnalyzerLink:
             self._reports.caught_up(self)
         return batch
 
-    async def _post(self, batch: Batch) -> tuple[int | None, str, float | None]:
-        """POST the batch: (status or None when there was no answer, error detail, Retry-After)."""
+    async def _post(self, body: bytes) -> Outcome:
+        """POST a body: (status or None when there was no answer, error detail, Retry-After)."""
+        self.requests_sent += 1
         try:
             async with self._session.post(
                 self.spec.endpoint,
-                data=batch.body,
+                data=body,
                 headers=_JSON_HEADERS,
                 timeout=aiohttp.ClientTimeout(total=self.spec.timeout_s),
                 allow_redirects=False,
@@ -305,35 +337,179 @@ class AnalyzerLink:
             log.exception("unexpected error delivering to %s", self.id)
             return None, f"{type(exc).__name__}: {exc}", None
 
+    def _body(self, batch: Batch) -> bytes:
+        """What the batch is sent as: its body ("batch"), or its packet, built once ("packet")."""
+        if self.spec.format != "packet":
+            return batch.body
+        if batch.wire_format != "packet":
+            batch.wire = wire.packet_body([c.data for c in batch.chunks], self.id)
+            batch.wire_format = "packet"
+        body = batch.wire
+        assert isinstance(body, bytes)
+        return body
+
     async def _deliver(self, batch: Batch) -> None:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         try:
-            status, detail, retry_after = await self._post(batch)
+            if self.spec.format == "message":
+                outcomes, pieces = await self._post_messages(batch)
+            else:
+                outcomes, pieces = [await self._post(self._body(batch))], None
         except asyncio.CancelledError:
             self.inflight.discard(batch)
             raise
+        except Exception as exc:  # e.g. a message that cannot be cut out: never lose the batch
+            log.exception("cannot deliver a batch of %d messages to %s", batch.count, self.id)
+            outcomes, pieces = [(None, f"{type(exc).__name__}: {exc}", None)], None
         self.inflight.discard(batch)
         self.batches_sent += 1
-        if status is not None:
+        if any(o[0] is not None for o in outcomes):
             self.latencies.append(loop.time() - t0)
+        self._watch_format(outcomes)
         try:
-            if status is not None and 200 <= status < 300:
-                self.consecutive_failures = 0
-                self.last_ok = loop.time()
-                self.acked += batch.count
-                self._reports.acked(self, batch)
-            elif status is None or status >= 500 or status in (408, 429):
-                # a batch sent before the last re-admission says nothing about the analyzer now
-                counts = status != 429 and t0 >= self.readmitted_at
-                self._note_failure(batch, detail, retry_after, loop.time(), counts=counts)
-                self._reports.failed(self, batch, detail, retry_after)
+            if pieces is None:
+                await self._report(batch, outcomes[0], t0)
             else:
-                self.consecutive_failures = 0  # it answered: alive, it just refuses this batch
-                self.last_error = detail
-                await self._reports.refused(self, batch, status, detail)
+                await self._report_messages(batch, pieces, outcomes, t0)
         finally:
             self.wake.set()
+
+    async def _report(self, batch: Batch, outcome: Outcome, t0: float, *, partial: bool = False) -> None:
+        """Report one answer for the whole batch to the engine (`partial`: a failed piece of a
+        batch some of whose messages the analyzer answered: no outage, no failure streak)."""
+        status, detail, retry_after = outcome
+        loop = asyncio.get_running_loop()
+        if status is not None and 200 <= status < 300:
+            self.consecutive_failures = 0
+            self.last_ok = loop.time()
+            self.acked += batch.count
+            self._reports.acked(self, batch)
+        elif _transient(status):
+            # a batch sent before the last re-admission says nothing about the analyzer now
+            counts = not partial and status != 429 and t0 >= self.readmitted_at
+            self._note_failure(batch, detail, retry_after, loop.time(), counts=counts)
+            self._reports.failed(self, batch, detail, retry_after)
+        else:
+            assert status is not None
+            self.consecutive_failures = 0  # it answered: alive, it just refuses this batch
+            self.last_error = detail
+            await self._reports.refused(self, batch, status, detail)
+
+    # -----------------------------------------------------------------------------------------
+    # format "message": one POST per message
+
+    def _message_pieces(self, batch: Batch) -> list[tuple[Chunk, bytes]]:
+        """The batch's messages, each as a one-message chunk (its exact text, its chunk's store
+        token) and the body to POST; made once per batch."""
+        if batch.wire_format != "message":
+            pieces: list[tuple[Chunk, bytes]] = []
+            for c in batch.chunks:
+                if c.count == 1:
+                    pieces += [(c, body) for _, body in wire.message_bodies(c.data)]
+                    continue
+                pieces += [(Chunk(text, 1, c.token, c.born), body) for text, body in wire.message_bodies(c.data)]
+            batch.wire = pieces
+            batch.wire_format = "message"
+        out = batch.wire
+        assert isinstance(out, list)
+        return out
+
+    async def _post_messages(self, batch: Batch) -> tuple[list[Outcome], list[tuple[Chunk, bytes]]]:
+        """POST each message of the batch, at most message_concurrency at once to this analyzer."""
+        pieces = self._message_pieces(batch)
+        n = self.spec.message_concurrency
+        if self._sem is None or self._sem_size != n:
+            self._sem, self._sem_size = asyncio.Semaphore(n), n
+        sem = self._sem
+        outcomes: list[Outcome] = [(None, _NOT_SENT, None)] * len(pieces)
+        todo = iter(range(len(pieces)))
+        stop = False  # a transient failure: send no more of this batch (a down analyzer costs
+        # one timeout per request in flight, not one per message)
+
+        async def worker() -> None:
+            nonlocal stop
+            for i in todo:
+                if stop:
+                    return
+                async with sem:
+                    if stop:
+                        return
+                    outcomes[i] = out = await self._post(pieces[i][1])
+                if _transient(out[0]):
+                    stop = True
+
+        await asyncio.gather(*(worker() for _ in range(min(n, len(pieces)))))
+        return outcomes, pieces
+
+    async def _report_messages(
+        self, batch: Batch, pieces: list[tuple[Chunk, bytes]], outcomes: list[Outcome], t0: float
+    ) -> None:
+        """Report a batch sent message by message: what was acknowledged as one piece, each
+        refused message alone, what failed (transiently) as one piece."""
+        acked: list[Chunk] = []
+        failed: list[tuple[Chunk, bytes]] = []
+        refused: list[tuple[Chunk, int, str]] = []
+        first_failure: Outcome | None = None
+        retry_after: float | None = None
+        for (chunk, body), (status, detail, ra) in zip(pieces, outcomes, strict=True):
+            if status is not None and 200 <= status < 300:
+                acked.append(chunk)
+            elif _transient(status):
+                failed.append((chunk, body))
+                if first_failure is None or first_failure[1] == _NOT_SENT:
+                    first_failure = (status, detail, ra)
+                if ra is not None:
+                    retry_after = max(retry_after or 0.0, ra)
+            else:
+                assert status is not None
+                refused.append((chunk, status, detail))
+        if acked:
+            await self._report(batch if len(acked) == len(pieces) else batch.piece(acked), (200, "", None), t0)
+        for chunk, status, detail in refused:
+            await self._report(batch if len(pieces) == 1 else batch.piece([chunk]), (status, detail, None), t0)
+        if failed:
+            rest = batch if len(failed) == len(pieces) else batch.piece([c for c, _ in failed])
+            rest.wire, rest.wire_format = failed, "message"
+            assert first_failure is not None
+            status, detail, _ = first_failure
+            await self._report(rest, (status, detail, retry_after), t0, partial=bool(acked or refused))
+
+    # -----------------------------------------------------------------------------------------
+    # format mismatch
+
+    def _watch_format(self, outcomes: list[Outcome]) -> None:
+        """Until the analyzer acknowledges something in this format: a delivery all of whose
+        answers are 400 counts; after _MISMATCH_AFTER of them, say once that the format is
+        the likely cause (and which one it likely wants)."""
+        fmt = self.spec.format
+        if fmt != self._watched_format:
+            self._watched_format, self._refused_400, self._watch_over = fmt, 0, False
+        if self._watch_over:
+            return
+        statuses = [o[0] for o in outcomes]
+        if any(st is not None and 200 <= st < 300 for st in statuses):
+            self._watch_over = True
+            return
+        if not statuses or any(st != 400 for st in statuses):
+            return
+        self._refused_400 += 1
+        if self._refused_400 < _MISMATCH_AFTER:
+            return
+        self._watch_over = True
+        answer = outcomes[0][1]
+        guess = wire.guess_format(fmt, answer)
+        wants = (
+            f'it most likely wants "format": "{guess}"'
+            if guess is not None
+            else "try another: " + " or ".join(f'"{f}"' for f in ("batch", "message", "packet") if f != fmt)
+        )
+        log.warning(
+            'analyzer %s refused each of its first %d deliveries with 400 and acknowledged none: its "format" '
+            '("%s") is probably not what it reads (%s): %s. Set "format" in its config, or PATCH '
+            "/api/v1/analyzers/%s; then replay the dead letters (POST /api/v1/dead-letters/replay)",
+            self.id, self._refused_400, fmt, answer[:120].strip(), wants, self.id,
+        )  # fmt: skip
 
     def _note_failure(self, batch: Batch, detail: str, retry_after: float | None, now: float, *, counts: bool) -> None:
         self.failed += 1

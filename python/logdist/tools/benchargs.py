@@ -54,6 +54,13 @@ def _add_what(parser: argparse.ArgumentParser) -> None:
         "logdist-wal@base: from --baseline-tree, added by default when it is given)",
     )
     parser.add_argument(
+        "--formats",
+        default="batch",
+        help="the analyzers' wire formats: each logdist system runs once per format, comma-separated from "
+        "batch,message,packet (default batch); a run in another format than batch is reported as "
+        "SYSTEM/FORMAT (e.g. logdist-memory/message), its deliveries counted by logdist's acknowledgements",
+    )
+    parser.add_argument(
         "--sinks",
         choices=("nginx", "analyzer"),
         default="nginx",

@@ -41,7 +41,10 @@ def merge_queue(mine: dict[str, Any], others: list[dict[str, Any]]) -> dict[str,
 
 
 _ROW_MAX = ("consecutive_failures", "ejection_level", "ejection_remaining_ms")
-_ROW_KEEP = ("id", "url", "endpoint", "weight", "state", "eligible", "last_error", "expected_share", "saturated")
+_ROW_KEEP = (
+    "id", "url", "endpoint", "weight", "state", "eligible", "last_error", "expected_share", "saturated", "format",
+    "message_concurrency",
+)  # fmt: skip
 
 
 def merge_snapshot(mine: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:

@@ -92,7 +92,7 @@ async def ask(
     return list(await asyncio.gather(*(one(i, p) for i, p in peers.others)))
 
 
-_SPEC_KEYS = ("id", "url", "endpoint", "weight", "timeout", "retry_count", "enabled")
+_SPEC_KEYS = ("id", "url", "endpoint", "weight", "timeout", "retry_count", "enabled", "format", "message_concurrency")
 
 
 async def _analyzers_of(session: aiohttp.ClientSession, port: int) -> Any:
