@@ -19,11 +19,19 @@ DURABILITY=${CHAOS_DURABILITY:-wal}
 OUT="$ROOT/docker/.build/chaos/$(date -u +%Y%m%dT%H%M%SZ)"
 PY="$ROOT/.venv/bin/python"
 [[ -x $PY ]] || PY=python3
-# Six consecutive free loopback ports (other test runs share this machine), unless given.
-BASE=${CHAOS_PORT_BASE:-$("$PY" - <<'PY'
+# Six consecutive free loopback ports (other test runs share this machine), unless given: below
+# the ephemeral range, where no outgoing connection can be holding one when Docker binds it.
+free_base() {
+    "$PY" - <<'PY'
 import random, socket
+lo = 32768
+try:
+    lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError):
+    pass
+top = lo - 6 if lo > 11000 else 60000
 for _ in range(50):
-    base = random.randrange(20000, 60000)
+    base = random.randrange(10000, top)
     socks = []
     try:
         for port in range(base, base + 6):
@@ -38,19 +46,23 @@ for _ in range(50):
         for s in socks:
             s.close()
 PY
-)}
+}
+use_ports() {
+    BASE=$1
+    export LOGDIST_PORT_EMITTER=$BASE LOGDIST_PORT_DISTRIBUTOR=$((BASE + 1)) LOGDIST_PORT_ANALYZER_1=$((BASE + 2)) \
+        LOGDIST_PORT_ANALYZER_2=$((BASE + 3)) LOGDIST_PORT_ANALYZER_3=$((BASE + 4)) LOGDIST_PORT_ANALYZER_4=$((BASE + 5))
+    DIST="http://127.0.0.1:$((BASE + 1))"
+}
+use_ports "${CHAOS_PORT_BASE:-$(free_base)}"
 mkdir -p "$OUT/ids"
 chmod 0777 "$OUT/ids"   # written by the analyzers' non-root user
 
-export LOGDIST_PORT_EMITTER=$BASE LOGDIST_PORT_DISTRIBUTOR=$((BASE + 1)) LOGDIST_PORT_ANALYZER_1=$((BASE + 2)) \
-    LOGDIST_PORT_ANALYZER_2=$((BASE + 3)) LOGDIST_PORT_ANALYZER_3=$((BASE + 4)) LOGDIST_PORT_ANALYZER_4=$((BASE + 5))
 export LOGDIST_DURABILITY=$DURABILITY CHAOS_IDS_DIR="$OUT/ids" LOGDIST_IMAGE=${DOCKER_IMAGE:-logdist:local}
 if [[ -z ${COMPOSE_BIN:-} ]]; then
     if docker compose version >/dev/null 2>&1; then COMPOSE_BIN="docker compose"; else COMPOSE_BIN=docker-compose; fi
 fi
 read -r -a COMPOSE <<<"$COMPOSE_BIN"
 COMPOSE+=(-f docker/compose.yml -f docker/compose.chaos.yml -p "$P")
-DIST="http://127.0.0.1:$((BASE + 1))"
 
 log() { printf '==> [chaos %4ds] %s\n' $((SECONDS - START)) "$*"; }
 fail() { log "FAILED: $*"; FAILURES+=("$*"); }
@@ -141,9 +153,19 @@ if [[ -z ${CHAOS_SKIP_BUILD:-} ]]; then
     make --no-print-directory docker-build
 fi
 
-log "starting project $P (durability $DURABILITY, distributor on $DIST)"
 "${COMPOSE[@]}" down --volumes --remove-orphans -t 2 >/dev/null 2>&1 || true
-"${COMPOSE[@]}" up -d --no-build
+# A port can still be taken between free_base and Docker's bind (the machine is shared): then
+# start again on other ports, unless the ports were given.
+for try in 1 2 3; do
+    log "starting project $P (durability $DURABILITY, distributor on $DIST)"
+    if "${COMPOSE[@]}" up -d --no-build 2>&1 | tee "$OUT/compose-up.log"; then break; fi
+    "${COMPOSE[@]}" down --volumes --remove-orphans -t 2 >/dev/null 2>&1 || true
+    if [[ -n ${CHAOS_PORT_BASE:-} || $try -eq 3 ]] || ! grep -q "address already in use" "$OUT/compose-up.log"; then
+        fail "docker compose up"
+        exit 1
+    fi
+    use_ports "$(free_base)"
+done
 wait_healthy analyzer-1 analyzer-2 analyzer-3 analyzer-4 distributor emitter || exit 1
 http GET "$DIST/health" || { fail "distributor /health"; exit 1; }
 
