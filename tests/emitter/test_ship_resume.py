@@ -1,9 +1,9 @@
 """The file shipper resumes from its checkpoints: real distributor, real analyzer, real shipper
 processes, kill -9 and real rotations (rename, then copytruncate).
 
-Dedup by message id is exact here because there is one analyzer: every copy of a line reaches
-the analyzer that already counted it. (With several analyzers that needs `route_key` =
-`message_id` in the distributor; this checkout has no such key yet.)
+Dedup by message id is exact because every copy of a line reaches the analyzer that already
+counted it: there is one analyzer, or four behind a distributor with `route_key` = `message_id`
+(the kill -9 and rotation test).
 """
 
 from __future__ import annotations
@@ -27,18 +27,34 @@ from waiting import wait_until
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _pipeline(spawn, tmp_path: Path, weights: dict[str, float], **extra: Any):  # type: ignore[no-untyped-def]
+    """(distributor, [analyzers]): analyzers that record ids, behind one distributor."""
+    group = [spawn("analyzer", "--id", aid, "--port", "{port}", "--record-ids") for aid in weights]
+    specs = [
+        {"id": aid, "weight": w, "endpoint": f"{a.url}/analyze"}
+        for (aid, w), a in zip(weights.items(), group, strict=True)
+    ]
+    cfg = tmp_path / "distributor.json"
+    cfg.write_bytes(orjson.dumps({"analyzers": specs, **extra}))
+    d = spawn("distributor", "--config", str(cfg), "--port", "{port}", "--state-dir", str(tmp_path / "dstate"))
+    return d, group
+
+
 @pytest.fixture
 def one_analyzer(spawn, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """(distributor, analyzer): one analyzer that records ids, so dedup by id is exact."""
-    a = spawn("analyzer", "--id", "a1", "--port", "{port}", "--record-ids")
-    cfg = tmp_path / "distributor.json"
-    cfg.write_bytes(orjson.dumps({"analyzers": [{"id": "a1", "weight": 1.0, "endpoint": f"{a.url}/analyze"}]}))
-    d = spawn("distributor", "--config", str(cfg), "--port", "{port}", "--state-dir", str(tmp_path / "dstate"))
-    return d, a
+    """(distributor, [analyzer]): one analyzer, so dedup by id is exact."""
+    return _pipeline(spawn, tmp_path, {"a1": 1.0})
 
 
-def processed(a: Any) -> int:
-    return int(cluster.get(a.url + "/processed").doc["processed_count"])
+@pytest.fixture
+def keyed_analyzers(spawn, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """(distributor, [4 analyzers]) routed by message id: a re-sent line goes where it went."""
+    return _pipeline(spawn, tmp_path, {"a1": 0.4, "a2": 0.3, "a3": 0.2, "a4": 0.1}, route_key="message_id")
+
+
+def processed(group: list[Any]) -> int:
+    """Unique messages the analyzers counted, summed."""
+    return sum(int(cluster.get(a.url + "/processed").doc["processed_count"]) for a in group)
 
 
 def accepted(d: Any) -> int:
@@ -161,11 +177,11 @@ def checkpoint(state: Path) -> int:
     return int(files[0]["offset"]) if files else -1
 
 
-def received_lines(a: Any, dev_of: int, files: dict[tuple[int, int], bytes]) -> list[str]:
-    """The lines the analyzer received, read back from the files by the (dev, ino, gen, offset)
-    of each message id."""
+def received_lines(group: list[Any], dev_of: int, files: dict[tuple[int, int], bytes]) -> list[str]:
+    """The lines the analyzers received, read back from the files by the (dev, ino, gen,
+    offset) of each message id."""
     out = []
-    for mid in cluster.get(a.url + "/ids").doc["ids"]:
+    for mid in (m for a in group for m in cluster.get(a.url + "/ids").doc["ids"]):
         dev, ino, gen, _fp, off = mid.split(":")
         data = files[(int(ino), int(gen))]
         assert dev == str(dev_of)
@@ -175,8 +191,8 @@ def received_lines(a: Any, dev_of: int, files: dict[tuple[int, int], bytes]) -> 
 
 
 @pytest.mark.slow
-def test_kill9_restart_and_two_rotations_deliver_each_line_once(spawn, one_analyzer, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    d, a = one_analyzer
+def test_kill9_restart_and_two_rotations_deliver_each_line_once(keyed_analyzers, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    d, a = keyed_analyzers
     log, state = tmp_path / "app.log", tmp_path / "ship.json"
     written = 0
 
@@ -234,14 +250,14 @@ def test_kill9_restart_and_two_rotations_deliver_each_line_once(spawn, one_analy
     assert summary["complete"] is True
     assert written == 6000
     assert processed(a) == written
-    st = cluster.get(a.url + "/processed").doc
     files = {
         (ino_a, 0): (tmp_path / "app.log.1").read_bytes(),
         (ino_b, 0): (tmp_path / "app.log.2").read_bytes(),
         (ino_b, 1): log.read_bytes(),
     }
     got = received_lines(a, log.stat().st_dev, files)
-    assert len(got) == written == st["processed_count"]
+    assert len(got) == written == processed(a)
+    assert all(processed([x]) > 0 for x in a)  # the lines were spread over the four
     want = _lines(0, written).splitlines()
     assert sorted(got) == want  # each line once, and nothing else
     # The restarted shipper re-sent what was in flight at the kill (same ids): the distributor
