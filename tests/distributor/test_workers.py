@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from logdist import pure_requested
+from logdist.distributor.workers.fanout import Answer, health_merge
 from logdist.distributor.workers.merge import merge_prometheus
 
 from .conftest import Cluster, assert_zero_loss, call, get, wait_until
@@ -240,3 +241,28 @@ def test_prometheus_samples_get_a_worker_label_and_stay_grouped_by_family() -> N
         'y{analyzer="a1",worker="0"} 2',
         'y{analyzer="a1",worker="1"} 5',
     ]
+
+
+@pytest.mark.parametrize(
+    ("statuses", "lost", "code", "status"),
+    [
+        (("ok", "ok"), False, 200, "ok"),
+        (("ok", "degraded"), False, 200, "degraded"),  # a pending loss report: still serving
+        (("full", "ok"), False, 200, "full"),  # ingest answers 429 until the backlog drains
+        (("ok", "recovering"), False, 503, "recovering"),
+        (("stopping", "ok"), False, 503, "stopping"),
+        (("ok", "ok"), True, 503, "degraded"),  # a worker that cannot be reached
+    ],
+)
+def test_merged_health_answers_as_one_process_would(
+    statuses: tuple[str, str], lost: bool, code: int, status: str
+) -> None:
+    """The supervisor's /health: 200 while every worker takes traffic, as a single process
+    answers 200 for ok, degraded and full; 503 when one does not or cannot be reached."""
+    mine = Answer({"status": statuses[0], "held": 0, "eligible": 1, "worker": 0, "pid": 1})
+    peer = {"status": statuses[1], "held": 0, "eligible": 1, "worker": 1, "pid": 2}
+    answers = [(1, 200, peer, None)]
+    if lost:
+        answers.append((2, 502, {"error": "unreachable", "detail": "x"}, None))
+    merged = health_merge(mine, answers, 0)  # type: ignore[arg-type]
+    assert (merged.status, merged.payload["status"]) == (code, status)

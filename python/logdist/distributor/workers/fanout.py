@@ -130,6 +130,9 @@ def json_merge(shape: str, merge: Callable[[dict[str, Any], list[dict[str, Any]]
     return run
 
 
+_SERVING = ("ok", "degraded", "full")
+
+
 def health_merge(mine: Answer, answers: list[PeerAnswer], index: int) -> Answer:
     others, lost = _usable(answers, "status")
     merged = merge_health(mine.payload, others, index)
@@ -137,7 +140,11 @@ def health_merge(mine: Answer, answers: list[PeerAnswer], index: int) -> Answer:
         merged["workers"].append({"worker": i, "status": "unreachable", "held": None, "pid": None})
     if lost:
         merged["status"] = merged["status"] if merged["status"] != "ok" else "degraded"
-    return Answer(merged, 200 if merged["status"] == "ok" else 503)
+    # As one process answers: 200 while every worker takes traffic (ok, or a pending loss report
+    # "degraded", or "full": ingest answers 429 until the backlog drains); 503 when one does not
+    # (recovering, stopping, starting) or cannot be reached.
+    serving = not lost and all(w["status"] in _SERVING for w in merged["workers"])
+    return Answer(merged, 200 if serving else 503)
 
 
 def text_merge(mine: Answer, answers: list[PeerAnswer], index: int) -> Answer:
