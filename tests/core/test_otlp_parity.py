@@ -5,6 +5,7 @@ truncated and garbled bodies."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import orjson
@@ -263,3 +264,12 @@ def test_arguments(rs: ModuleType, py: ModuleType) -> None:
             impl.otlp_logs_to_messages("x", 1)
         with pytest.raises(ValueError, match="max_records must be >= 0, got -1"):
             impl.otlp_logs_to_messages(b"", -1)
+
+
+CORPUS = sorted((Path(__file__).parents[2] / "crates" / "wlb-fuzz" / "corpus" / "otlp_logs").iterdir())
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.name for p in CORPUS])
+def test_fuzz_corpus(rs: ModuleType, py: ModuleType, path: Path) -> None:
+    """The libFuzzer target's seeds (crates/wlb-fuzz/fuzz_targets/otlp_logs.rs), on both backends."""
+    _same(rs, py, path.read_bytes())

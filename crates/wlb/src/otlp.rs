@@ -510,9 +510,13 @@ fn write_any(out: &mut Vec<u8>, v: &Any<'_>, depth: u32) -> Conv<()> {
 /// Repeated `KeyValue`s as a JSON object: a repeated key keeps its first place and takes its
 /// last value (a Python dict built in order). Every value is converted, even one replaced.
 fn write_object(out: &mut Vec<u8>, kvs: &[&[u8]], depth: u32) -> Conv<()> {
-    let mut scratch = Vec::new();
+    // Written in place, `"key":value` after `"key":value`; only a repeated key (rare) makes the
+    // object be rewritten from the recorded places.
+    let start = out.len();
+    out.push(b'{');
     let mut entries: Vec<(&[u8], std::ops::Range<usize>)> = Vec::with_capacity(kvs.len());
     let mut index: HashMap<&[u8], usize> = HashMap::new();
+    let mut repeated = false;
     for kv in kvs {
         let mut key: &[u8] = b"";
         let mut value = Parts::default();
@@ -521,11 +525,16 @@ fn write_object(out: &mut Vec<u8>, kvs: &[&[u8]], depth: u32) -> Conv<()> {
             (2, Val::Len(s)) => value.push(s),
             _ => {}
         })?;
-        let start = scratch.len();
-        if let Err(e) = write_any(&mut scratch, &any(&value)?, depth)? {
+        if out.len() > start + 1 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        let value_start = out.len();
+        if let Err(e) = write_any(out, &any(&value)?, depth)? {
             return Ok(Err(e));
         }
-        let range = start..scratch.len();
+        let range = value_start..out.len();
         let found = if entries.len() < 16 {
             entries.iter().position(|(k, _)| *k == key)
         } else {
@@ -536,6 +545,7 @@ fn write_object(out: &mut Vec<u8>, kvs: &[&[u8]], depth: u32) -> Conv<()> {
         };
         if let Some(i) = found {
             entries[i].1 = range;
+            repeated = true;
         } else {
             if !index.is_empty() {
                 index.insert(key, entries.len());
@@ -543,14 +553,17 @@ fn write_object(out: &mut Vec<u8>, kvs: &[&[u8]], depth: u32) -> Conv<()> {
             entries.push((key, range));
         }
     }
-    out.push(b'{');
-    for (i, (k, r)) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    if repeated {
+        let written = out.split_off(start);
+        out.push(b'{');
+        for (i, (k, r)) in entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, k);
+            out.push(b':');
+            out.extend_from_slice(&written[r.start - start..r.end - start]);
         }
-        write_str(out, k);
-        out.push(b':');
-        out.extend_from_slice(&scratch[r.clone()]);
     }
     out.push(b'}');
     Ok(Ok(()))
@@ -1052,8 +1065,7 @@ fn rfc3339(out: &mut Vec<u8>, ns: u64) {
         (sod % 60, 2, b'.'),
         (frac, 9, b'Z'),
     ];
-    let mut s = Vec::with_capacity(32);
-    s.push(b'"');
+    out.push(b'"');
     for (v, width, sep) in text {
         let mut buf = [b'0'; 9];
         let mut m = v;
@@ -1061,11 +1073,10 @@ fn rfc3339(out: &mut Vec<u8>, ns: u64) {
             buf[i] = b'0' + (m % 10) as u8;
             m /= 10;
         }
-        s.extend_from_slice(&buf[..width]);
-        s.push(sep);
+        out.extend_from_slice(&buf[..width]);
+        out.push(sep);
     }
-    s.push(b'"');
-    out.extend_from_slice(&s);
+    out.push(b'"');
 }
 
 #[cfg(test)]
