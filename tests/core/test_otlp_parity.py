@@ -273,3 +273,17 @@ CORPUS = sorted((Path(__file__).parents[2] / "crates" / "wlb-fuzz" / "corpus" / 
 def test_fuzz_corpus(rs: ModuleType, py: ModuleType, path: Path) -> None:
     """The libFuzzer target's seeds (crates/wlb-fuzz/fuzz_targets/otlp_logs.rs), on both backends."""
     _same(rs, py, path.read_bytes())
+
+
+def test_many_repeated_keys(rs: ModuleType, py: ModuleType) -> None:
+    """Over 16 keys (the Rust side indexes them): a repeated key keeps its first place and takes
+    its last value, as a Python dict does."""
+    req = ExportLogsServiceRequest()
+    lr = req.resource_logs.add().scope_logs.add().log_records.add()
+    for i in range(60):
+        fill(lr.attributes.add(key=f"k{i * 7 % 23}").value, ("leaf", {"int_value": i}))
+    out = _same(rs, py, req.SerializeToString())
+    assert isinstance(out, tuple)
+    attrs = orjson.loads(out[0])[0]["metadata"]["attributes"]
+    assert list(attrs) == [f"k{i * 7 % 23}" for i in range(23)]
+    assert attrs["k0"] == 46

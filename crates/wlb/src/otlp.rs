@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Write as _;
 
 /// An `AnyValue` (body or attribute) nested deeper than this makes its record invalid.
 pub const MAX_VALUE_DEPTH: u32 = 32;
@@ -975,10 +976,28 @@ fn write_double(out: &mut Vec<u8>, d: f64) {
         });
         return;
     }
-    let sci = format!("{:e}", d.abs()); // shortest round-trip digits: "1.2345e-7"
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+    // The shortest round-trip digits, as "1.2345e-7" (at most 17 digits and "e-324": 32 bytes).
+    let mut buf = [0u8; 40];
+    let len = {
+        let mut w = &mut buf[..];
+        let _ = write!(w, "{:e}", d.abs());
+        40 - w.len()
+    };
+    let sci = &buf[..len];
+    let e_at = sci.iter().position(|&b| b == b'e').unwrap_or(len);
+    let exp: i32 = std::str::from_utf8(sci.get(e_at + 1..).unwrap_or_default())
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let mut digits = [0u8; 24];
+    let mut n = 0;
+    for &b in &sci[..e_at] {
+        if b.is_ascii_digit() && n < digits.len() {
+            digits[n] = b;
+            n += 1;
+        }
+    }
+    let digits = &digits[..n];
     if d.is_sign_negative() {
         out.push(b'-');
     }
@@ -999,7 +1018,7 @@ fn write_double(out: &mut Vec<u8>, d: f64) {
             for _ in 0..(-exp - 1) {
                 out.push(b'0');
             }
-            out.extend_from_slice(&digits);
+            out.extend_from_slice(digits);
         }
     } else {
         out.push(digits[0]);
