@@ -92,7 +92,7 @@ test: build-dev ## dev build, then cargo test + loom + pytest on both backends (
 FUZZ_SECONDS ?= 60
 FUZZ_PROPERTY_TESTS := tests/fuzz tests/distributor/test_property_path.py
 
-fuzz: build-dev ## fuzz the packet scanner and WAL reader (FUZZ_SECONDS=60 each), then the property tests, both backends
+fuzz: build-dev ## fuzz the packet scanner, OTLP decoder and WAL reader (FUZZ_SECONDS=60 each), then the property tests, both backends
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash crates/wlb-fuzz/fuzz.sh
 	@echo "==> property tests, hypothesis profile 'fuzz', Rust backend"
 	LOGDIST_FUZZ_PROFILE=fuzz $(PY) -m pytest -q -n 2 --timeout 1200 $(FUZZ_PROPERTY_TESTS)

@@ -3,14 +3,16 @@
 Two parts, both on the backend this interpreter loads (LOGDIST_PURE=1: the Python twin):
 
 1. In process, one thread: log records per second through each step of the ingest path:
-   OTLP protobuf and OTLP JSON decoding + conversion to a logdist packet (`otlp.convert`,
-   the opentelemetry-proto classes), and `core.route_packet` of that packet (what native
-   ingest does, and what OTLP ingest does after converting).
+   OTLP protobuf decoding + conversion to logdist messages by each backend side by side
+   (`otlp_logs_to_messages`: the Rust decoder of crates/wlb/src/otlp.rs, and the twin's
+   opentelemetry-proto classes + orjson), the whole `otlp.convert` (+ packet id hash) for
+   protobuf and OTLP JSON on the loaded backend, and `core.route_packet` of the converted
+   packet (what native ingest does, and what OTLP ingest does after converting).
 2. End to end: a real distributor (memory mode) with two real `logdist analyzer` processes,
    driven by client threads that POST pre-built, distinct bodies of the same records (so no
    request is a duplicate) for a fixed time; messages/s acknowledged (2xx), per format.
 
-    .venv/bin/python bench/otlp.py [--records 512] [--duration 8] [--clients 2]
+    .venv/bin/python bench/otlp.py [--records 512] [--duration 8] [--clients 2] [--no-e2e]
 
 The records look like what the OTel SDK's logging bridge sends: a string body, severity,
 timestamps, a trace and span id, and five attributes.
@@ -39,7 +41,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from logdist import core
+from logdist import _py, core
 from logdist.distributor import otlp
 from logdist.procs import free_port
 
@@ -115,9 +117,19 @@ def in_process(n: int) -> dict[str, float]:
     assert conv.packet is not None and conv.records == n
     packet = conv.packet
     native = native_packet(n, 1)
-    return {
-        "otlp protobuf: decode + convert": rate(lambda: otlp.convert(pb, "protobuf", 1 << 30, 1 << 40), n),
-        "otlp json: decode + convert": rate(lambda: otlp.convert(js, "json", 1 << 30, 1 << 40), n),
+    out = {"otlp protobuf -> messages, Python twin": rate(lambda: _py.otlp_logs_to_messages(pb, 1 << 30), n)}
+    try:
+        from logdist import _wlb
+    except ImportError as exc:  # LOGDIST_PURE=1 without a build: only the twin's figure
+        print(f"(no Rust figure: logdist._wlb is not importable: {exc})")
+    else:
+        assert _wlb.otlp_logs_to_messages(pb, 1 << 30) == _py.otlp_logs_to_messages(pb, 1 << 30)
+        out["otlp protobuf -> messages, Rust"] = rate(lambda: _wlb.otlp_logs_to_messages(pb, 1 << 30), n)
+    return out | {
+        f"otlp protobuf: otlp.convert ({core.BACKEND})": rate(
+            lambda: otlp.convert(pb, "protobuf", 1 << 30, 1 << 40), n
+        ),
+        f"otlp json: otlp.convert ({core.BACKEND})": rate(lambda: otlp.convert(js, "json", 1 << 30, 1 << 40), n),
         "route_packet of the converted packet": rate(
             lambda: core.route_packet(packet, None, fallback_prefix="b/", max_messages=1 << 30), n
         ),
@@ -221,13 +233,13 @@ def main() -> None:
     print(f"backend {core.BACKEND}, {args.records} records per request, {os.cpu_count()} CPUs")
     print("\nin process, one thread (records/s):")
     for k, v in in_process(args.records).items():
-        print(f"  {k:<40} {v:>12,.0f}")
+        print(f"  {k:<44} {v:>12,.0f}")
     if not args.no_e2e:
         print(
             f"\nend to end, distributor + 2 analyzers, {args.clients} clients, {args.duration:g} s (messages/s acked):"
         )
         for k, v in end_to_end(args.records, args.duration, args.clients).items():
-            print(f"  {k:<40} {v:>12,.0f}")
+            print(f"  {k:<44} {v:>12,.0f}")
 
 
 if __name__ == "__main__":

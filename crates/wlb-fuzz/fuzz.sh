@@ -16,7 +16,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 seconds=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-route_packet wal_recovery}
+targets=${FUZZ_TARGETS:-route_packet otlp_logs wal_recovery}
 out=$root/target/fuzz
 
 # libfuzzer-sys's build script compiles libFuzzer (C++): install a compiler when there is none.

@@ -148,6 +148,10 @@ class KeyHash(Protocol):
     def __call__(self, key: bytes) -> int: ...
 
 
+class OtlpLogsToMessages(Protocol):
+    def __call__(self, body: bytes, max_records: int) -> tuple[bytes, int, int, str]: ...
+
+
 R_contra = TypeVar("R_contra", bound=Router, contravariant=True)
 
 
@@ -230,6 +234,7 @@ if TYPE_CHECKING:  # the check itself: mypy reads it, nothing runs
     rs_wal: WalClass = _wlb.Wal
     rs_version: str = _wlb.__version__
     rs_key_hash: KeyHash = _wlb.key_hash
+    rs_otlp_logs_to_messages: OtlpLogsToMessages = _wlb.otlp_logs_to_messages
 
     py_split_mix: SplitMix64Class = _py.SplitMix64
     py_alias_table: AliasTableClass = _py.AliasTable
@@ -242,3 +247,4 @@ if TYPE_CHECKING:  # the check itself: mypy reads it, nothing runs
     py_wal: WalClass = _py.Wal
     py_version: str = _py.__version__
     py_key_hash: KeyHash = _py.key_hash
+    py_otlp_logs_to_messages: OtlpLogsToMessages = _py.otlp_logs_to_messages

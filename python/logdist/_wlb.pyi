@@ -29,6 +29,7 @@ __all__ = [
     "Wal",
     "__version__",
     "key_hash",
+    "otlp_logs_to_messages",
     "route_packet",
 ]
 
@@ -239,6 +240,18 @@ class RoutedPacket:
 def key_hash(key: bytes) -> int:
     """The route-key hash: FNV-1a 64 (offset 0xcbf29ce484222325, prime 0x100000001b3) over
     the bytes, then the SplitMix64 output mixer."""
+
+def otlp_logs_to_messages(body: bytes, max_records: int) -> tuple[bytes, int, int, str]:
+    """A protobuf OTLP ExportLogsServiceRequest converted to logdist messages: (the JSON array
+    of the messages of its valid records, how many, how many records were invalid, the reason
+    of the first invalid one or ""). An invalid record (a trace id not 16 bytes, a span id not
+    8, a severity number outside 0..24, a value nested deeper than 32 levels) is counted, not
+    raised. The Rust backend decodes the wire format itself, with the GIL released; the output
+    is byte for byte the twin's (opentelemetry-proto classes, then orjson).
+
+    Raises PacketError("bad_protobuf", ...) for a body that is not a request (the wire format
+    as upb reads it: also a string field that is not UTF-8, or messages nested more than 100
+    deep), PacketError("too_many_messages", ...) for more than `max_records` log records."""
 
 def route_packet(
     body: bytes,

@@ -36,5 +36,6 @@ RetryScheduler = backend.RetryScheduler
 RoutedPacket = backend.RoutedPacket
 route_packet = backend.route_packet
 key_hash = backend.key_hash
+otlp_logs_to_messages = backend.otlp_logs_to_messages
 SplitMix64 = backend.SplitMix64
 Wal = backend.Wal

@@ -36,6 +36,7 @@ class PacketError(LogdistError, ValueError):
         "bad_value": 400,
         "empty_packet": 400,
         "too_many_messages": 413,
+        "bad_protobuf": 400,  # OTLP ingest: not an ExportLogsServiceRequest
     }
 
     def __init__(self, code: str, detail: str) -> None:

@@ -10,6 +10,7 @@ use pyo3::exceptions::{PyKeyError, PyMemoryError, PyOverflowError, PyTypeError, 
 use pyo3::prelude::*;
 use wlb::alias::WeightError;
 use wlb::dedup::DedupError;
+use wlb::otlp::OtlpError;
 use wlb::packet::{PacketError, RouteError};
 use wlb::retry::RetryConfigError;
 use wlb::ring::CapacityError;
@@ -43,6 +44,11 @@ pub fn router(e: RouterError) -> PyErr {
 /// `logdist.errors.PacketError(code, detail)`.
 pub fn packet(e: PacketError) -> PyErr {
     py::PacketError::new_err((e.code.as_str(), e.detail))
+}
+
+/// `logdist.errors.PacketError(code, detail)`: `bad_protobuf` or `too_many_messages`.
+pub fn otlp(e: &OtlpError) -> PyErr {
+    py::PacketError::new_err((e.code(), e.to_string()))
 }
 
 /// What `route_packet` raises.

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 mod analyze;
 mod convert;
 mod errors;
+mod otlp;
 mod packet;
 mod queue;
 mod select;
@@ -20,6 +21,8 @@ mod wal;
 mod _wlb {
     #[pymodule_export]
     use super::analyze::BatchAnalyzerPy;
+    #[pymodule_export]
+    use super::otlp::otlp_logs_to_messages;
     #[pymodule_export]
     use super::packet::route_packet;
     #[pymodule_export]

@@ -147,7 +147,7 @@ fn route_key_arg(key: Option<&Bound<'_, PyAny>>) -> PyResult<RouteKey> {
 
 /// The body as bytes: a bytes object as is, a bytearray or memoryview copied (the twin accepts
 /// those too), anything else a `TypeError`.
-fn body_arg(py: Python<'_>, body: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> {
+pub(crate) fn body_arg(py: Python<'_>, body: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> {
     if body.is_instance_of::<PyBytes>() {
         body.extract()
     } else if body.is_instance_of::<PyByteArray>() || body.is_instance_of::<PyMemoryView>() {

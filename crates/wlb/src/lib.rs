@@ -16,6 +16,7 @@ pub mod analyze;
 pub mod dedup;
 pub mod json;
 pub mod keyed;
+pub mod otlp;
 pub mod packet;
 pub mod retry;
 pub mod ring;

@@ -7,7 +7,7 @@ return bit-identical results for identical inputs and seeds. It is selected only
 `logdist._contract` checks statically that both match the same Protocols.
 
 Modules, as in Rust: rng, alias, swrr, keyed, router, ring, retry, json (the scanner), packet, dedup,
-analyze, wal; `convert` mirrors the binding's argument conversions (crates/wlb-py).
+analyze, wal, otlp; `convert` mirrors the binding's argument conversions (crates/wlb-py).
 This package exports exactly the names `logdist._wlb` exports.
 """
 
@@ -17,6 +17,7 @@ from logdist import __version__  # the package's version (looked up once, in log
 from logdist._py.alias import AliasTable
 from logdist._py.analyze import BatchAnalyzer
 from logdist._py.keyed import key_hash
+from logdist._py.otlp import otlp_logs_to_messages
 from logdist._py.packet import RoutedPacket, route_packet
 from logdist._py.retry import RetryScheduler
 from logdist._py.ring import RingBuffer
@@ -37,5 +38,6 @@ __all__ = [
     "Wal",
     "__version__",
     "key_hash",
+    "otlp_logs_to_messages",
     "route_packet",
 ]

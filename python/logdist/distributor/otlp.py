@@ -2,8 +2,18 @@
 
 The request is an `ExportLogsServiceRequest`, as protobuf (`application/x-protobuf`) or in
 the OTLP JSON mapping (`application/json`: lowerCamelCase or original field names, hex trace
-and span ids, int64 as strings or numbers, enums as ints or names). It is decoded with the
-official generated classes of the `opentelemetry-proto` package, not by hand.
+and span ids, int64 as strings or numbers, enums as ints or names).
+
+A protobuf body is decoded and converted by the core, `core.otlp_logs_to_messages`: in Rust
+(crates/wlb/src/otlp.rs, its own reader of the protobuf wire format, with the GIL released),
+because the `opentelemetry-proto` classes cost about 7 us of Python object building per record
+(150k records/s on one thread, against 2.5M/s for routing the converted packet), and Rust does
+the same at about 1 us (870k records/s; bench/otlp.py). The pure-Python twin
+(logdist/_py/otlp.py) decodes with the `opentelemetry-proto` classes and holds the one Python
+mapping; the two give byte for byte the same messages and the same rejections
+(tests/core/test_otlp_parity.py). An OTLP JSON body is parsed with `json_format` into those
+classes and converted by that Python mapping, on both backends (json_format costs far more
+than the conversion).
 
 The HTTP-level checks are those of native ingest (ingest.py): the declared length
 (max_body_bytes, 413), Content-Encoding (gzip, x-gzip, deflate, identity; else 415), room in
@@ -22,7 +32,7 @@ dedup apply.
 Answers, as the OTLP specification says: 200 with an `ExportLogsServiceResponse` in the
 request's encoding, with `partial_success` (`rejected_log_records`, `error_message`) when some
 records are invalid (a trace id that is not 16 bytes, a span id that is not 8, a severity
-number outside 0..24, a value nested deeper than MAX_VALUE_DEPTH); the valid ones are taken.
+number outside 0..24, a value nested deeper than 32 levels); the valid ones are taken.
 A refusal keeps logdist's status (400/408/413/415 not retryable; 429 and 503 with Retry-After,
 which OTLP exporters retry) and its body is a `google.rpc.Status` in the request's encoding
 (JSON when the encoding is not known), whose `details` hold a `google.rpc.ErrorInfo` with
@@ -33,28 +43,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import hashlib
 import logging
-import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsPartialSuccess,
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
+from logdist import core
+from logdist._py import otlp as py_otlp
+from logdist._py.otlp import Positions
 from logdist.distributor.admission import Admitted, IngestReply
 from logdist.distributor.engine import ENGINE
 from logdist.distributor.ingest import (
@@ -66,6 +74,7 @@ from logdist.distributor.ingest import (
     decode_off_loop,
     read_bounded,
 )
+from logdist.errors import PacketError
 from logdist.http import HttpError
 from logdist.logsetup import safe
 
@@ -76,8 +85,6 @@ EMITTER_ID = "otlp"
 #: decoded bodies up to this size are converted on the event loop (well under a millisecond);
 #: larger ones in the decode pool. OTLP JSON costs about 15x more per byte (json_format).
 CONVERT_INLINE_BYTES = {"protobuf": 16 << 10, "json": 1 << 10}
-#: an AnyValue (body or attribute) nested deeper than this makes its record invalid
-MAX_VALUE_DEPTH = 32
 
 _PROTOBUF = "protobuf"
 _JSON = "json"
@@ -88,21 +95,10 @@ _MEDIA_TYPES = {
 }
 _CONTENT_TYPES = {_PROTOBUF: "application/x-protobuf", _JSON: "application/json"}
 
-#: severity_number ranges (OTLP data model): the short name of each range's first number
-_SEVERITY_NAMES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
-
 #: google.rpc.Code for each HTTP status logdist refuses with (UNKNOWN = 2 otherwise)
 _RPC_CODES = {400: 3, 408: 4, 413: 3, 415: 3, 429: 8, 499: 1, 500: 13, 503: 14, 504: 4}
 
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
-
-
-#: (resource, scope, record) positions of LogRecords in a request
-Positions = set[tuple[int, int, int]]
-
-
-class _Invalid(ValueError):
-    """A LogRecord that cannot be taken: it is counted in partial_success, the rest go on."""
 
 
 @dataclass(slots=True)
@@ -116,160 +112,6 @@ class Converted:
 
 
 # --- conversion ------------------------------------------------------------------------------
-
-
-def _double(d: float) -> float | str:
-    if math.isfinite(d):
-        return d
-    return "NaN" if d != d else ("Infinity" if d > 0 else "-Infinity")  # as the protobuf JSON mapping
-
-
-def any_value(v: AnyValue, depth: int = 1) -> Any:
-    """An AnyValue as plain JSON: kvlist -> object, array -> array, bytes -> base64 text,
-    a non-finite double -> "NaN"/"Infinity"/"-Infinity", no value -> null."""
-    kind = v.WhichOneof("value")
-    if kind == "string_value":
-        return v.string_value
-    if kind == "int_value":
-        return v.int_value
-    if kind == "bool_value":
-        return v.bool_value
-    if kind == "double_value":
-        return _double(v.double_value)
-    if kind == "bytes_value":
-        return base64.b64encode(v.bytes_value).decode("ascii")
-    if kind is None:
-        return None
-    if depth >= MAX_VALUE_DEPTH:
-        raise _Invalid(f"a value is nested deeper than {MAX_VALUE_DEPTH} levels")
-    if kind == "array_value":
-        return [any_value(x, depth + 1) for x in v.array_value.values]
-    return {kv.key: any_value(kv.value, depth + 1) for kv in v.kvlist_value.values}
-
-
-def attributes(kvs: Any) -> dict[str, Any]:
-    """Repeated KeyValue as a JSON object (a repeated key: the last one wins)."""
-    return {kv.key: any_value(kv.value) for kv in kvs}
-
-
-@functools.lru_cache(maxsize=4096)
-def _second(sec: int) -> str:
-    """The RFC 3339 text of a whole second (cached: the records of one export share a few)."""
-    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-
-
-def rfc3339(ns: int) -> str:
-    """Nanoseconds since the epoch as RFC 3339 UTC text with nanoseconds."""
-    sec, frac = divmod(ns, 1_000_000_000)
-    return f"{_second(sec)}{frac:09d}Z"
-
-
-def severity_name(number: int) -> str:
-    """The data model's short name of a severity number 1..24: INFO, INFO2 ... FATAL4."""
-    base, step = divmod(number - 1, 4)
-    return _SEVERITY_NAMES[base] + (str(step + 1) if step else "")
-
-
-def _body(lr: LogRecord) -> str:
-    if not lr.HasField("body"):
-        return ""
-    if lr.body.WhichOneof("value") == "string_value":
-        return lr.body.string_value
-    return orjson.dumps(any_value(lr.body)).decode()
-
-
-def _ids(lr: LogRecord, meta: dict[str, Any]) -> None:
-    if lr.trace_id:
-        if len(lr.trace_id) != 16:
-            raise _Invalid(f"trace_id of {len(lr.trace_id)} bytes, expected 16")
-        meta["trace_id"] = lr.trace_id.hex()
-    if lr.span_id:
-        if len(lr.span_id) != 8:
-            raise _Invalid(f"span_id of {len(lr.span_id)} bytes, expected 8")
-        meta["span_id"] = lr.span_id.hex()
-
-
-def log_record(lr: LogRecord, source: str | None, context: dict[str, Any]) -> dict[str, Any]:
-    """One LogRecord as a logdist message (see the README's mapping table). `context`: the
-    metadata of its resource and scope. Raises _Invalid."""
-    number = lr.severity_number
-    if not 0 <= number <= 24:
-        raise _Invalid(f"severity_number {number} is outside 0..24")
-    meta: dict[str, Any] = {}
-    msg: dict[str, Any] = {"message": _body(lr)}
-    level = lr.severity_text or (severity_name(number) if number else "")
-    if level:
-        msg["level"] = level
-    if source is not None:
-        msg["source"] = source
-    t, observed = lr.time_unix_nano, lr.observed_time_unix_nano
-    if t or observed:
-        msg["timestamp"] = rfc3339(t or observed)
-    if observed:
-        meta["observed_timestamp"] = rfc3339(observed)
-    if number:
-        meta["severity_number"] = number
-    if lr.severity_text:
-        meta["severity_text"] = lr.severity_text
-    if lr.event_name:
-        meta["event_name"] = lr.event_name
-    _ids(lr, meta)
-    if lr.flags:
-        meta["flags"] = lr.flags
-    meta["attributes"] = attributes(lr.attributes)
-    if lr.dropped_attributes_count:
-        meta["dropped_attributes_count"] = lr.dropped_attributes_count
-    meta.update(context)
-    msg["metadata"] = meta
-    return msg
-
-
-def _resource_context(rl: Any) -> tuple[str | None, dict[str, Any]]:
-    res = attributes(rl.resource.attributes)
-    name = res.get("service.name")
-    ctx: dict[str, Any] = {"resource": res}
-    if rl.schema_url:
-        ctx["resource_schema_url"] = rl.schema_url
-    return (name if isinstance(name, str) else None), ctx
-
-
-def _scope_context(sl: Any) -> dict[str, Any]:
-    scope: dict[str, Any] = {"name": sl.scope.name, "version": sl.scope.version}
-    if len(sl.scope.attributes):
-        scope["attributes"] = attributes(sl.scope.attributes)
-    if sl.schema_url:
-        scope["schema_url"] = sl.schema_url
-    return {"scope": scope}
-
-
-def messages(req: ExportLogsServiceRequest, invalid: Positions | None = None) -> tuple[list[Any], int, str]:
-    """(the messages of the valid records, how many records were invalid, the first reason).
-    `invalid`: (resource, scope, record) positions already known to be invalid."""
-    out: list[Any] = []
-    rejected = 0
-    first = ""
-    for i, rl in enumerate(req.resource_logs):
-        try:
-            source, res_ctx = _resource_context(rl)
-        except _Invalid as exc:  # a resource attribute too deep: every record of it is invalid
-            n = sum(len(sl.log_records) for sl in rl.scope_logs)
-            rejected, first = rejected + n, first or f"resource_logs[{i}].resource: {exc}"
-            continue
-        for j, sl in enumerate(rl.scope_logs):
-            try:
-                ctx = {**res_ctx, **_scope_context(sl)}
-            except _Invalid as exc:
-                rejected, first = rejected + len(sl.log_records), first or f"scope_logs[{j}].scope: {exc}"
-                continue
-            for k, lr in enumerate(sl.log_records):
-                try:
-                    if invalid and (i, j, k) in invalid:
-                        raise _Invalid("trace_id or span_id is not hex")
-                    out.append(log_record(lr, source, ctx))
-                except _Invalid as exc:
-                    rejected += 1
-                    first = first or f"resource_logs[{i}].scope_logs[{j}].log_records[{k}]: {exc}"
-    return out, rejected, first
 
 
 def _hex_to_base64(rec: dict[str, Any], key: str) -> bool:
@@ -309,16 +151,10 @@ def _items(doc: Any, camel: str, snake: str) -> list[Any]:
     return v if isinstance(v, list) else []
 
 
-def decode_request(body: bytes, kind: str) -> tuple[ExportLogsServiceRequest, Positions]:
-    """The request, and the positions of records whose ids are not hex (JSON only). Raises
+def decode_json(body: bytes) -> tuple[ExportLogsServiceRequest, Positions]:
+    """An OTLP JSON request, and the positions of records whose ids are not hex. Raises
     HttpError 400 for a body that is not an ExportLogsServiceRequest."""
     req = ExportLogsServiceRequest()
-    if kind == _PROTOBUF:
-        try:
-            req.ParseFromString(body)
-        except DecodeError as exc:
-            raise HttpError(400, "bad_protobuf", f"not an ExportLogsServiceRequest: {exc}") from None
-        return req, set()
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -331,24 +167,34 @@ def decode_request(body: bytes, kind: str) -> tuple[ExportLogsServiceRequest, Po
     return req, bad
 
 
+def _json_messages(body: bytes, max_records: int) -> tuple[bytes, int, int, str]:
+    """OTLP JSON as core.otlp_logs_to_messages answers for protobuf (the Python mapping on
+    both backends: json_format's parsing costs far more than the conversion)."""
+    req, bad = decode_json(body)
+    total = py_otlp.record_count(req)
+    if total > max_records:
+        raise py_otlp.too_many(total, max_records)
+    msgs, rejected, first = py_otlp.messages(req, bad)
+    return orjson.dumps(msgs), len(msgs), rejected, first
+
+
 def convert(body: bytes, kind: str, max_records: int, max_bytes: int) -> Converted:
     """Decode and convert one request body. Raises HttpError: 400 for a bad body, 413 for more
     than `max_records` records or a packet over `max_bytes`."""
-    req, bad = decode_request(body, kind)
-    total = sum(len(sl.log_records) for rl in req.resource_logs for sl in rl.scope_logs)
-    if total > max_records:
-        raise HttpError(413, "too_many_messages",
-                        f"{total} log records, the bound is {max_records} (max_messages_per_packet): "
-                        "export smaller batches")  # fmt: skip
-    msgs, rejected, first = messages(req, bad)
-    if not msgs:
+    try:
+        if kind == _PROTOBUF:
+            payload, records, rejected, first = core.otlp_logs_to_messages(body, max_records)
+        else:
+            payload, records, rejected, first = _json_messages(body, max_records)
+    except PacketError as exc:
+        raise HttpError(exc.status, exc.code, exc.detail) from None
+    if not records:
         return Converted(None, 0, rejected, first)
-    payload = orjson.dumps(msgs)
     digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
     packet = b'{"emitter_id":"%s","packet_id":"%s","messages":%s}' % (EMITTER_ID.encode(), digest.encode(), payload)
     if len(packet) > max_bytes:
         raise HttpError(413, "too_large", f"the converted packet exceeds {max_bytes} bytes (max_decoded_bytes)")
-    return Converted(packet, len(msgs), rejected, first)
+    return Converted(packet, records, rejected, first)
 
 
 async def convert_off_loop(body: bytes, kind: str, max_records: int, max_bytes: int) -> Converted:
