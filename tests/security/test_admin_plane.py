@@ -6,6 +6,7 @@ distributor cut by the X-Logdist-Hop header."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,15 @@ def test_self_loop_refused(cluster: Cluster, spawn: Callable[..., Any], tmp_path
         assert st == 400 and doc["error"] == "bad_analyzer" and "itself" in doc["detail"], (shape, doc)
     assert [a["id"] for a in get(admin + "/api/v1/analyzers")["analyzers"]] == ["a1"]
     assert get(admin + "/api/v1/analyzers/a1")["url"] == cluster.analyzers["a1"].url
+    # a reload whose file points at the distributor: not applied
+    assert cluster.config_path is not None
+    doc = json.loads(cluster.config_path.read_text())
+    doc["analyzers"].append({"id": "loop", "url": f"http://localhost:{admin_port}"})
+    cluster.config_path.write_text(json.dumps(doc))
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: "config not reloaded" in d.log.read_text(), 30, "the reload to be refused")
+    assert "analyzers[1].endpoint" in d.log.read_text() and "itself" in d.log.read_text()
+    assert [a["id"] for a in get(admin + "/api/v1/analyzers")["analyzers"]] == ["a1"]
     # a config file that points at the distributor's own port: it refuses to start, in one line
     port = free_port()
     cfg = tmp_path / "self.json"
