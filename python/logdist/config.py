@@ -45,8 +45,18 @@ Distributor keys of logdist's own (all optional, defaults in DistributorConfig):
   retry_count (defaults for analyzers that do not set them), and for durability "wal" (the log
   lives in <state_dir>/wal): wal_max_bytes (bound on disk; full -> 429), wal_segment_bytes,
   wal_commit_delay_us (group-commit batching window), wal_checkpoint_ms (progress persistence).
+The admin plane (README "Admin plane"): admin_port (a second listener, on admin_host, default
+127.0.0.1, that serves the admin API, the dashboard and every read besides ingest; the main
+port then serves only ingest, /health and /metrics, and answers 404 to the rest; must differ
+from port; read at start only), allowed_analyzer_hosts (a list of hostnames, "*.example.com"
+wildcards, IP addresses and CIDRs such as "10.0.0.0/8": an analyzer whose host matches none is
+refused; unset: any host), instance_id (this distributor's id in the X-Logdist-Hop header of
+its deliveries; a request whose header names it is refused with 508: a loop; default: random
+at each start, the same in every worker of --workers N).
 Analyzer weights are finite numbers in [0, MAX_WEIGHT]; ids and URLs hold no control characters
-or whitespace. Analyzer keys besides those: "enabled" (bool), "format" (how batches go on the
+or whitespace; url and endpoint have a host and no query or fragment, and the endpoint's path
+ends in /analyze or /logs (ENDPOINT_SUFFIXES: never a control path such as /disable).
+Analyzer keys besides those: "enabled" (bool), "format" (how batches go on the
 wire: "batch", a JSON array per POST, the default; "message", one message object per POST, for
 seed 000's analyzers; "packet", a seed 003 packet object {"packet_id", "agent_id", "sent_at",
 "log_messages", "metadata"} per POST, for seed 003's analyzers; see distributor/wire.py) and
@@ -57,8 +67,10 @@ distributor config (workers, worker_count, ...) and log_level are accepted and i
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
+import re
 import tomllib
 import unicodedata
 from dataclasses import dataclass, field, replace
@@ -246,6 +258,7 @@ def parse_analyzer(
         base_path = p.path[: -len("/analyze")] if p.path.endswith("/analyze") else ""
         url = urlunsplit((p.scheme, p.netloc, base_path, "", "")).rstrip("/")
     endpoint = _http_url(d["endpoint"], path + "endpoint") if d.get("endpoint") is not None else url + "/analyze"
+    _check_endpoint_path(url, endpoint, path)
     weight = _float(d, "weight", path, 1.0, lo=0.0, hi=MAX_WEIGHT)
     timeout_ms = _float(d, "timeout", path, default_timeout_ms, lo=0.0, lo_open=True)
     retry_count = _int(d, "retry_count", path, default_retry_count, lo=1, hi=1000)
@@ -256,6 +269,24 @@ def parse_analyzer(
         id=aid, url=url, endpoint=endpoint, weight=weight, timeout_s=timeout_ms / 1000.0,
         retry_count=retry_count, enabled=enabled, format=fmt, message_concurrency=concurrency,
     )  # fmt: skip
+
+
+#: the paths an analyzer endpoint may end in: an analyzer's /analyze, or a distributor's ingest
+#: (/logs, /api/v1/logs). Never a control path (/disable, /enable, /fault, ...): a registered
+#: endpoint must not make the distributor POST wherever it is told.
+ENDPOINT_SUFFIXES = ("/analyze", "/logs")
+
+
+def _check_endpoint_path(url: str, endpoint: str, path: str) -> None:
+    for key, v in (("url", url), ("endpoint", endpoint)):
+        p = urlsplit(v)
+        if p.query or p.fragment or "?" in v or "#" in v:
+            raise ConfigError(path + key, f"must have no query or fragment, got {v!r}")
+        if not p.hostname:
+            raise ConfigError(path + key, f"names no host, got {v!r}")
+    if not urlsplit(endpoint).path.endswith(ENDPOINT_SUFFIXES):
+        raise ConfigError(path + "endpoint", f"its path must end in {' or '.join(ENDPOINT_SUFFIXES)} (batches are "
+                          f"POSTed there; never a control path such as /disable), got {endpoint!r}")  # fmt: skip
 
 
 def check_weight_sum(weights: list[float], key: str = "analyzers") -> None:
@@ -313,6 +344,10 @@ class DistributorConfig:
     shutdown_grace_s: float = 10.0
     timeout: float = 10_000.0  # ms, default for analyzers
     retry_count: int = 3  # default for analyzers
+    admin_port: int | None = None  # a separate admin listener (None: the admin API is on port)
+    admin_host: str = "127.0.0.1"
+    allowed_analyzer_hosts: tuple[str, ...] | None = None  # None: any host
+    instance_id: str | None = None  # the hop id; None: one is drawn at start (distributor.run)
     source: str | None = field(default=None, compare=False)  # the file it came from
 
     def with_overrides(self, **kw: Any) -> DistributorConfig:
@@ -359,6 +394,43 @@ def _validate_distributor(c: DistributorConfig) -> None:
     if c.ejection_decay_ms <= 0 or c.pending_release_per_s < 0:
         key = "ejection_decay_ms" if c.ejection_decay_ms <= 0 else "pending_release_per_s"
         raise ConfigError(key, f"must be {'> 0' if key == 'ejection_decay_ms' else '>= 0'}, got {getattr(c, key)}")
+    _validate_admin_plane(c)
+
+
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _validate_admin_plane(c: DistributorConfig) -> None:
+    if c.admin_port is not None:
+        if not 1 <= c.admin_port <= 65535:
+            raise ConfigError("admin_port", f"must be a fixed port 1..65535, got {c.admin_port}")
+        if c.admin_port == c.port:
+            raise ConfigError("admin_port", f"must differ from port ({c.port})")
+    if c.instance_id is not None and not _INSTANCE_ID.fullmatch(c.instance_id):
+        raise ConfigError("instance_id", f"expected 1..64 of A-Z a-z 0-9 . _ -, got {c.instance_id!r}")
+    for i, entry in enumerate(c.allowed_analyzer_hosts or ()):
+        if host_pattern_error(entry) is not None:
+            raise ConfigError(f"allowed_analyzer_hosts[{i}]", str(host_pattern_error(entry)))
+
+
+def host_pattern_error(entry: object) -> str | None:
+    """Why `entry` is no allowed_analyzer_hosts entry (a hostname, "*.domain", an IP address or
+    a CIDR), or None."""
+    if not isinstance(entry, str) or not entry:
+        return f"expected a hostname, *.domain, an IP address or a CIDR, got {entry!r}"
+    try:
+        ipaddress.ip_network(entry, strict=False)
+        return None
+    except ValueError:
+        pass
+    name = entry[2:] if entry.startswith("*.") else entry
+    if not _HOSTNAME.fullmatch(name):
+        return f"expected a hostname, *.domain, an IP address or a CIDR, got {entry!r}"
+    return None
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+                       r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?")  # fmt: skip
 
 
 def route_key_error(key: object) -> str | None:
@@ -372,6 +444,17 @@ def route_key_error(key: object) -> str | None:
     if c is not None or " " in key:
         return f"a field path holds no control or space character, got {key!r}"
     return None
+
+
+def _hosts(d: dict[str, Any]) -> tuple[str, ...] | None:
+    v = d.get("allowed_analyzer_hosts")
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list):
+        raise ConfigError("allowed_analyzer_hosts", f"expected a list of hosts, got {v!r}")
+    return tuple(v)
 
 
 def parse_distributor_config(d: object, source: str | None = None) -> DistributorConfig:
@@ -437,6 +520,10 @@ def parse_distributor_config(d: object, source: str | None = None) -> Distributo
         shutdown_grace_s=_float(d, "shutdown_grace_s", "", base.shutdown_grace_s, lo=0.0),
         timeout=timeout,
         retry_count=retry_count,
+        admin_port=_int(d, "admin_port", "", 0, 0, 65535) if d.get("admin_port") is not None else None,
+        admin_host=_str(d, "admin_host", "", base.admin_host) or base.admin_host,
+        allowed_analyzer_hosts=_hosts(d),
+        instance_id=_str(d, "instance_id", "", None),
         source=source,
     )
     _validate_distributor(cfg)

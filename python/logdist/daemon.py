@@ -54,6 +54,7 @@ async def _serve(
     reuse_port: bool,
     also_listen: Sequence[tuple[str, int]] = (),
     supervised: bool = False,
+    admin_listen: tuple[str, int] | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -91,6 +92,9 @@ async def _serve(
         # a worker's private control port first: the public port takes traffic once all is up
         for h, p in also_listen:
             await web.SockSite(runner, bind_socket(h, p)).start()
+        if admin_listen is not None:  # the admin listener (the app tells its requests apart)
+            await web.SockSite(runner, bind_socket(*admin_listen, reuse_port)).start()
+            log.info("admin API on http://%s:%d", *admin_listen)
         site = web.SockSite(runner, bind_socket(host, port, reuse_port))
         await site.start()
         if PUBLIC_UP in app:
@@ -114,8 +118,9 @@ def serve(
     reuse_port: bool = False,
     also_listen: Sequence[tuple[str, int]] = (),
     supervised: bool = False,
+    admin_listen: tuple[str, int] | None = None,
 ) -> int:
     """Run `app` until a stop signal; returns the process exit code."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(app, host, port, grace, on_reload, reuse_port, also_listen, supervised))
+        runner.run(_serve(app, host, port, grace, on_reload, reuse_port, also_listen, supervised, admin_listen))
     return 0

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 from pathlib import Path
+from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,6 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="run N distributor processes on the port (SO_REUSEPORT), one per core: each keeps its own "
         "queues and <state-dir>/worker-<i>; admin changes reach all, figures are gathered from all",
     )
+    p.add_argument("--admin-port", type=int, metavar="PORT",
+                   help="serve the admin API on a separate listener (the main port then serves only ingest, "
+                   "/health and /metrics)")  # fmt: skip
+    p.add_argument("--admin-host", help="the admin listener's address (default 127.0.0.1)")
+    p.add_argument("--instance-id", help=argparse.SUPPRESS)  # the hop id, the same in every worker
     p.add_argument("--worker", help=argparse.SUPPRESS)  # "i/n": started by --workers
     p.add_argument("--control-ports", help=argparse.SUPPRESS)  # every worker's private loopback port
     p.add_argument("--log-level", default="INFO")
@@ -98,8 +105,14 @@ def run(args: argparse.Namespace) -> int:
         "durability": args.durability,
         "state_dir": args.state_dir,
         "shutdown_grace_s": args.grace,
+        "admin_port": args.admin_port,
+        "admin_host": args.admin_host,
     }
     cfg = cfg.with_overrides(**overrides)
+    # the X-Logdist-Hop id: the file's, else the supervisor's, else a new one (kept on reload)
+    overrides["instance_id"] = cfg.instance_id or args.instance_id or secrets.token_hex(8)
+    cfg = cfg.with_overrides(instance_id=overrides["instance_id"])
+    args.instance_id = overrides["instance_id"]
     if args.workers is not None and args.workers < 1:
         raise SystemExit("logdist distributor: --workers must be >= 1")
     if args.workers and args.workers > 1 and not args.worker:
@@ -117,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from logdist.distributor.workers import peers, takeover
 
     also_listen: list[tuple[str, int]] = []
+    ports: tuple[int, ...] = ()
     # adopt: what a run with another --workers count left behind (taken over, never stranded)
     if args.worker:
         index, n = peers.parse_worker(args.worker)
@@ -133,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         daemon.setup_logging("distributor", args.log_level)
         adopt = takeover.orphans(cfg.state_dir, 0, 1, worker=False)
+    _check_endpoints(cfg, ports if args.worker else ())
     for src in adopt:
         takeover.take_over_dead_letters(src, Path(cfg.state_dir))
         take_over_leftovers(src, Path(cfg.state_dir))
@@ -148,4 +163,19 @@ def run(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
         also_listen=also_listen,
         supervised=bool(args.worker),
+        admin_listen=(cfg.admin_host, cfg.admin_port) if cfg.admin_port is not None else None,
     )
+
+
+def _check_endpoints(cfg: Any, control_ports: tuple[int, ...]) -> None:
+    """Refuse to start (one line, exit status 1) when an analyzer of the config points at this
+    distributor or outside allowed_analyzer_hosts (distributor/endpoints.py)."""
+    import asyncio
+
+    from logdist.config import ConfigError
+    from logdist.distributor.endpoints import check_config
+
+    try:
+        asyncio.run(check_config(cfg, control_ports))
+    except ConfigError as exc:
+        raise SystemExit(f"logdist distributor: {exc}") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from logdist.daemon import PUBLIC_UP
 from logdist.distributor import metrics
 from logdist.distributor.admission import Admission
 from logdist.distributor.dashboard import PAGE
+from logdist.distributor.endpoints import check_config, check_spec
 from logdist.distributor.engine import ENGINE, Engine
 from logdist.distributor.ingest import ADMISSION, BODY_BUDGET, BodyBudget, ingest
 from logdist.distributor.ledger import PacketLedger
@@ -46,9 +47,11 @@ from logdist.distributor.workers.fanout import (
 from logdist.distributor.workers.merge import merge_dead_letters, merge_queue, merge_replay, merge_snapshot
 from logdist.distributor.workers.peers import PEERS, PeerAnswer
 from logdist.errors import WeightError
-from logdist.http import CONNECTION_LIMITS, ON_REFUSED, ConnectionLimits, json_errors, read_json_body
+from logdist.http import CONNECTION_LIMITS, ON_REFUSED, ConnectionLimits, json_errors, json_response, read_json_body
 
 log = logging.getLogger("logdist.distributor")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _bad_analyzer(detail: str, key: str | None = None) -> Answer:
@@ -129,14 +132,28 @@ async def show_analyzer(request: web.Request) -> Answer:
     return Answer(engine.analyzer_view(aid))
 
 
+def _named(key: str, body: object) -> str:
+    """The key to name in a refusal of url or endpoint: the one the body gave (the other one is
+    derived from it)."""
+    other = {"url": "endpoint", "endpoint": "url"}.get(key)
+    if other is not None and isinstance(body, dict) and key not in body and other in body:
+        return other
+    return key
+
+
+def _control_ports(app: web.Application) -> tuple[int, ...]:
+    return app[PEERS].ports if PEERS in app else ()
+
+
 async def register_analyzer(request: web.Request) -> Answer:
     engine = request.app[ENGINE]
     body = await read_json_body(request)
     try:
         spec = parse_analyzer(body, default_timeout_ms=engine.cfg.timeout, default_retry_count=engine.cfg.retry_count)
         _check_sum_with(engine, spec)
+        await check_spec(spec, engine.cfg, _control_ports(request.app))
     except ConfigError as exc:
-        return _bad_analyzer(str(exc), exc.key)
+        return _bad_analyzer(str(exc), _named(exc.key, body))
     created = engine.add_analyzer(spec)
     return Answer(engine.analyzer_view(spec.id), 201 if created else 200)
 
@@ -174,9 +191,10 @@ async def patch_analyzer(request: web.Request) -> Answer:
     try:
         spec = parse_analyzer({**cur, **body}, default_timeout_ms=cfg.timeout, default_retry_count=cfg.retry_count)
         _check_sum_with(engine, spec)
+        await check_spec(spec, cfg, _control_ports(request.app))
         engine.update_analyzer(aid, spec=spec)
     except ConfigError as exc:
-        return _bad_analyzer(str(exc), exc.key)
+        return _bad_analyzer(str(exc), _named(exc.key, body))
     except WeightError as exc:
         return _bad_analyzer(str(exc), "weight")
     return Answer(engine.analyzer_view(aid))
@@ -228,6 +246,30 @@ async def acknowledge_loss(request: web.Request) -> Answer:
 
 # --- the application -------------------------------------------------------------------------
 
+#: what the main port serves when an admin listener is configured (admin_port): ingest and the
+#: probes; everything else is served on the admin listener only
+INGEST_PLANE = frozenset({"/logs", "/api/v1/logs", "/v1/logs", "/health", "/metrics"})
+
+
+def listener_split(cfg: DistributorConfig) -> Any:
+    """With admin_port set, a request that came in on any listener but the admin one (or a
+    worker's private control port) may reach only INGEST_PLANE; anything else is a 404 there.
+    The listener is told by the local port the connection was accepted on (admin_port differs
+    from port, config.py checks it)."""
+    admin_port = cfg.admin_port
+
+    @web.middleware
+    async def split(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if admin_port is None or request.path in INGEST_PLANE:
+            return await handler(request)
+        sockname: Any = request.transport.get_extra_info("sockname") if request.transport else None
+        port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+        if port == admin_port or port in _control_ports(request.app):
+            return await handler(request)
+        return json_response({"error": "not_found", "detail": f"{request.path} is not served on this listener"}, 404)
+
+    return split
+
 
 def _routes(r: web.UrlDispatcher) -> None:
     r.add_post("/logs", ingest)
@@ -262,7 +304,8 @@ def build_app(cfg: DistributorConfig, adopt: Sequence[str | Path] = ()) -> web.A
     # auto_decompress off: ingest decodes bodies itself, under its bounds (ingest.decode_body);
     # keepalive_timeout: aiohttp closes a kept-alive connection idle for that long
     handler_args = {"auto_decompress": False, "keepalive_timeout": cfg.keepalive_timeout_s}
-    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[json_errors(count_refusal)],
+    app = web.Application(client_max_size=cfg.max_body_bytes,
+                          middlewares=[json_errors(count_refusal), listener_split(cfg)],
                           handler_args=handler_args)  # fmt: skip
     app[ENGINE] = engine
     app[ADMISSION] = admission
@@ -297,6 +340,7 @@ def reloader(
             return
         try:
             new = (await asyncio.to_thread(load_distributor_config, path)).with_overrides(**overrides)
+            await check_config(new, _control_ports(app))
         except ConfigError as exc:
             log.error("SIGHUP: config not reloaded, %s", exc)
             return

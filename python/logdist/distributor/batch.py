@@ -15,10 +15,13 @@ from collections import deque
 class Chunk:
     """What one packet routed to one analyzer (or a piece of it, after a re-split)."""
 
-    __slots__ = ("born", "count", "data", "token")
+    __slots__ = ("born", "count", "data", "hops", "token")
 
-    def __init__(self, data: bytes, count: int, token: int, born: float) -> None:
+    def __init__(self, data: bytes, count: int, token: int, born: float, hops: tuple[str, ...] = ()) -> None:
         self.data = data
+        # the distributors its packet passed through before this one (X-Logdist-Hop); kept in
+        # memory only: a chunk recovered from the write-ahead log, or routed again, has none
+        self.hops = hops
         self.count = count
         self.token = token  # the Store's token for the part this came from (0 in memory mode)
         self.born = born  # loop time it was accepted (for the oldest-age figure)

@@ -67,6 +67,9 @@ _ISOLATE_AFTER_STREAK_OF = 32
 _FIXED_KEYS = (
     "port",
     "host",
+    "admin_port",
+    "admin_host",
+    "instance_id",
     "strategy",
     "durability",
     "state_dir",

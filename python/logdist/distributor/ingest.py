@@ -11,6 +11,11 @@ decoded here, not by aiohttp: under bounds on the decoded size and on the number
 `Admission.admit` checks, routes and stores the packet, and `Engine.place` queues its chunks.
 A refusal is counted by status and logged as one WARNING line.
 
+Loops: a request whose X-Logdist-Hop header (the distributors its messages passed through,
+comma-separated; every delivery carries it, link.py) names this distributor's instance_id, or
+names more than MAX_HOPS, is refused with 508 loop_detected before its body is read. The ids
+it names go with its chunks, so a delivery names them too.
+
 Acceptance is answered the way each endpoint's own clients expect, with the same JSON body:
 200 on `POST /logs` (seed 000's emitter counts any other status as a failed send and retries),
 202 on `POST /api/v1/logs` (seed 003's clients expect 202).
@@ -200,6 +205,26 @@ async def read_bounded(request: web.Request, limit: int, taken: _Taken | None = 
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+HOP_HEADER = "X-Logdist-Hop"
+#: more distributors than this in X-Logdist-Hop is a loop (or a forgery): 508
+MAX_HOPS = 8
+
+
+def hops_of(request: web.Request, own: str | None) -> tuple[str, ...]:
+    """The distributors the request's messages passed through; raises HttpError 508 when this
+    one is among them (a loop), or when they are more than MAX_HOPS."""
+    values = request.headers.getall(HOP_HEADER, [])
+    if not values:
+        return ()
+    hops = tuple(dict.fromkeys(h.strip() for v in values for h in v.split(",") if h.strip()))
+    if own is not None and own in hops:
+        raise HttpError(508, "loop_detected", f"these messages have passed through this distributor already "
+                        f"({HOP_HEADER}: {safe(','.join(hops), 300)})")  # fmt: skip
+    if len(hops) > MAX_HOPS:
+        raise HttpError(508, "loop_detected", f"{HOP_HEADER} names {len(hops)} distributors, more than {MAX_HOPS}")
+    return hops
+
+
 def _check_headers(request: web.Request, max_body_bytes: int) -> tuple[str, str]:
     """(route_packet's format, content encoding) of a request; raises HttpError (415, 413)."""
     fmt = body_format(request.headers.get("Content-Type"))
@@ -227,6 +252,7 @@ async def _ingest(request: web.Request, taken: _Taken) -> web.Response:
     admission, engine = request.app[ADMISSION], request.app[ENGINE]
     cfg = engine.cfg
     try:
+        hops = hops_of(request, cfg.instance_id)
         fmt, enc = _check_headers(request, cfg.max_body_bytes)
         declared = request.content_length
         if declared is not None:
@@ -247,6 +273,8 @@ async def _ingest(request: web.Request, taken: _Taken) -> web.Response:
         return resp
     verdict = await admission.admit(body, fmt)
     if isinstance(verdict, Admitted):
+        for chunk in verdict.chunks.values():
+            chunk.hops = hops
         engine.place(verdict)
         reply = verdict.reply()
     else:

@@ -55,7 +55,21 @@ Outcome = tuple[int | None, str, float | None]
 
 
 def _transient(status: int | None) -> bool:
-    return status is None or status >= 500 or status in (408, 429)
+    # 508 Loop Detected (a distributor this batch has passed through already) is permanent:
+    # the batch goes to dead letters, as any refusal; a retry would only go round again
+    return status is None or (status >= 500 and status != 508) or status in (408, 429)
+
+
+#: every delivery names the distributors it passed through (ingest.py refuses our own id)
+HOP_HEADER = "X-Logdist-Hop"
+
+
+def hop_headers(batch: Batch, own: str | None) -> dict[str, str]:
+    """The POST's headers: JSON, and the hops of the batch's chunks, then this distributor's."""
+    hops = list(dict.fromkeys(h for c in batch.chunks for h in c.hops))
+    if own is not None and own not in hops:
+        hops.append(own)
+    return {**_JSON_HEADERS, HOP_HEADER: ",".join(hops)} if hops else _JSON_HEADERS
 
 
 def _loop_now() -> float:
@@ -312,14 +326,14 @@ class AnalyzerLink:
             self._reports.caught_up(self)
         return batch
 
-    async def _post(self, body: bytes) -> Outcome:
+    async def _post(self, body: bytes, headers: dict[str, str]) -> Outcome:
         """POST a body: (status or None when there was no answer, error detail, Retry-After)."""
         self.requests_sent += 1
         try:
             async with self._session.post(
                 self.spec.endpoint,
                 data=body,
-                headers=_JSON_HEADERS,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.spec.timeout_s),
                 allow_redirects=False,
             ) as resp:
@@ -355,7 +369,7 @@ class AnalyzerLink:
             if self.spec.format == "message":
                 outcomes, pieces = await self._post_messages(batch)
             else:
-                outcomes, pieces = [await self._post(self._body(batch))], None
+                outcomes, pieces = [await self._post(self._body(batch), hop_headers(batch, self.cfg.instance_id))], None
         except asyncio.CancelledError:
             self.inflight.discard(batch)
             raise
@@ -422,6 +436,7 @@ class AnalyzerLink:
         if self._sem is None or self._sem_size != n:
             self._sem, self._sem_size = asyncio.Semaphore(n), n
         sem = self._sem
+        headers = hop_headers(batch, self.cfg.instance_id)
         outcomes: list[Outcome] = [(None, _NOT_SENT, None)] * len(pieces)
         todo = iter(range(len(pieces)))
         stop = False  # a transient failure: send no more of this batch (a down analyzer costs
@@ -435,7 +450,7 @@ class AnalyzerLink:
                 async with sem:
                     if stop:
                         return
-                    outcomes[i] = out = await self._post(pieces[i][1])
+                    outcomes[i] = out = await self._post(pieces[i][1], headers)
                 if _transient(out[0]):
                     stop = True
 

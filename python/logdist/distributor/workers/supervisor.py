@@ -31,7 +31,9 @@ def worker_argv(
     argv += ["--queue-size", str(max(1, -(-queue_size // n)))]
     for flag, value in (("--config", args.config), ("--host", args.host), ("--port", args.port),
                         ("--strategy", args.strategy),
-                        ("--durability", args.durability), ("--grace", args.grace)):  # fmt: skip
+                        ("--durability", args.durability), ("--grace", args.grace),
+                        ("--admin-port", args.admin_port), ("--admin-host", args.admin_host),
+                        ("--instance-id", args.instance_id)):  # fmt: skip
         if value is not None:
             argv += [flag, str(value)]
     if args.seed is not None:
