@@ -45,6 +45,11 @@ Distributor keys of logdist's own (all optional, defaults in DistributorConfig):
   retry_count (defaults for analyzers that do not set them), and for durability "wal" (the log
   lives in <state_dir>/wal): wal_max_bytes (bound on disk; full -> 429), wal_segment_bytes,
   wal_commit_delay_us (group-commit batching window), wal_checkpoint_ms (progress persistence).
+  Tokens (logdist/auth.py): ingest_tokens_file and admin_tokens_file (one bearer token per line,
+  blank lines and # comments ignored, re-read on SIGHUP; the environment variables
+  LOGDIST_INGEST_TOKENS / LOGDIST_ADMIN_TOKENS, comma-separated, replace them), and
+  metrics_require_token (false: /metrics stays open; true: it needs an admin token). With no
+  token configured everything is open, and a non-loopback host is refused unless --insecure.
 Analyzer weights are finite numbers in [0, MAX_WEIGHT]; ids and URLs hold no control characters
 or whitespace. Analyzer keys besides those: "enabled" (bool), "format" (how batches go on the
 wire: "batch", a JSON array per POST, the default; "message", one message object per POST, for
@@ -195,6 +200,8 @@ class AnalyzerSpec:
     enabled: bool = True
     format: str = "batch"  # the wire format: one of FORMATS
     message_concurrency: int = 32  # format "message": requests in flight at once
+    token_file: str | None = None  # where the token sent to it (Authorization: Bearer) is read
+    token: str | None = field(default=None, repr=False)  # read from token_file; never shown
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,6 +214,7 @@ class AnalyzerSpec:
             "enabled": self.enabled,
             "format": self.format,
             "message_concurrency": self.message_concurrency,
+            **({"token_file": self.token_file} if self.token_file else {}),
         }
 
 
@@ -221,14 +229,22 @@ MAX_MESSAGE_CONCURRENCY = 4096
 
 _ANALYZER_KEYS = {
     "id", "url", "endpoint", "weight", "timeout", "retry_count", "enabled", "format", "message_concurrency",
+    "token_file",
 }  # fmt: skip
 
 
 def parse_analyzer(
-    d: object, path: str = "", *, default_timeout_ms: float = 10_000, default_retry_count: int = 3
+    d: object,
+    path: str = "",
+    *,
+    default_timeout_ms: float = 10_000,
+    default_retry_count: int = 3,
+    token_file_ok: bool = True,
 ) -> AnalyzerSpec:
     """An AnalyzerSpec from the compact config's ({id, weight, endpoint, timeout, retry_count}) or
-    the registration's ({id, url, weight}) shape. `path` prefixes key names in errors (e.g. "analyzers[1].")."""
+    the registration's ({id, url, weight}) shape. `path` prefixes key names in errors (e.g. "analyzers[1].").
+    `token_file_ok` False (a registration through the API): "token_file" is refused, since it
+    would send a file of the distributor's host to the endpoint the caller chose."""
     if not isinstance(d, dict):
         raise ConfigError(path.rstrip(".") or "analyzer", f"expected an object, got {type(d).__name__}")
     _unknown(d, _ANALYZER_KEYS, path)
@@ -252,9 +268,21 @@ def parse_analyzer(
     enabled = _bool(d, "enabled", path, True)
     fmt = _str(d, "format", path, "batch", FORMATS) or "batch"
     concurrency = _int(d, "message_concurrency", path, 32, lo=1, hi=MAX_MESSAGE_CONCURRENCY)
+    token_file = _str(d, "token_file", path, None)
+    token = None
+    if token_file is not None:
+        if not token_file_ok:
+            raise ConfigError(path + "token_file", "set in the config file only, not through the API")
+        from logdist.auth import read_token_file
+
+        tokens = read_token_file(token_file, path + "token_file")
+        if not tokens:
+            raise ConfigError(path + "token_file", f"{token_file!r} holds no token")
+        token = tokens[0]
     return AnalyzerSpec(
         id=aid, url=url, endpoint=endpoint, weight=weight, timeout_s=timeout_ms / 1000.0,
         retry_count=retry_count, enabled=enabled, format=fmt, message_concurrency=concurrency,
+        token_file=token_file, token=token,
     )  # fmt: skip
 
 
@@ -313,6 +341,9 @@ class DistributorConfig:
     shutdown_grace_s: float = 10.0
     timeout: float = 10_000.0  # ms, default for analyzers
     retry_count: int = 3  # default for analyzers
+    ingest_tokens_file: str | None = None
+    admin_tokens_file: str | None = None
+    metrics_require_token: bool = False
     source: str | None = field(default=None, compare=False)  # the file it came from
 
     def with_overrides(self, **kw: Any) -> DistributorConfig:
@@ -437,6 +468,9 @@ def parse_distributor_config(d: object, source: str | None = None) -> Distributo
         shutdown_grace_s=_float(d, "shutdown_grace_s", "", base.shutdown_grace_s, lo=0.0),
         timeout=timeout,
         retry_count=retry_count,
+        ingest_tokens_file=_str(d, "ingest_tokens_file", "", None),
+        admin_tokens_file=_str(d, "admin_tokens_file", "", None),
+        metrics_require_token=_bool(d, "metrics_require_token", "", False),
         source=source,
     )
     _validate_distributor(cfg)

@@ -31,6 +31,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from logdist.config import DistributorConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,6 +61,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="run N distributor processes on the port (SO_REUSEPORT), one per core: each keeps its own "
         "queues and <state-dir>/worker-<i>; admin changes reach all, figures are gathered from all",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host with no token configured (warned at every start)",
     )
     p.add_argument("--worker", help=argparse.SUPPRESS)  # "i/n": started by --workers
     p.add_argument("--control-ports", help=argparse.SUPPRESS)  # every worker's private loopback port
@@ -85,6 +94,16 @@ def check_state_dir(state_dir: str, subdirs: tuple[str, ...]) -> None:
             raise SystemExit(f"logdist distributor: state_dir {d}: [Errno {exc.errno}] {exc.strerror}") from None
 
 
+def _check_bind(cfg: DistributorConfig, insecure: bool) -> None:
+    """Refuse a non-loopback host with no token (daemon.check_bind); the workers of --workers N
+    are checked by their supervisor. Raises ConfigError when a token file cannot be read."""
+    from logdist.auth import Tokens, check_bind
+
+    tokens = Tokens.load(cfg.ingest_tokens_file, cfg.admin_tokens_file)
+    options = "ingest_tokens_file/admin_tokens_file (config) or LOGDIST_INGEST_TOKENS/LOGDIST_ADMIN_TOKENS"
+    check_bind("distributor", cfg.host, tokens.configured, insecure, options)
+
+
 def run(args: argparse.Namespace) -> int:
     from logdist.config import DistributorConfig, load_distributor_config
 
@@ -109,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         from logdist.logsetup import setup_logging
 
         setup_logging("distributor", args.log_level)
+        _check_bind(cfg, args.insecure)
         return supervisor.supervise(args, args.workers, cfg.state_dir, cfg.port, cfg.shutdown_grace_s, cfg.queue_size)
     check_state_dir(cfg.state_dir, ("dead-letters", "wal") if cfg.durability == "wal" else ("dead-letters",))
     from logdist import daemon
@@ -132,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         adopt = takeover.orphans(Path(cfg.state_dir).parent, index, n, worker=True)
     else:
         daemon.setup_logging("distributor", args.log_level)
+        _check_bind(cfg, args.insecure)
         adopt = takeover.orphans(cfg.state_dir, 0, 1, worker=False)
     for src in adopt:
         takeover.take_over_dead_letters(src, Path(cfg.state_dir))
