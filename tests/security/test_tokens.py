@@ -308,3 +308,20 @@ def test_status_and_dlq_clients_take_a_token(cluster: Any, tmp_path: Path) -> No
     assert p.returncode == 1 and "403" in p.stderr
     p = logdist("generate", "--url", cluster.url + "/logs", "--count", "20", "--token", INGEST, "--json", "-q")
     assert p.returncode == 0 and json.loads(p.stdout)["acked"] == 20, (p.stdout, p.stderr)
+
+
+def test_token_file_is_refused_through_the_api(cluster: Any, tmp_path: Path) -> None:
+    """Registering {"token_file": "/etc/shadow"} would send a line of a local file to an
+    endpoint the caller chose: token_file is a config-file key only."""
+    secured(cluster, tmp_path)
+    body = {"id": "a9", "url": "http://127.0.0.1:9", "token_file": str(tmp_path / "admin.tokens")}
+    st, doc, _ = call("POST", cluster.url + "/api/v1/analyzers", body, ADMIN)
+    assert st == 400 and doc["field"] == "token_file", doc
+    st, doc, _ = call("PATCH", cluster.url + "/api/v1/analyzers/a1", {"token_file": "/etc/hostname"}, ADMIN)
+    assert st == 400, doc
+    st, doc, _ = call("GET", cluster.url + "/api/v1/analyzers/a1", tok=ADMIN)
+    assert doc["token_file"].endswith("analyzer-ingest.tokens") and TO_ANALYZER not in json.dumps(doc)
+    st, doc, _ = call("PATCH", cluster.url + "/api/v1/analyzers/a1", {"weight": 2}, ADMIN)  # keeps its token
+    assert st == 200 and doc["weight"] == 2, doc
+    assert call("POST", cluster.url + "/logs", H.packet(["t1"], pid="t"), INGEST)[0] in (200, 202)
+    H.wait_until(lambda: "t1" in call("GET", cluster.analyzers["a1"].url + "/ids", tok=ADMIN)[1]["ids"], 30, "t1")
