@@ -53,6 +53,11 @@ wildcards, IP addresses and CIDRs such as "10.0.0.0/8": an analyzer whose host m
 refused; unset: any host), instance_id (this distributor's id in the X-Logdist-Hop header of
 its deliveries; a request whose header names it is refused with 508: a loop; default: random
 at each start, the same in every worker of --workers N).
+Tokens (logdist/auth.py): ingest_tokens_file and admin_tokens_file (one bearer token per line,
+blank lines and # comments ignored, re-read on SIGHUP; the environment variables
+LOGDIST_INGEST_TOKENS / LOGDIST_ADMIN_TOKENS, comma-separated, replace them), and
+metrics_require_token (false: /metrics stays open; true: it needs an admin token). With no
+token configured everything is open, and a non-loopback host is refused unless --insecure.
 Analyzer weights are finite numbers in [0, MAX_WEIGHT]; ids and URLs hold no control characters
 or whitespace; url and endpoint have a host and no query or fragment, and the endpoint's path
 ends in /analyze or /logs (ENDPOINT_SUFFIXES: never a control path such as /disable).
@@ -207,6 +212,8 @@ class AnalyzerSpec:
     enabled: bool = True
     format: str = "batch"  # the wire format: one of FORMATS
     message_concurrency: int = 32  # format "message": requests in flight at once
+    token_file: str | None = None  # where the token sent to it (Authorization: Bearer) is read
+    token: str | None = field(default=None, repr=False)  # read from token_file; never shown
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -219,6 +226,7 @@ class AnalyzerSpec:
             "enabled": self.enabled,
             "format": self.format,
             "message_concurrency": self.message_concurrency,
+            **({"token_file": self.token_file} if self.token_file else {}),
         }
 
 
@@ -233,14 +241,22 @@ MAX_MESSAGE_CONCURRENCY = 4096
 
 _ANALYZER_KEYS = {
     "id", "url", "endpoint", "weight", "timeout", "retry_count", "enabled", "format", "message_concurrency",
+    "token_file",
 }  # fmt: skip
 
 
 def parse_analyzer(
-    d: object, path: str = "", *, default_timeout_ms: float = 10_000, default_retry_count: int = 3
+    d: object,
+    path: str = "",
+    *,
+    default_timeout_ms: float = 10_000,
+    default_retry_count: int = 3,
+    token_file_ok: bool = True,
 ) -> AnalyzerSpec:
     """An AnalyzerSpec from the compact config's ({id, weight, endpoint, timeout, retry_count}) or
-    the registration's ({id, url, weight}) shape. `path` prefixes key names in errors (e.g. "analyzers[1].")."""
+    the registration's ({id, url, weight}) shape. `path` prefixes key names in errors (e.g. "analyzers[1].").
+    `token_file_ok` False (a registration through the API): "token_file" is refused, since it
+    would send a file of the distributor's host to the endpoint the caller chose."""
     if not isinstance(d, dict):
         raise ConfigError(path.rstrip(".") or "analyzer", f"expected an object, got {type(d).__name__}")
     _unknown(d, _ANALYZER_KEYS, path)
@@ -265,9 +281,21 @@ def parse_analyzer(
     enabled = _bool(d, "enabled", path, True)
     fmt = _str(d, "format", path, "batch", FORMATS) or "batch"
     concurrency = _int(d, "message_concurrency", path, 32, lo=1, hi=MAX_MESSAGE_CONCURRENCY)
+    token_file = _str(d, "token_file", path, None)
+    token = None
+    if token_file is not None:
+        if not token_file_ok:
+            raise ConfigError(path + "token_file", "set in the config file only, not through the API")
+        from logdist.auth import read_token_file
+
+        tokens = read_token_file(token_file, path + "token_file")
+        if not tokens:
+            raise ConfigError(path + "token_file", f"{token_file!r} holds no token")
+        token = tokens[0]
     return AnalyzerSpec(
         id=aid, url=url, endpoint=endpoint, weight=weight, timeout_s=timeout_ms / 1000.0,
         retry_count=retry_count, enabled=enabled, format=fmt, message_concurrency=concurrency,
+        token_file=token_file, token=token,
     )  # fmt: skip
 
 
@@ -348,6 +376,9 @@ class DistributorConfig:
     admin_host: str = "127.0.0.1"
     allowed_analyzer_hosts: tuple[str, ...] | None = None  # None: any host
     instance_id: str | None = None  # the hop id; None: one is drawn at start (distributor.run)
+    ingest_tokens_file: str | None = None
+    admin_tokens_file: str | None = None
+    metrics_require_token: bool = False
     source: str | None = field(default=None, compare=False)  # the file it came from
 
     def with_overrides(self, **kw: Any) -> DistributorConfig:
@@ -524,6 +555,9 @@ def parse_distributor_config(d: object, source: str | None = None) -> Distributo
         admin_host=_str(d, "admin_host", "", base.admin_host) or base.admin_host,
         allowed_analyzer_hosts=_hosts(d),
         instance_id=_str(d, "instance_id", "", None),
+        ingest_tokens_file=_str(d, "ingest_tokens_file", "", None),
+        admin_tokens_file=_str(d, "admin_tokens_file", "", None),
+        metrics_require_token=_bool(d, "metrics_require_token", "", False),
         source=source,
     )
     _validate_distributor(cfg)

@@ -36,6 +36,8 @@ def call(
         else:
             data = json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
+        if not data and method in ("POST", "PUT", "PATCH", "DELETE"):
+            hdrs.setdefault("Content-Type", "application/json")  # admin requests must say JSON
         conn.request(method, p.path + (f"?{p.query}" if p.query else ""), body=data, headers=hdrs)
         r = conn.getresponse()
         raw = r.read()

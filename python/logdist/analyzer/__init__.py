@@ -6,9 +6,12 @@ and counts them by level and source (see `engine`), behind the v0 analyzer API (
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 
 from logdist import daemon
+
+log = logging.getLogger("logdist.analyzer")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,12 +31,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fail-status", type=int, default=None, metavar="CODE", help="always answer CODE")
     g.add_argument("--retry-after", type=float, default=None, metavar="S", help="Retry-After sent with 429/503")
     g.add_argument("--seed", type=int, default=None, help="seed of the --error-rate draws")
+    t = p.add_argument_group("tokens (see logdist/auth.py); re-read on SIGHUP")
+    t.add_argument(
+        "--admin-tokens-file", metavar="FILE", help="tokens for /status, /fault, /enable, /disable, /ids ..."
+    )
+    t.add_argument("--ingest-tokens-file", metavar="FILE", help="tokens for /analyze (open while none is set)")
+    t.add_argument("--insecure", action="store_true", help="allow a non-loopback --host with no token (warned)")
     p.add_argument("--log-level", default="INFO")
 
 
 def run(args: argparse.Namespace) -> int:
     from logdist.analyzer.app import AnalyzerState, Faults, make_app
     from logdist.analyzer.engine import Analysis
+    from logdist.auth import Auth, Tokens, audit_reload, check_bind
     from logdist.errors import ConfigError, PacketError
 
     if args.id is not None and args.pos_id is not None and args.id != args.pos_id:
@@ -59,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     except PacketError as exc:
         raise ConfigError(exc.detail.split("'")[1] if "'" in exc.detail else "fault", exc.detail) from None
     daemon.setup_logging(f"analyzer:{aid}", args.log_level)
+    tokens = Tokens.load(args.ingest_tokens_file, args.admin_tokens_file)
+    options = "--admin-tokens-file/--ingest-tokens-file or LOGDIST_ADMIN_TOKENS/LOGDIST_INGEST_TOKENS"
+    check_bind("analyzer", args.host, tokens.configured, args.insecure, options)
     state = AnalyzerState(
         id=aid,
         weight=args.weight,
@@ -68,4 +81,15 @@ def run(args: argparse.Namespace) -> int:
         enabled=not args.disabled,
         rng=random.Random(args.seed),
     )
-    return daemon.serve(make_app(state), args.host, port, grace=5.0)
+    auth = Auth(tokens, frozenset({"/analyze"}), ingest_needs_ingest_tokens=True)
+
+    async def reload() -> None:
+        try:
+            auth.tokens = Tokens.load(args.ingest_tokens_file, args.admin_tokens_file)
+        except ConfigError as exc:
+            log.error("SIGHUP: tokens not reloaded, %s", exc)
+            audit_reload(False)
+            return
+        audit_reload(True)
+
+    return daemon.serve(make_app(state, auth), args.host, port, grace=5.0, on_reload=reload)

@@ -5,6 +5,11 @@ State lives in one `AnalyzerState` under an AppKey; the analysis itself is
 `logdist.analyzer.engine.Analysis`. Fault injection (latency, error rate, fixed status,
 Retry-After, refusing batches that hold given message ids) exists for tests and chaos runs and
 can be changed at runtime via POST /fault.
+
+Tokens (logdist/auth.py, --admin-tokens-file/--ingest-tokens-file): /health is open; /analyze
+needs an ingest (or admin) token once ingest tokens are set; everything else (/status,
+/processed, /stats, /ids, /fault, /enable, /disable) is admin. A POST other than /analyze must
+be application/json (415), and is audited.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from logdist.analyzer.engine import Analysis
+from logdist.auth import Auth, Tokens
 from logdist.errors import PacketError
 from logdist.http import error_response, format_retry_after, json_errors, json_response, read_json_object
 
@@ -227,8 +233,12 @@ def _reason_code(exc: web.HTTPException) -> str:
     return exc.reason.lower().replace(" ", "_")
 
 
-def make_app(state: AnalyzerState) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors(code_of=_reason_code)])
+def make_app(state: AnalyzerState, auth: Auth | None = None) -> web.Application:
+    """`auth`: the tokens for /analyze (ingest) and the rest (admin) but /health; default none
+    (everything open, but a POST other than /analyze must be application/json)."""
+    auth = auth or Auth(Tokens(), frozenset({"/analyze"}), ingest_needs_ingest_tokens=True)
+    middlewares = [json_errors(code_of=_reason_code), auth.middleware()]
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[STATE] = state
     app.router.add_post("/analyze", analyze)
     app.router.add_get("/health", health)

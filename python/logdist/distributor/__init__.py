@@ -32,7 +32,10 @@ import argparse
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from logdist.config import DistributorConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,6 +68,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "/health and /metrics)")  # fmt: skip
     p.add_argument("--admin-host", help="the admin listener's address (default 127.0.0.1)")
     p.add_argument("--instance-id", help=argparse.SUPPRESS)  # the hop id, the same in every worker
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host with no token configured (warned at every start)",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)  # "i/n": started by --workers
     p.add_argument("--control-ports", help=argparse.SUPPRESS)  # every worker's private loopback port
     p.add_argument("--log-level", default="INFO")
@@ -90,6 +98,16 @@ def check_state_dir(state_dir: str, subdirs: tuple[str, ...]) -> None:
             os.unlink(probe)
         except OSError as exc:
             raise SystemExit(f"logdist distributor: state_dir {d}: [Errno {exc.errno}] {exc.strerror}") from None
+
+
+def _check_bind(cfg: DistributorConfig, insecure: bool) -> None:
+    """Refuse a non-loopback host with no token (daemon.check_bind); the workers of --workers N
+    are checked by their supervisor. Raises ConfigError when a token file cannot be read."""
+    from logdist.auth import Tokens, check_bind
+
+    tokens = Tokens.load(cfg.ingest_tokens_file, cfg.admin_tokens_file)
+    options = "ingest_tokens_file/admin_tokens_file (config) or LOGDIST_INGEST_TOKENS/LOGDIST_ADMIN_TOKENS"
+    check_bind("distributor", cfg.host, tokens.configured, insecure, options)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         from logdist.logsetup import setup_logging
 
         setup_logging("distributor", args.log_level)
+        _check_bind(cfg, args.insecure)
         return supervisor.supervise(args, args.workers, cfg.state_dir, cfg.port, cfg.shutdown_grace_s, cfg.queue_size)
     check_state_dir(cfg.state_dir, ("dead-letters", "wal") if cfg.durability == "wal" else ("dead-letters",))
     from logdist import daemon
@@ -146,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         adopt = takeover.orphans(Path(cfg.state_dir).parent, index, n, worker=True)
     else:
         daemon.setup_logging("distributor", args.log_level)
+        _check_bind(cfg, args.insecure)
         adopt = takeover.orphans(cfg.state_dir, 0, 1, worker=False)
     _check_endpoints(cfg, ports if args.worker else ())
     for src in adopt:

@@ -1,7 +1,9 @@
 """The distributor's aiohttp application: routes, JSON errors, lifecycle and admin API.
 
 Each route is declared with what it does under --workers N (workers/fanout.py): answered
-locally, gathered from every worker, or applied on every worker.
+locally, gathered from every worker, or applied on every worker. Every route passes the token
+check of logdist/auth.py first (INGEST_PATHS are ingest; /health and /metrics open; the rest
+admin), which also refuses admin changes that are not application/json and audits them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from logdist.auth import Auth, Tokens, audit_reload
 from logdist.config import (
     AnalyzerSpec,
     ConfigError,
@@ -52,6 +55,9 @@ from logdist.http import CONNECTION_LIMITS, ON_REFUSED, ConnectionLimits, json_e
 log = logging.getLogger("logdist.distributor")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: the tokens and route classes in force (logdist/auth.py); SIGHUP replaces its tokens
+AUTH = web.AppKey("auth", Auth)
 
 
 def _bad_analyzer(detail: str, key: str | None = None) -> Answer:
@@ -149,7 +155,12 @@ async def register_analyzer(request: web.Request) -> Answer:
     engine = request.app[ENGINE]
     body = await read_json_body(request)
     try:
-        spec = parse_analyzer(body, default_timeout_ms=engine.cfg.timeout, default_retry_count=engine.cfg.retry_count)
+        spec = parse_analyzer(
+            body,
+            default_timeout_ms=engine.cfg.timeout,
+            default_retry_count=engine.cfg.retry_count,
+            token_file_ok=False,
+        )
         _check_sum_with(engine, spec)
         await check_spec(spec, engine.cfg, _control_ports(request.app))
     except ConfigError as exc:
@@ -271,6 +282,11 @@ def listener_split(cfg: DistributorConfig) -> Any:
     return split
 
 
+#: the paths a POST to which is ingest (logdist/auth.py); every other route but /health and
+#: /metrics is admin
+INGEST_PATHS = frozenset({"/logs", "/api/v1/logs", "/v1/logs"})
+
+
 def _routes(r: web.UrlDispatcher) -> None:
     r.add_post("/logs", ingest)
     r.add_post("/api/v1/logs", ingest)
@@ -304,9 +320,12 @@ def build_app(cfg: DistributorConfig, adopt: Sequence[str | Path] = ()) -> web.A
     # auto_decompress off: ingest decodes bodies itself, under its bounds (ingest.decode_body);
     # keepalive_timeout: aiohttp closes a kept-alive connection idle for that long
     handler_args = {"auto_decompress": False, "keepalive_timeout": cfg.keepalive_timeout_s}
+    auth = Auth(Tokens.load(cfg.ingest_tokens_file, cfg.admin_tokens_file), INGEST_PATHS,
+                metrics_require_token=cfg.metrics_require_token)  # fmt: skip
     app = web.Application(client_max_size=cfg.max_body_bytes,
-                          middlewares=[json_errors(count_refusal), listener_split(cfg)],
+                          middlewares=[json_errors(count_refusal), listener_split(cfg), auth.middleware()],
                           handler_args=handler_args)  # fmt: skip
+    app[AUTH] = auth
     app[ENGINE] = engine
     app[ADMISSION] = admission
     app[BODY_BUDGET] = BodyBudget(cfg.ingest_buffer_bytes)
@@ -341,10 +360,15 @@ def reloader(
         try:
             new = (await asyncio.to_thread(load_distributor_config, path)).with_overrides(**overrides)
             await check_config(new, _control_ports(app))
+            tokens = await asyncio.to_thread(Tokens.load, new.ingest_tokens_file, new.admin_tokens_file)
         except ConfigError as exc:
             log.error("SIGHUP: config not reloaded, %s", exc)
+            audit_reload(False)
             return
+        auth = app[AUTH]
+        auth.tokens, auth.metrics_require_token = tokens, new.metrics_require_token
         changes = app[ENGINE].apply_config(new)
         log.info("SIGHUP: config reloaded from %s: %s", path, changes)
+        audit_reload(True)
 
     return reload

@@ -326,6 +326,11 @@ class AnalyzerLink:
             self._reports.caught_up(self)
         return batch
 
+    def _headers(self, base: dict[str, str]) -> dict[str, str]:
+        """`base`, and the analyzer's token (its token_file) when it has one."""
+        tok = self.spec.token
+        return base if tok is None else {**base, "Authorization": f"Bearer {tok}"}
+
     async def _post(self, body: bytes, headers: dict[str, str]) -> Outcome:
         """POST a body: (status or None when there was no answer, error detail, Retry-After)."""
         self.requests_sent += 1
@@ -333,7 +338,7 @@ class AnalyzerLink:
             async with self._session.post(
                 self.spec.endpoint,
                 data=body,
-                headers=headers,
+                headers=self._headers(headers),
                 timeout=aiohttp.ClientTimeout(total=self.spec.timeout_s),
                 allow_redirects=False,
             ) as resp:
@@ -541,7 +546,9 @@ class AnalyzerLink:
     async def probe(self, timeout: float) -> bool:
         """GET /health: True when it answered 200 within `timeout` seconds."""
         try:
-            async with self._session.get(self.spec.url + "/health", timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+            async with self._session.get(
+                self.spec.url + "/health", headers=self._headers({}), timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as r:
                 await r.read()
                 return r.status == 200
         except asyncio.CancelledError:

@@ -70,5 +70,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("port", f"{port} is not a TCP port")
     daemon.setup_logging("emitter", args.log_level)
     give_up = args.give_up_after if args.give_up_after > 0 else None
-    app = make_app(config, emitter_id=args.emitter_id, give_up_after_s=give_up, autostart_rate=args.start)
+    from logdist.emitter.oneshot import read_token
+
+    app = make_app(
+        config, emitter_id=args.emitter_id, give_up_after_s=give_up, autostart_rate=args.start, token=read_token(args)
+    )
     return daemon.serve(app, args.host, port, grace=10.0)

@@ -63,6 +63,9 @@ def add_oneshot_arguments(p: argparse.ArgumentParser, url_required: bool = True)
     p.add_argument("--acked-ids", metavar="FILE", help="append the id of every acknowledged message to FILE")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line")
+    from logdist.tools.cluster import add_token_arguments
+
+    add_token_arguments(p)
 
 
 @dataclass
@@ -78,6 +81,13 @@ class Plan:
     emitter_id: str | None = None
     seed: int | None = None
     acked_ids: str | None = None
+    token: str | None = None
+
+
+def read_token(args: argparse.Namespace) -> str | None:
+    from logdist.tools.cluster import read_token as read
+
+    return read(args)
 
 
 def plan_from_args(args: argparse.Namespace, urls: list[str]) -> Plan:
@@ -104,6 +114,7 @@ def plan_from_args(args: argparse.Namespace, urls: list[str]) -> Plan:
         emitter_id=args.emitter_id,
         seed=args.seed,
         acked_ids=args.acked_ids,
+        token=read_token(args),
     )
 
 
@@ -170,7 +181,12 @@ async def generate(plan: Plan, progress: term.Progress | None = None) -> dict[st
     start = time.monotonic()
     async with aiohttp.ClientSession(connector=connector) as session:
         sender = PacketSender(
-            session, plan.urls, timeout_s=plan.timeout, give_up_after_s=plan.give_up_after, counters=counters
+            session,
+            plan.urls,
+            timeout_s=plan.timeout,
+            give_up_after_s=plan.give_up_after,
+            counters=counters,
+            token=plan.token,
         )
         sem = asyncio.Semaphore(plan.concurrency)
         tasks: set[asyncio.Task[Any]] = set()

@@ -71,10 +71,14 @@ class PacketSender:
         retry_after_cap_s: float = 30.0,
         counters: SendCounters | None = None,
         rng: random.Random | None = None,
+        token: str | None = None,
     ) -> None:
         if not urls:
             raise ValueError("at least one distributor URL is needed")
         self.session = session
+        self.headers = {"Content-Type": "application/json"}
+        if token is not None:  # an ingest (or admin) token: Authorization: Bearer
+            self.headers["Authorization"] = f"Bearer {token}"
         self.urls = list(urls)
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.give_up_after_s = give_up_after_s
@@ -177,9 +181,7 @@ class PacketSender:
 
     async def _post(self, url: str, body: bytes) -> tuple[int | None, float | None, bytes]:
         try:
-            async with self.session.post(
-                url, data=body, headers={"Content-Type": "application/json"}, timeout=self.timeout
-            ) as r:
+            async with self.session.post(url, data=body, headers=self.headers, timeout=self.timeout) as r:
                 data = await r.read()
                 retry_after = parse_retry_after(r.headers.get("Retry-After"), self.retry_after_cap_s)
                 return r.status, retry_after, data

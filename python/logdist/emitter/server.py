@@ -205,6 +205,7 @@ def make_app(
     emitter_id: str | None = None,
     give_up_after_s: float | None = 60.0,
     autostart_rate: float | None = None,
+    token: str | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=1 << 20, middlewares=[json_errors()])
     st = EmitterState(config=config, factory=MessageFactory(emitter_id))
@@ -214,7 +215,11 @@ def make_app(
         connector = aiohttp.TCPConnector(limit=config.max_concurrency * len(config.distributor_urls) * 2 + 10)
         st.session = aiohttp.ClientSession(connector=connector)
         st.sender = PacketSender(
-            st.session, list(config.distributor_urls), give_up_after_s=give_up_after_s, counters=st.counters
+            st.session,
+            list(config.distributor_urls),
+            give_up_after_s=give_up_after_s,
+            counters=st.counters,
+            token=token,
         )
         st.sem = asyncio.Semaphore(config.max_concurrency * len(config.distributor_urls))
         if autostart_rate is not None:

@@ -36,6 +36,7 @@ import uvloop
 
 from logdist.emitter.checkpoint import StateFile, default_state_file
 from logdist.emitter.messages import rfc3339_now
+from logdist.emitter.oneshot import read_token
 from logdist.emitter.sender import Outcome, PacketSender, SendCounters
 from logdist.emitter.tail import Inflight, Line, Source, StdinWatcher, Watcher, expand
 from logdist.errors import ConfigError
@@ -237,7 +238,12 @@ class Shipper:
         try:
             async with aiohttp.ClientSession() as session:
                 self.sender = PacketSender(
-                    session, self.urls, timeout_s=self.args.timeout, give_up_after_s=None, counters=self.counters
+                    session,
+                    self.urls,
+                    timeout_s=self.args.timeout,
+                    give_up_after_s=None,
+                    counters=self.counters,
+                    token=read_token(self.args),
                 )
                 await self._loop()
                 self.flushing = True

@@ -27,12 +27,44 @@ class Unreachable(OSError):
     """Nothing answered at the URL (connection refused, timeout, DNS)."""
 
 
+#: the bearer token every request of this process sends (set_token: --token/--token-file)
+_token: str | None = None
+
+
+def add_token_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--token", metavar="TOKEN", help="bearer token to send (visible in `ps`: prefer --token-file)")
+    g.add_argument("--token-file", metavar="FILE", help="file whose first token line is the bearer token to send")
+
+
+def read_token(args: argparse.Namespace) -> str | None:
+    """The token of --token or --token-file (its first line that is no blank nor # comment)."""
+    tok: str | None = getattr(args, "token", None)
+    path: str | None = getattr(args, "token_file", None)
+    if path:
+        from logdist.auth import read_token_file
+
+        toks = read_token_file(path, "token-file")
+        if not toks:
+            raise ConfigError("token-file", f"{path!r} holds no token")
+        tok = toks[0]
+    return tok
+
+
+def set_token(args: argparse.Namespace) -> None:
+    global _token
+    _token = read_token(args)
+
+
 def request(method: str, url: str, body: Any = None, timeout: float = 5.0, raw: bytes | None = None) -> Reply:
-    """One request; HTTP error statuses are returned, not raised. Raises Unreachable."""
+    """One request; HTTP error statuses are returned, not raised. Raises Unreachable.
+    A POST/PUT/PATCH/DELETE says application/json even when bodiless (admin requests must)."""
     data = raw if raw is not None else (None if body is None else orjson.dumps(body))
     req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
+    if data is not None or method in ("POST", "PUT", "PATCH", "DELETE"):
         req.add_header("Content-Type", "application/json")
+    if _token is not None:
+        req.add_header("Authorization", f"Bearer {_token}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return _reply(r.status, r.read(), dict(r.headers))
@@ -204,6 +236,7 @@ def add_verify(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--check", action="store_true", help="exit 1 if a share or the total is off")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_token_arguments(p)
 
 
 def _parse_analyzer_arg(text: str) -> dict[str, Any]:
@@ -361,6 +394,7 @@ def _print_verify(res: dict[str, Any]) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    set_token(args)
     analyzers = [_parse_analyzer_arg(a) for a in args.analyzer] if args.analyzer else None
     expect = _parse_expect(args.expect) if args.expect else None
     try:
@@ -383,9 +417,11 @@ def run_verify(args: argparse.Namespace) -> int:
 def add_status(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default="http://127.0.0.1:8081", help="distributor URL")
     p.add_argument("--json", action="store_true", help="print the raw metrics as JSON")
+    add_token_arguments(p)
 
 
 def run_status(args: argparse.Namespace) -> int:
+    set_token(args)
     base = base_url(args.url)
     try:
         health = get(base + "/health")
@@ -393,6 +429,9 @@ def run_status(args: argparse.Namespace) -> int:
         queue = get(base + "/queue")
     except Unreachable as exc:
         print(f"logdist status: {exc}", file=sys.stderr)
+        return 1
+    if metrics.status in (401, 403):  # /health is open, the figures are not: say why
+        print(f"logdist status: {base} answered {metrics.status}: {metrics.doc} (--token)", file=sys.stderr)
         return 1
     m = metrics.doc if isinstance(metrics.doc, dict) else {}
     q = queue.doc if isinstance(queue.doc, dict) else {}
@@ -446,9 +485,11 @@ def add_dlq(p: argparse.ArgumentParser) -> None:
     p.add_argument("ids", nargs="*", metavar="ID", help="replay only these dead letters (default: all)")
     p.add_argument("--url", default="http://127.0.0.1:8081", help="distributor URL")
     p.add_argument("--json", action="store_true", help="print the distributor's answer as JSON")
+    add_token_arguments(p)
 
 
 def run_dlq(args: argparse.Namespace) -> int:
+    set_token(args)
     base = base_url(args.url)
     try:
         if args.action == "list":

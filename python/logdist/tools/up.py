@@ -65,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", type=float, default=None, help="seconds between redraws (0.25 on a TTY, else 1)")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop by itself after S seconds")
     p.add_argument("--grace", type=float, default=10.0, help="seconds a child gets to stop before SIGKILL")
+    cluster.add_token_arguments(p)  # the admin token of the whole pipeline (written to <run-dir>/admin.tokens)
 
 
 @dataclass
@@ -129,10 +130,12 @@ class Pipeline:
         self.weights = weights
         self.run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="logdist-up-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.token_file = self._write_token_file()
+        tok_args = [] if self.token_file is None else ["--admin-tokens-file", str(self.token_file)]
         self.analyzers = [
             Child(
                 f"analyzer-{i + 1}",
-                ["analyzer", "--id", f"analyzer-{i + 1}", "--port", str(p), "--weight", f"{w:g}"],
+                ["analyzer", "--id", f"analyzer-{i + 1}", "--port", str(p), "--weight", f"{w:g}", *tok_args],
                 p,
                 self.run_dir / f"analyzer-{i + 1}.log",
             )
@@ -146,13 +149,27 @@ class Pipeline:
             dargs += ["--queue-size", str(args.queue_size)]
         self.distributor = Child("distributor", dargs, args.distributor_port, self.run_dir / "distributor.log")
         em_cfg = self._write_emitter_config()
-        self.emitter = Child(
-            "emitter", ["emitter", "--config", str(em_cfg)], args.emitter_port, self.run_dir / "emitter.log"
-        )
+        em_args = ["emitter", "--config", str(em_cfg)]
+        if self.token_file is not None:
+            em_args += ["--token-file", str(self.token_file)]
+        self.emitter = Child("emitter", em_args, args.emitter_port, self.run_dir / "emitter.log")
         self.samples: deque[Sample] = deque(maxlen=64)
         self.counts: deque[tuple[float, list[int]]] = deque(maxlen=64)
         self.stopping = 0  # stop signals received
         self.t0 = time.monotonic()
+
+    def _write_token_file(self) -> Path | None:
+        """--token/--token-file: the pipeline's admin token, in a 0600 file every child reads
+        (never on a command line); this process sends it too (cluster.set_token)."""
+        token = cluster.read_token(self.args)
+        cluster.set_token(self.args)
+        if token is None:
+            return None
+        path = self.run_dir / "admin.tokens"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return path
 
     def _write_distributor_config(self) -> Path:
         """The distributor's config file, in the compact config shape."""
@@ -161,7 +178,9 @@ class Pipeline:
             {"id": a.name, "weight": w, "endpoint": f"{a.url}/analyze", "timeout": 10000, "retry_count": 3}
             for a, w in zip(self.analyzers, self.weights, strict=True)
         ]
-        doc = {"port": self.args.distributor_port, "analyzers": analyzers}
+        doc: dict[str, object] = {"port": self.args.distributor_port, "analyzers": analyzers}
+        if self.token_file is not None:
+            doc["admin_tokens_file"] = str(self.token_file)
         path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
         return path
 

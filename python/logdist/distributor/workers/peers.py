@@ -8,7 +8,9 @@ answered locally (never fanned out again).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from logdist.auth import PEER_SECRET_ENV, bearer
 from logdist.config import ConfigError, parse_analyzer
 from logdist.daemon import PUBLIC_UP
 from logdist.distributor.engine import ENGINE
@@ -42,6 +45,9 @@ class Peers:
 
 
 PEERS = web.AppKey("peers", Peers)
+#: the headers a forwarded request carries besides PEER_HEADER: the run's secret (from the
+#: supervisor), which lets it pass the token check on a peer's private port
+PEER_AUTH = web.AppKey("peer_auth", dict[str, str])
 SESSION = web.AppKey("peer_session", aiohttp.ClientSession)
 
 
@@ -73,7 +79,7 @@ async def ask(
     """The request on every other worker, with each one's answer."""
     peers = app[PEERS]
     session = app[SESSION]
-    headers = {PEER_HEADER: str(peers.index)}
+    headers = {PEER_HEADER: str(peers.index), **app[PEER_AUTH]}
     if ctype:
         headers["Content-Type"] = ctype
 
@@ -92,13 +98,16 @@ async def ask(
     return list(await asyncio.gather(*(one(i, p) for i, p in peers.others)))
 
 
-_SPEC_KEYS = ("id", "url", "endpoint", "weight", "timeout", "retry_count", "enabled", "format", "message_concurrency")
+_SPEC_KEYS = (
+    "id", "url", "endpoint", "weight", "timeout", "retry_count", "enabled", "format", "message_concurrency",
+    "token_file",
+)  # fmt: skip
 
 
-async def _analyzers_of(session: aiohttp.ClientSession, port: int) -> Any:
+async def _analyzers_of(session: aiohttp.ClientSession, port: int, auth: dict[str, str]) -> Any:
     """A peer's GET /api/v1/analyzers, or None when it does not answer (yet)."""
     try:
-        async with session.get(f"http://127.0.0.1:{port}/api/v1/analyzers", headers={PEER_HEADER: "sync"},
+        async with session.get(f"http://127.0.0.1:{port}/api/v1/analyzers", headers={PEER_HEADER: "sync", **auth},
                                timeout=aiohttp.ClientTimeout(total=2)) as r:  # fmt: skip
             if r.status != 200:
                 return None
@@ -113,7 +122,7 @@ async def catch_up(app: web.Application) -> None:
     the config file was read, not only the file."""
     engine = app[ENGINE]
     for i, port in app[PEERS].others:
-        doc = await _analyzers_of(app[SESSION], port)
+        doc = await _analyzers_of(app[SESSION], port, app[PEER_AUTH])
         if doc is None:
             continue
         try:
@@ -143,6 +152,16 @@ def install(app: web.Application, peers: Peers) -> None:
     workers), a client session for them, and a catch-up with a running peer's analyzers at
     startup (before the ports open)."""
     app[PEERS] = peers
+    secret = os.environ.get(PEER_SECRET_ENV, "")
+    app[PEER_AUTH] = {"Authorization": f"Bearer {secret}"} if secret else {}
+    if secret:
+        from logdist.distributor.app import AUTH
+
+        def trusted(request: web.Request) -> bool:
+            tok = bearer(request)
+            return tok is not None and hmac.compare_digest(tok.encode(), secret.encode()) and from_peer(request)
+
+        app[AUTH].trusted = trusted
     app[PUBLIC_UP] = asyncio.Event()  # health says "starting" until the shared port listens
 
     async def session(app: web.Application) -> AsyncIterator[None]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from logdist.auth import PEER_SECRET_ENV
 from logdist.procs import die_with_parent, free_ports_below_ephemeral
 
 log = logging.getLogger("logdist.workers")
@@ -140,6 +143,9 @@ def supervise(args: argparse.Namespace, n: int, state_dir: str, port: int, grace
         log.error("--workers needs a fixed --port (the workers share it)")
         return 2
     ports = free_ports_below_ephemeral(n)
+    # the run's secret: workers forward admin requests to each other's private ports with it
+    # (workers/peers.py), whatever tokens clients use; inherited by the workers only
+    os.environ[PEER_SECRET_ENV] = secrets.token_hex(32)
     sup = _Supervisor(lambda i: worker_argv(args, i, n, state_dir, ports, queue_size), n, grace)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, sup.on_signal)
