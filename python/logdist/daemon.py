@@ -3,6 +3,7 @@
 `serve(app, host, port)` is what every role uses. The first SIGINT/SIGTERM starts a graceful
 shutdown (stop listening, then the app's on_shutdown/cleanup_ctx hooks drain or persist, within
 `grace` seconds); a second one forces exit. SIGHUP calls `on_reload` if given.
+With `ssl_context` the public port serves HTTPS (logdist/tls.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -54,6 +56,7 @@ async def _serve(
     reuse_port: bool,
     also_listen: Sequence[tuple[str, int]] = (),
     supervised: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -91,11 +94,12 @@ async def _serve(
         # a worker's private control port first: the public port takes traffic once all is up
         for h, p in also_listen:
             await web.SockSite(runner, bind_socket(h, p)).start()
-        site = web.SockSite(runner, bind_socket(host, port, reuse_port))
+        # TLS on the public port (logdist/tls.py); a worker's control port stays plain loopback
+        site = web.SockSite(runner, bind_socket(host, port, reuse_port), ssl_context=ssl_context)
         await site.start()
         if PUBLIC_UP in app:
             app[PUBLIC_UP].set()
-        log.info("listening on http://%s:%d", host, port)
+        log.info("listening on %s://%s:%d", "https" if ssl_context else "http", host, port)
         await stop.wait()
     finally:
         # runner.cleanup stops the listener, lets handlers finish, then runs on_shutdown and
@@ -114,8 +118,9 @@ def serve(
     reuse_port: bool = False,
     also_listen: Sequence[tuple[str, int]] = (),
     supervised: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> int:
     """Run `app` until a stop signal; returns the process exit code."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(app, host, port, grace, on_reload, reuse_port, also_listen, supervised))
+        runner.run(_serve(app, host, port, grace, on_reload, reuse_port, also_listen, supervised, ssl_context))
     return 0

@@ -6,9 +6,14 @@ and counts them by level and source (see `engine`), behind the v0 analyzer API (
 from __future__ import annotations
 
 import argparse
+import logging
 import random
+import ssl
+from typing import Any
 
-from logdist import daemon
+from logdist import daemon, tls
+
+log = logging.getLogger("logdist.analyzer")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retry-after", type=float, default=None, metavar="S", help="Retry-After sent with 429/503")
     g.add_argument("--seed", type=int, default=None, help="seed of the --error-rate draws")
     p.add_argument("--log-level", default="INFO")
+    tls.add_server_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,4 +74,23 @@ def run(args: argparse.Namespace) -> int:
         enabled=not args.disabled,
         rng=random.Random(args.seed),
     )
-    return daemon.serve(make_app(state), args.host, port, grace=5.0)
+    return daemon.serve(make_app(state), args.host, port, grace=5.0, **_tls_serving(args))
+
+
+def _tls_serving(args: argparse.Namespace) -> dict[str, Any]:
+    """serve()'s TLS arguments from --tls-*: the context, and a SIGHUP that loads the
+    certificate files again into it (rotation without a restart)."""
+    ctx = tls.server_tls_from_args(args, "analyzer")
+    if ctx is None:
+        return {}
+    files = tls.ServerTLS(args.tls_cert_file, args.tls_key_file, args.tls_client_ca_file)
+
+    async def reload() -> None:
+        try:
+            tls.reload_server(ctx, files)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("SIGHUP: certificate not reloaded: %s", exc)
+            return
+        log.info("SIGHUP: certificate reloaded from %s", files.cert_file)
+
+    return {"ssl_context": ctx, "on_reload": reload}

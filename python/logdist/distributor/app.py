@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from logdist import tls
 from logdist.config import (
     AnalyzerSpec,
     ConfigError,
@@ -49,6 +51,9 @@ from logdist.errors import WeightError
 from logdist.http import CONNECTION_LIMITS, ON_REFUSED, ConnectionLimits, json_errors, read_json_body
 
 log = logging.getLogger("logdist.distributor")
+
+#: the public listener's TLS context, when it serves HTTPS: SIGHUP loads the certificate again
+LISTENER_TLS = web.AppKey("listener_tls", ssl.SSLContext)
 
 
 def _bad_analyzer(detail: str, key: str | None = None) -> Answer:
@@ -300,6 +305,13 @@ def reloader(
         except ConfigError as exc:
             log.error("SIGHUP: config not reloaded, %s", exc)
             return
+        try:  # certificates first (in the loop's thread, which handshakes): a bad file changes nothing
+            done = tls.reload_listener(app.get(LISTENER_TLS), new)
+            app[ENGINE].outbound.rebuild(new)
+        except ConfigError as exc:
+            log.error("SIGHUP: config not reloaded, %s", exc)
+            return
+        log.info("SIGHUP: TLS: %s", done)
         changes = app[ENGINE].apply_config(new)
         log.info("SIGHUP: config reloaded from %s: %s", path, changes)
 

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 import uvloop
 
+from logdist import tls
 from logdist.emitter.messages import MessageFactory
 from logdist.emitter.sender import Outcome, PacketSender, SendCounters
 from logdist.errors import ConfigError
@@ -63,6 +64,7 @@ def add_oneshot_arguments(p: argparse.ArgumentParser, url_required: bool = True)
     p.add_argument("--acked-ids", metavar="FILE", help="append the id of every acknowledged message to FILE")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line")
+    tls.add_cacert_argument(p)
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Plan:
     emitter_id: str | None = None
     seed: int | None = None
     acked_ids: str | None = None
+    cacert: str | None = None  # https:// distributors verified against it (else the system store)
 
 
 def plan_from_args(args: argparse.Namespace, urls: list[str]) -> Plan:
@@ -104,6 +107,7 @@ def plan_from_args(args: argparse.Namespace, urls: list[str]) -> Plan:
         emitter_id=args.emitter_id,
         seed=args.seed,
         acked_ids=args.acked_ids,
+        cacert=args.cacert,
     )
 
 
@@ -166,7 +170,8 @@ def _summary(plan: Plan, counters: SendCounters, elapsed: float) -> dict[str, An
 async def generate(plan: Plan, progress: term.Progress | None = None) -> dict[str, Any]:
     factory = MessageFactory(plan.emitter_id, plan.seed)
     counters = SendCounters()
-    connector = aiohttp.TCPConnector(limit=plan.concurrency * 2, force_close=False)
+    ctx = tls.client_context(plan.cacert) if plan.cacert else True
+    connector = aiohttp.TCPConnector(limit=plan.concurrency * 2, force_close=False, ssl=ctx)
     start = time.monotonic()
     async with aiohttp.ClientSession(connector=connector) as session:
         sender = PacketSender(
