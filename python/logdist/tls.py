@@ -37,6 +37,8 @@ __all__ = [
     "reload_server",
     "server_context",
     "server_tls_from_args",
+    "tools_context",
+    "use_cacert",
 ]
 
 
@@ -174,7 +176,7 @@ def server_tls_from_args(args: argparse.Namespace, prog: str) -> ssl.SSLContext 
         raise SystemExit(f"logdist {prog}: cannot load the TLS files: {exc}") from None
 
 
-def add_cacert_argument(p: argparse.ArgumentParser) -> None:
+def add_cacert_argument(p: argparse._ActionsContainer) -> None:
     """--cacert: the CA that signed the distributor's (or analyzer's) https certificate."""
     p.add_argument(
         "--cacert", metavar="PEM", help="verify https:// servers against this CA (default: the system store)"
@@ -185,3 +187,18 @@ def client_ssl_from_args(args: argparse.Namespace) -> ssl.SSLContext | None:
     """The clients' context for --cacert, or None (the default verification) without it."""
     cafile = getattr(args, "cacert", None)
     return None if cafile is None else client_context(cafile)
+
+
+#: the blocking tools' context (logdist/tools/cluster.py `request`), set once by use_cacert
+_tools_context: ssl.SSLContext | None = None
+
+
+def use_cacert(args: argparse.Namespace) -> None:
+    """A one-shot tool (status, verify-weights, dlq, up) verifies https:// against --cacert."""
+    global _tools_context
+    _tools_context = client_ssl_from_args(args)
+
+
+def tools_context() -> ssl.SSLContext | None:
+    """The context the blocking tools' requests use (None: the system store)."""
+    return _tools_context

@@ -362,3 +362,58 @@ def test_an_unreadable_certificate_stops_the_start(spawn: Callable[..., Daemon],
     d = spawn("distributor", "--config", str(path), "--port", "{port}", wait=False)
     assert d.proc.wait(30) != 0
     assert "tls_cert_file" in d.log.read_text()
+
+
+# --- the tools' --cacert ------------------------------------------------------------------------
+
+
+def logdist(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "logdist", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def test_status_dlq_and_verify_weights_take_cacert(spawn: Callable[..., Daemon], tmp_path: Path, pki: Pki) -> None:
+    a = plain_analyzer(spawn)
+    d = tls_distributor(spawn, tmp_path, pki, [analyzer_row("a1", a.url)])
+    ctx = _ctx(pki.ca_file)
+    wait_https(d, ctx)
+    url = f"https://127.0.0.1:{d.port}"
+    send(d.port, ctx, "s", 2, 10)
+    wait_until(lambda: len(ids_of(a)) == 20, 30, "20 messages delivered")
+    status = logdist("status", "--url", url, "--cacert", pki.ca_file, "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["metrics"]["analyzers"][0]["acked"] == 20
+    dlq = logdist("dlq", "list", "--url", url, "--cacert", pki.ca_file, "--json")
+    assert dlq.returncode == 0, dlq.stderr
+    assert json.loads(dlq.stdout)["count"] == 0
+    verify = logdist("verify-weights", "--url", url, "--cacert", pki.ca_file, "--json")
+    assert verify.returncode == 0, verify.stderr
+    assert json.loads(verify.stdout)["total_ok"], verify.stdout
+    # without the CA: the certificate is refused, with one line, exit 1
+    refused = logdist("status", "--url", url)
+    assert refused.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr, refused.stderr
+
+
+def test_up_serves_https_ingest(spawn: Callable[..., Daemon], tmp_path: Path, pki: Pki) -> None:
+    from logdist.procs import free_port
+
+    cert, key = pki.leaf("server")
+    ports = [free_port() for _ in range(4)]
+    up = spawn(
+        "up", "--emitter-port", str(ports[0]), "--distributor-port", str(ports[1]), "--analyzer-ports",
+        f"{ports[2]},{ports[3]}", "--weights", "1,1", "--rate", "500", "--interval", "0.3", "--run-dir",
+        str(tmp_path / "run"), "--tls-cert-file", cert, "--tls-key-file", key, "--cacert", pki.ca_file,
+        port=ports[0], wait=False,
+    )  # fmt: skip
+    ctx = _ctx(pki.ca_file)
+
+    def acked() -> int:
+        assert up.proc.poll() is None, up.log.read_text()
+        doc = call(ports[1], "GET", "/api/v1/metrics", ctx, timeout=2)[1]
+        return sum(r["acked"] for r in doc["analyzers"])  # type: ignore[no-any-return]
+
+    wait_until(lambda: acked() > 0, 60, "messages from up's emitter, over HTTPS, delivered")
+    up.signal(signal.SIGINT)
+    assert up.proc.wait(30) == 0, up.log.read_text()
