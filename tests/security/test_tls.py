@@ -417,3 +417,53 @@ def test_up_serves_https_ingest(spawn: Callable[..., Daemon], tmp_path: Path, pk
     wait_until(lambda: acked() > 0, 60, "messages from up's emitter, over HTTPS, delivered")
     up.signal(signal.SIGINT)
     assert up.proc.wait(30) == 0, up.log.read_text()
+
+
+def test_mtls_to_analyzers_with_upstream_client_certificates(
+    spawn: Callable[..., Daemon], tmp_path: Path, pki: Pki
+) -> None:
+    upstream, clients = _pki(tmp_path, "upstream"), _pki(tmp_path, "clients")
+    a = tls_analyzer(spawn, upstream, "a1", "--tls-client-ca-file", clients.ca_file)
+    mine = clients.leaf("distributor", "distributor.test")
+    actx = _ctx(upstream.ca_file, mine)
+    wait_https(a, actx)
+    # the analyzer refuses a client without a certificate
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        call(a.port, "GET", "/health", _ctx(upstream.ca_file))
+    d = tls_distributor(spawn, tmp_path, pki, [analyzer_row("a1", f"https://127.0.0.1:{a.port}")],
+                        upstream_ca_file=upstream.ca_file, upstream_cert_file=mine[0],
+                        upstream_key_file=mine[1])  # fmt: skip
+    ctx = _ctx(pki.ca_file)
+    wait_https(d, ctx)
+    sent = send(d.port, ctx, "m", 5, 20)
+    wait_until(lambda: sorted(ids_of(a, actx)) == sorted(sent), 30, "the 100 messages delivered over mTLS")
+
+
+def test_the_emitter_server_serves_https(spawn: Callable[..., Daemon], tmp_path: Path, pki: Pki) -> None:
+    cert, key = pki.leaf("emitter")
+    e = spawn("emitter", "--port", "{port}", "--tls-cert-file", cert, "--tls-key-file", key, wait=False)
+    wait_https(e, _ctx(pki.ca_file))
+    # only one of the pair: refused at start, naming the missing flag
+    half = logdist("emitter", "--port", "1", "--tls-cert-file", cert)
+    assert half.returncode != 0
+    assert "--tls-key-file" in half.stderr
+
+
+def test_workers_serve_tls_and_rotate_on_sighup(spawn: Callable[..., Daemon], tmp_path: Path, pki: Pki) -> None:
+    a = plain_analyzer(spawn)
+    cert, key = pki.leaf("server")
+    path = write_config(tmp_path, [analyzer_row("a1", a.url)], tls_cert_file=cert, tls_key_file=key)
+    d = spawn("distributor", "--config", str(path), "--port", "{port}", "--workers", "2", wait=False)
+    ctx = _ctx(pki.ca_file)
+    wait_https(d, ctx)
+    wait_until(lambda: call(d.port, "GET", "/health", ctx)[1].get("status") == "ok", 30, "both workers up")
+    sent = send(d.port, ctx, "w", 10, 10)
+    wait_until(lambda: sorted(ids_of(a)) == sorted(sent), 30, "the 100 messages delivered")
+    serial, _ = served_cert(d.port, ctx)
+    rotate(pki, (cert, key), "server-rotated")
+    d.signal(signal.SIGHUP)  # the supervisor passes it to every worker
+    # each new connection may reach either worker: both must show the new certificate
+    wait_until(
+        lambda: all(served_cert(d.port, ctx)[1] == "server-rotated" for _ in range(20)), 30, "every worker rotated"
+    )
+    assert served_cert(d.port, ctx)[0] != serial
