@@ -13,6 +13,7 @@ A separate paced run at half of each system's measured maximum gives the p99 at 
 
     .venv/bin/python bench/e2e.py --baseline-tree ../main   # adds logdist-*@base: before vs after
     .venv/bin/python bench/e2e.py --systems logdist-memory --formats batch,message,packet   # wire formats
+    .venv/bin/python bench/e2e.py --systems logdist-memory,logdist-memory-tls   # the cost of TLS ingest
 
 The flags are defined once, in logdist.tools.benchargs (which `logdist bench` uses too; it
 loads this file and calls `run`). Results go to stdout (a table), progress to stderr, and JSON
@@ -32,6 +33,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -61,9 +63,13 @@ MESSAGES_PER_PACKET = 250
 MESSAGE_BYTES = 240
 TOKEN_WIDTH = 20  # nonce (8) + thread (2) + counter (10), see bench/wrk/post.lua
 PLACEHOLDER = "@@ID@@"
-SYSTEMS = ("logdist-memory", "logdist-wal", "nginx", "haproxy")
+# logdist-memory-tls: logdist-memory with HTTPS ingest (certificates made by trustme at run time,
+# TLS 1.2+ default ciphers; wrk over https), beside the plain row: the cost of TLS on throughput
+SYSTEMS = ("logdist-memory", "logdist-memory-tls", "logdist-wal", "nginx", "haproxy")
 # also accepted by --systems: the same on the pure-Python core (for the Rust-vs-Python ratio)
 EXTRA_SYSTEMS = ("logdist-memory-py", "logdist-wal-py", "logdist-memory-1w", "logdist-wal-1w")
+#: the https systems' client context (it trusts the bench's throw-away CA); None until one starts
+_TLS_CLIENT: ssl.SSLContext | None = None
 # logdist-memory/-wal run from --baseline-tree's source (same flags): the code before a change
 BASE_SUFFIX = "@base"
 BASE_SYSTEMS = ("logdist-memory" + BASE_SUFFIX, "logdist-wal" + BASE_SUFFIX)
@@ -255,7 +261,7 @@ class Proc:
             self.popen.wait(10)
 
 
-def wait_ready(proc: Proc, port: int, path: str | None, timeout: float = 30.0) -> None:
+def wait_ready(proc: Proc, port: int, path: str | None, timeout: float = 30.0, scheme: str = "http") -> None:
     """Wait for a TCP listener on port (and a 2xx on path if given); raise Unavailable if the
     process exits first."""
     deadline = time.monotonic() + timeout
@@ -268,7 +274,7 @@ def wait_ready(proc: Proc, port: int, path: str | None, timeout: float = 30.0) -
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                     return
             else:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
+                with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}{path}", timeout=1, context=_TLS_CLIENT) as r:
                     if 200 <= r.status < 300:
                         return
         except (OSError, urllib.error.URLError):
@@ -278,7 +284,7 @@ def wait_ready(proc: Proc, port: int, path: str | None, timeout: float = 30.0) -
 
 
 def get_json(url: str, timeout: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+    with urllib.request.urlopen(url, timeout=timeout, context=_TLS_CLIENT) as r:
         return json.loads(r.read())
 
 
@@ -438,6 +444,7 @@ class System:
     queue_url: str | None = None
     metrics_url: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    scheme: str = "http"  # https: logdist-memory-tls
 
     def pids(self) -> list[int]:
         return self.proc.pids()
@@ -450,7 +457,7 @@ def start_system(name: str, sinks: Sinks, workdir: Path, args: argparse.Namespac
     else:
         sysm = _start_logdist(name, port, sinks, workdir, args)
     try:
-        wait_ready(sysm.proc, port, sysm.health_path)
+        wait_ready(sysm.proc, port, sysm.health_path, scheme=sysm.scheme)
     except Unavailable:
         sysm.proc.stop()
         raise
@@ -483,7 +490,7 @@ def _start_proxy(name: str, port: int, sinks: Sinks, workdir: Path, args: argpar
 
 
 def _durability(name: str) -> str:
-    """logdist-wal-1w, logdist-memory@base, logdist-memory/packet ... -> wal, memory, memory."""
+    """logdist-wal-1w, logdist-memory@base, logdist-memory-tls ... -> wal, memory, memory."""
     return split_format(name)[0].partition(BASE_SUFFIX)[0].split("-")[1]
 
 
@@ -516,7 +523,12 @@ def _start_logdist(full_name: str, port: int, sinks: Sinks, workdir: Path, args:
             raise Unavailable(f"{name} needs --baseline-tree DIR")
         tree = Path(args.baseline_tree).resolve()
     cfg_path = workdir / "distributor.json"
-    cfg_path.write_text(json.dumps(_logdist_config(port, sinks, args, wire), indent=2))
+    config = _logdist_config(port, sinks, args, wire)
+    scheme = "http"
+    if name.endswith("-tls"):
+        config.update(_tls_files(workdir))
+        scheme = "https"
+    cfg_path.write_text(json.dumps(config, indent=2))
     # `--workers N`: N distributor processes on the port (SO_REUSEPORT) under one
     # supervisor; /queue and /api/v1/metrics answer for all of them. "-1w": one process.
     workers = 1 if name.endswith("-1w") else args.logdist_workers
@@ -529,8 +541,8 @@ def _start_logdist(full_name: str, port: int, sinks: Sinks, workdir: Path, args:
     ]  # fmt: skip
     env = logdist_env(args, name.endswith("-py"), tree)
     proc = Proc(name, argv, workdir / f"{name}.log", env=env)
-    base = f"http://127.0.0.1:{port}"
-    info: dict[str, Any] = {"argv": argv[1:], "workers": workers, "format": wire}
+    base = f"{scheme}://127.0.0.1:{port}"
+    info: dict[str, Any] = {"argv": argv[1:], "workers": workers, "format": wire, "ingest": scheme}
     if tree is not None:
         info["tree"] = str(tree)
     return System(
@@ -541,14 +553,33 @@ def _start_logdist(full_name: str, port: int, sinks: Sinks, workdir: Path, args:
         queue_url=base + "/queue",
         metrics_url=base + "/api/v1/metrics",
         info=info,
+        scheme=scheme,
     )
+
+
+def _tls_files(workdir: Path) -> dict[str, str]:
+    """A throw-away CA and a loopback server certificate (trustme), written to `workdir`; the
+    bench's client context trusts the CA. Returns the distributor's tls_* keys."""
+    global _TLS_CLIENT
+    try:
+        import trustme
+    except ImportError:
+        raise Unavailable("trustme is not installed (pip install -r requirements-dev.txt)") from None
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key = workdir / "server.crt", workdir / "server.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    _TLS_CLIENT = ssl.create_default_context()
+    ca.configure_trust(_TLS_CLIENT)
+    return {"tls_cert_file": str(cert), "tls_key_file": str(key)}
 
 
 def _check_logdist_health(sysm: System) -> None:
     """Record the backend/durability/version /health reports; the durability must be the one asked for."""
     durability = _durability(sysm.name)
     with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
-        h = get_json(f"http://127.0.0.1:{sysm.port}/health")
+        h = get_json(f"{sysm.scheme}://127.0.0.1:{sysm.port}/health")
         sysm.info.update({k: h.get(k) for k in ("backend", "durability", "version") if k in h})
         if h.get("durability") not in (None, durability):
             sysm.proc.stop()
@@ -590,6 +621,7 @@ def run_wrk(
     connections: int | None = None,
     count_status: bool = False,
     path: str = "/logs",
+    scheme: str = "http",
 ) -> WrkResult:
     threads = args.wrk_threads
     conns = max(threads, connections or args.connections)
@@ -616,7 +648,7 @@ def run_wrk(
         "--latency",
         "-s",
         str(BENCH_DIR / "wrk" / "post.lua"),
-        f"http://127.0.0.1:{port}{path}",
+        f"{scheme}://127.0.0.1:{port}{path}",  # wrk does TLS, without verifying the certificate
     ]
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
@@ -671,7 +703,7 @@ def profile_run(system: System, body_file: Path, args: argparse.Namespace, workd
     argv.append("--native" if args.profile_native else "--nonblocking")
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)
-    run_wrk(system.port, body_file, args, args.duration)
+    run_wrk(system.port, body_file, args, args.duration, scheme=system.scheme)
     try:
         _, err = spy.communicate(timeout=args.duration + 30)
     except subprocess.TimeoutExpired:
@@ -765,7 +797,7 @@ def measure(name: str, sinks_kind: str, payload: Payload, args: argparse.Namespa
             f"warm-up {args.warmup:g}s"
         )
         if args.warmup > 0:
-            run_wrk(system.port, payload.body_file, args, args.warmup)
+            run_wrk(system.port, payload.body_file, args, args.warmup, scheme=system.scheme)
         runs = [_one_run(system, sinks, payload.body_file, args, r) for r in range(args.runs)]
         peak = hwm_mb(system.pids())
         wait_drained(system, timeout=20)
@@ -789,7 +821,7 @@ def _one_run(system: System, sinks: Sinks, body_file: Path, args: argparse.Names
     (usr0, sys0), scpu0 = cpu_times(system.pids()), cpu_seconds(sinks.pids())
     by_metrics = split_format(system.name)[1] != "batch"  # the sinks cannot count other formats' bodies
     snap0, acked0 = (logdist_rows(system) if by_metrics else sinks.snapshot()), logdist_acked(system)
-    res = run_wrk(system.port, body_file, args, args.duration)
+    res = run_wrk(system.port, body_file, args, args.duration, scheme=system.scheme)
     snap1, acked1 = (logdist_rows(system) if by_metrics else sinks.snapshot()), logdist_acked(system)
     (usr1, sys1), scpu1 = cpu_times(system.pids()), cpu_seconds(sinks.pids())
     if not system.proc.alive():
@@ -846,7 +878,10 @@ def _half_rate_run(
         return {}
     wait_drained(system)
     target = max_rps / 2
-    res = run_wrk(system.port, body_file, args, args.duration, rate=target, connections=args.half_connections)
+    res = run_wrk(
+        system.port, body_file, args, args.duration, rate=target, connections=args.half_connections,
+        scheme=system.scheme,
+    )  # fmt: skip
     half = {
         "target_msgs_per_s": target * MESSAGES_PER_PACKET,
         "achieved_msgs_per_s": res.accepted_req_per_s * MESSAGES_PER_PACKET,
@@ -985,6 +1020,8 @@ def print_table(systems: dict[str, dict[str, Any]], out: Callable[[str], None] =
     for n in notes:
         out(f"  note: {n}")
     for name, s in systems.items():
+        if s.get("ratio_to_plain") is not None:
+            out(f"  {name}: {s['ratio_to_plain']:.3f} x logdist-memory, plain HTTP ingest (delivered msg/s)")
         if s.get("ratio_to_base") is not None:
             out(f"  {name}: {s['ratio_to_base']:.3f} x {name}{BASE_SUFFIX} (delivered msg/s)")
 
@@ -1060,6 +1097,9 @@ def add_ratios(systems: dict[str, dict[str, Any]]) -> None:
         wal = systems["logdist-wal"].get("delivered_msgs_per_s")
         if mem and wal:
             systems["logdist-wal"]["ratio_to_memory"] = round(wal / mem, 4)
+    plain, tls = systems.get("logdist-memory", {}), systems.get("logdist-memory-tls", {})
+    if plain.get("delivered_msgs_per_s") and tls.get("delivered_msgs_per_s"):  # the cost of TLS ingest
+        tls["ratio_to_plain"] = round(tls["delivered_msgs_per_s"] / plain["delivered_msgs_per_s"], 4)
     for mode in ("memory", "wal"):
         rs, py = systems.get(f"logdist-{mode}", {}), systems.get(f"logdist-{mode}-py", {})
         if rs.get("delivered_msgs_per_s") and py.get("delivered_msgs_per_s"):
@@ -1231,7 +1271,9 @@ def _drive_sampling(system: System, body_file: Path, args: argparse.Namespace) -
 
     def drive() -> None:
         try:
-            box["res"] = run_wrk(system.port, body_file, args, args.bounded_duration, count_status=True)
+            box["res"] = run_wrk(
+                system.port, body_file, args, args.bounded_duration, count_status=True, scheme=system.scheme
+            )
         except Exception as exc:  # reported by the caller
             box["err"] = exc
 

@@ -58,6 +58,11 @@ blank lines and # comments ignored, re-read on SIGHUP; the environment variables
 LOGDIST_INGEST_TOKENS / LOGDIST_ADMIN_TOKENS, comma-separated, replace them), and
 metrics_require_token (false: /metrics stays open; true: it needs an admin token). With no
 token configured everything is open, and a non-loopback host is refused unless --insecure.
+TLS (logdist/tls.py; file paths, re-read on SIGHUP): tls_cert_file and tls_key_file (both or
+neither: the listener serves HTTPS, TLS 1.2+), tls_client_ca_file (mutual TLS: a client without
+a certificate signed by it is refused at the handshake), upstream_ca_file (https:// analyzers
+are verified against it; unset: the system store), upstream_cert_file and upstream_key_file
+(both or neither: the client certificate sent to https:// analyzers).
 Analyzer weights are finite numbers in [0, MAX_WEIGHT]; ids and URLs hold no control characters
 or whitespace; url and endpoint have a host and no query or fragment, and the endpoint's path
 ends in /analyze or /logs (ENDPOINT_SUFFIXES: never a control path such as /disable).
@@ -379,6 +384,12 @@ class DistributorConfig:
     ingest_tokens_file: str | None = None
     admin_tokens_file: str | None = None
     metrics_require_token: bool = False
+    tls_cert_file: str | None = None  # the listener serves HTTPS (with tls_key_file)
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None  # mTLS: client certs signed by this CA required
+    upstream_ca_file: str | None = None  # https:// analyzers verified against it (else the system store)
+    upstream_cert_file: str | None = None  # client cert sent to https:// analyzers (with upstream_key_file)
+    upstream_key_file: str | None = None
     source: str | None = field(default=None, compare=False)  # the file it came from
 
     def with_overrides(self, **kw: Any) -> DistributorConfig:
@@ -396,7 +407,23 @@ WORKER_POOL_KEYS = frozenset({"workers", "worker_count", "worker_pool_size", "nu
 DURABILITY_MODES: tuple[str, ...] = ("memory", "wal")
 
 
+#: the TLS file keys (paths; see logdist/tls.py)
+TLS_KEYS = ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "upstream_ca_file", "upstream_cert_file",
+            "upstream_key_file")  # fmt: skip
+
+
+def _validate_tls(c: DistributorConfig) -> None:
+    """Cert and key come in pairs; a client CA needs the listener's TLS."""
+    for cert, key in (("tls_cert_file", "tls_key_file"), ("upstream_cert_file", "upstream_key_file")):
+        if (getattr(c, cert) is None) != (getattr(c, key) is None):
+            missing = cert if getattr(c, cert) is None else key
+            raise ConfigError(missing, f"{cert} and {key} go together: set both or neither")
+    if c.tls_client_ca_file is not None and c.tls_cert_file is None:
+        raise ConfigError("tls_client_ca_file", "needs tls_cert_file and tls_key_file (client certs need TLS)")
+
+
 def _validate_distributor(c: DistributorConfig) -> None:
+    _validate_tls(c)
     if not (0 <= c.port <= 65535):
         raise ConfigError("port", f"must be 0..65535, got {c.port}")
     if c.strategy not in ("alias", "swrr"):
@@ -558,6 +585,12 @@ def parse_distributor_config(d: object, source: str | None = None) -> Distributo
         ingest_tokens_file=_str(d, "ingest_tokens_file", "", None),
         admin_tokens_file=_str(d, "admin_tokens_file", "", None),
         metrics_require_token=_bool(d, "metrics_require_token", "", False),
+        tls_cert_file=_str(d, "tls_cert_file", "", None),
+        tls_key_file=_str(d, "tls_key_file", "", None),
+        tls_client_ca_file=_str(d, "tls_client_ca_file", "", None),
+        upstream_ca_file=_str(d, "upstream_ca_file", "", None),
+        upstream_cert_file=_str(d, "upstream_cert_file", "", None),
+        upstream_key_file=_str(d, "upstream_key_file", "", None),
         source=source,
     )
     _validate_distributor(cfg)

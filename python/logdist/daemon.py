@@ -3,6 +3,7 @@
 `serve(app, host, port)` is what every role uses. The first SIGINT/SIGTERM starts a graceful
 shutdown (stop listening, then the app's on_shutdown/cleanup_ctx hooks drain or persist, within
 `grace` seconds); a second one forces exit. SIGHUP calls `on_reload` if given.
+With `ssl_context` the public port serves HTTPS (logdist/tls.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -55,6 +57,7 @@ async def _serve(
     also_listen: Sequence[tuple[str, int]] = (),
     supervised: bool = False,
     admin_listen: tuple[str, int] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -93,13 +96,15 @@ async def _serve(
         for h, p in also_listen:
             await web.SockSite(runner, bind_socket(h, p)).start()
         if admin_listen is not None:  # the admin listener (the app tells its requests apart)
-            await web.SockSite(runner, bind_socket(*admin_listen, reuse_port)).start()
-            log.info("admin API on http://%s:%d", *admin_listen)
-        site = web.SockSite(runner, bind_socket(host, port, reuse_port))
+            admin_site = web.SockSite(runner, bind_socket(*admin_listen, reuse_port), ssl_context=ssl_context)
+            await admin_site.start()
+            log.info("admin API on %s://%s:%d", "https" if ssl_context else "http", *admin_listen)
+        # TLS on the public port (logdist/tls.py); a worker's control port stays plain loopback
+        site = web.SockSite(runner, bind_socket(host, port, reuse_port), ssl_context=ssl_context)
         await site.start()
         if PUBLIC_UP in app:
             app[PUBLIC_UP].set()
-        log.info("listening on http://%s:%d", host, port)
+        log.info("listening on %s://%s:%d", "https" if ssl_context else "http", host, port)
         await stop.wait()
     finally:
         # runner.cleanup stops the listener, lets handlers finish, then runs on_shutdown and
@@ -119,8 +124,11 @@ def serve(
     also_listen: Sequence[tuple[str, int]] = (),
     supervised: bool = False,
     admin_listen: tuple[str, int] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> int:
     """Run `app` until a stop signal; returns the process exit code."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(app, host, port, grace, on_reload, reuse_port, also_listen, supervised, admin_listen))
+        runner.run(
+            _serve(app, host, port, grace, on_reload, reuse_port, also_listen, supervised, admin_listen, ssl_context)
+        )
     return 0

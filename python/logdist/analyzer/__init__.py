@@ -8,8 +8,12 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import ssl
+from typing import Any
 
-from logdist import daemon
+from logdist import daemon, tls
+
+log = logging.getLogger("logdist.analyzer")
 
 log = logging.getLogger("logdist.analyzer")
 
@@ -38,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--ingest-tokens-file", metavar="FILE", help="tokens for /analyze (open while none is set)")
     t.add_argument("--insecure", action="store_true", help="allow a non-loopback --host with no token (warned)")
     p.add_argument("--log-level", default="INFO")
+    tls.add_server_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,8 +87,19 @@ def run(args: argparse.Namespace) -> int:
         rng=random.Random(args.seed),
     )
     auth = Auth(tokens, frozenset({"/analyze"}), ingest_needs_ingest_tokens=True)
+    ctx = tls.server_tls_from_args(args, "analyzer")
+    files = tls.ServerTLS(args.tls_cert_file, args.tls_key_file, args.tls_client_ca_file)
 
     async def reload() -> None:
+        """SIGHUP: the token files again, and the certificate files into the same context
+        (rotation without a restart)."""
+        if ctx is not None:
+            try:
+                tls.reload_server(ctx, files)
+            except (OSError, ssl.SSLError) as exc:
+                log.error("SIGHUP: certificate not reloaded: %s", exc)
+            else:
+                log.info("SIGHUP: certificate reloaded from %s", files.cert_file)
         try:
             auth.tokens = Tokens.load(args.ingest_tokens_file, args.admin_tokens_file)
         except ConfigError as exc:
@@ -92,4 +108,4 @@ def run(args: argparse.Namespace) -> int:
             return
         audit_reload(True)
 
-    return daemon.serve(make_app(state, auth), args.host, port, grace=5.0, on_reload=reload)
+    return daemon.serve(make_app(state, auth), args.host, port, grace=5.0, on_reload=reload, ssl_context=ctx)

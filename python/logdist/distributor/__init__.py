@@ -143,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
         _check_bind(cfg, args.insecure)
         return supervisor.supervise(args, args.workers, cfg.state_dir, cfg.port, cfg.shutdown_grace_s, cfg.queue_size)
     check_state_dir(cfg.state_dir, ("dead-letters", "wal") if cfg.durability == "wal" else ("dead-letters",))
-    from logdist import daemon
-    from logdist.distributor.app import build_app, reloader
+    from logdist import daemon, tls
+    from logdist.distributor.app import LISTENER_TLS, build_app, reloader
     from logdist.distributor.leftover import take_over_leftovers
     from logdist.distributor.workers import peers, takeover
 
@@ -171,7 +171,10 @@ def run(args: argparse.Namespace) -> int:
     for src in adopt:
         takeover.take_over_dead_letters(src, Path(cfg.state_dir))
         take_over_leftovers(src, Path(cfg.state_dir))
+    ssl_context = tls.listener_context(cfg)  # ConfigError naming the key when a file is bad
     app = build_app(cfg, [src / "wal" for src in adopt])
+    if ssl_context is not None:
+        app[LISTENER_TLS] = ssl_context  # the reloader loads a rotated certificate into it
     if args.worker:
         peers.install(app, peers.Peers(index, ports))
     return daemon.serve(
@@ -184,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         also_listen=also_listen,
         supervised=bool(args.worker),
         admin_listen=(cfg.admin_host, cfg.admin_port) if cfg.admin_port is not None else None,
+        ssl_context=ssl_context,
     )
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from logdist import tls
 from logdist.auth import Auth, Tokens, audit_reload
 from logdist.config import (
     AnalyzerSpec,
@@ -58,6 +60,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: the tokens and route classes in force (logdist/auth.py); SIGHUP replaces its tokens
 AUTH = web.AppKey("auth", Auth)
+
+#: the public listener's TLS context, when it serves HTTPS: SIGHUP loads the certificate again
+LISTENER_TLS = web.AppKey("listener_tls", ssl.SSLContext)
 
 
 def _bad_analyzer(detail: str, key: str | None = None) -> Answer:
@@ -365,6 +370,14 @@ def reloader(
             log.error("SIGHUP: config not reloaded, %s", exc)
             audit_reload(False)
             return
+        try:  # certificates first (in the loop's thread, which handshakes): a bad file changes nothing
+            done = tls.reload_listener(app.get(LISTENER_TLS), new)
+            app[ENGINE].outbound.rebuild(new)
+        except ConfigError as exc:
+            log.error("SIGHUP: config not reloaded, %s", exc)
+            audit_reload(False)
+            return
+        log.info("SIGHUP: TLS: %s", done)
         auth = app[AUTH]
         auth.tokens, auth.metrics_require_token = tokens, new.metrics_require_token
         changes = app[ENGINE].apply_config(new)

@@ -40,7 +40,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from logdist import core
+from logdist import core, tls
 from logdist.config import AnalyzerSpec, DistributorConfig
 from logdist.distributor.admission import Admitted
 from logdist.distributor.batch import Batch, Chunk, OutboundQueue
@@ -99,6 +99,7 @@ class Engine:
         self._retry_wake = asyncio.Event()
         self._release_wake = asyncio.Event()  # pending holds something to release
         self._session: aiohttp.ClientSession | None = None
+        self.outbound = tls.Outbound(cfg)  # TLS to https:// analyzers (upstream_* keys)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bg: list[asyncio.Task[Any]] = []
@@ -742,7 +743,9 @@ class Engine:
             self.update_analyzer(spec.id, spec=spec)
             return False
         assert self._session is not None, "add_analyzer before start"
-        a = AnalyzerLink(spec, self.cfg, self._session, self, self._spawn, bursty=not self._store.noop)
+        a = AnalyzerLink(
+            spec, self.cfg, self._session, self, self._spawn, bursty=not self._store.noop, outbound=self.outbound
+        )
         self._links[spec.id] = a
         self.router.set_target(spec.id, spec.weight)
         self.router.set_eligible(spec.id, a.eligible)

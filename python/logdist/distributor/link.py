@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from logdist import tls
 from logdist.config import AnalyzerSpec, DistributorConfig
 from logdist.distributor import wire
 from logdist.distributor.batch import Batch, Chunk, OutboundQueue
@@ -108,8 +109,11 @@ class AnalyzerLink:
         spawn: Callable[[Coroutine[Any, Any, Any]], None],
         *,
         bursty: bool,
+        outbound: tls.Outbound | None = None,
     ) -> None:
         self.spec = spec
+        # the TLS context of https:// endpoints (upstream_* keys); rebuilt on reload
+        self._outbound = outbound
         self.cfg = cfg  # the engine sets it again on a config reload
         self._session = session
         self._reports = reports
@@ -331,6 +335,11 @@ class AnalyzerLink:
         tok = self.spec.token
         return base if tok is None else {**base, "Authorization": f"Bearer {tok}"}
 
+    @property
+    def _ssl(self) -> Any:
+        """aiohttp's `ssl=` for this analyzer: the upstream context (True: the default)."""
+        return True if self._outbound is None else self._outbound.context
+
     async def _post(self, body: bytes, headers: dict[str, str]) -> Outcome:
         """POST a body: (status or None when there was no answer, error detail, Retry-After)."""
         self.requests_sent += 1
@@ -341,6 +350,7 @@ class AnalyzerLink:
                 headers=self._headers(headers),
                 timeout=aiohttp.ClientTimeout(total=self.spec.timeout_s),
                 allow_redirects=False,
+                ssl=self._ssl,
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
@@ -546,8 +556,9 @@ class AnalyzerLink:
     async def probe(self, timeout: float) -> bool:
         """GET /health: True when it answered 200 within `timeout` seconds."""
         try:
+            t = aiohttp.ClientTimeout(total=timeout)
             async with self._session.get(
-                self.spec.url + "/health", headers=self._headers({}), timeout=aiohttp.ClientTimeout(total=timeout)
+                self.spec.url + "/health", headers=self._headers({}), timeout=t, ssl=self._ssl
             ) as r:
                 await r.read()
                 return r.status == 200

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from logdist import daemon
+from logdist import daemon, tls
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sh.add_argument("--progress", type=float, default=10.0, metavar="S", help="progress line on stderr every S s")
     g = p.add_argument_group("one-shot generator (--once; --url also overrides distributor_urls in server mode)")
     add_oneshot_arguments(g, url_required=False)  # type: ignore[arg-type]
+    tls.add_server_arguments(p)  # the emitter server's listener
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     give_up = args.give_up_after if args.give_up_after > 0 else None
     from logdist.emitter.oneshot import read_token
 
-    app = make_app(
-        config, emitter_id=args.emitter_id, give_up_after_s=give_up, autostart_rate=args.start, token=read_token(args)
-    )
-    return daemon.serve(app, args.host, port, grace=10.0)
+    server_ssl = tls.server_tls_from_args(args, "emitter")
+    app = make_app(config, emitter_id=args.emitter_id, give_up_after_s=give_up, autostart_rate=args.start,
+                   token=read_token(args), client_ssl=tls.client_ssl_from_args(args))  # fmt: skip
+    return daemon.serve(app, args.host, port, grace=10.0, ssl_context=server_ssl)

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 import uvloop
 
+from logdist import tls
 from logdist.emitter.messages import MessageFactory
 from logdist.emitter.sender import Outcome, PacketSender, SendCounters
 from logdist.errors import ConfigError
@@ -66,6 +67,7 @@ def add_oneshot_arguments(p: argparse.ArgumentParser, url_required: bool = True)
     from logdist.tools.cluster import add_token_arguments
 
     add_token_arguments(p)
+    tls.add_cacert_argument(p)
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Plan:
     seed: int | None = None
     acked_ids: str | None = None
     token: str | None = None
+    cacert: str | None = None  # https:// distributors verified against it (else the system store)
 
 
 def read_token(args: argparse.Namespace) -> str | None:
@@ -115,6 +118,7 @@ def plan_from_args(args: argparse.Namespace, urls: list[str]) -> Plan:
         seed=args.seed,
         acked_ids=args.acked_ids,
         token=read_token(args),
+        cacert=args.cacert,
     )
 
 
@@ -177,7 +181,8 @@ def _summary(plan: Plan, counters: SendCounters, elapsed: float) -> dict[str, An
 async def generate(plan: Plan, progress: term.Progress | None = None) -> dict[str, Any]:
     factory = MessageFactory(plan.emitter_id, plan.seed)
     counters = SendCounters()
-    connector = aiohttp.TCPConnector(limit=plan.concurrency * 2, force_close=False)
+    ctx = tls.client_context(plan.cacert) if plan.cacert else True
+    connector = aiohttp.TCPConnector(limit=plan.concurrency * 2, force_close=False, ssl=ctx)
     start = time.monotonic()
     async with aiohttp.ClientSession(connector=connector) as session:
         sender = PacketSender(

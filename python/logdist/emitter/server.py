@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
@@ -206,13 +207,16 @@ def make_app(
     give_up_after_s: float | None = 60.0,
     autostart_rate: float | None = None,
     token: str | None = None,
+    client_ssl: ssl.SSLContext | None = None,
 ) -> web.Application:
+    """`client_ssl`: the context for https:// distributors (--cacert); None: the default."""
     app = web.Application(client_max_size=1 << 20, middlewares=[json_errors()])
     st = EmitterState(config=config, factory=MessageFactory(emitter_id))
     app[STATE] = st
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        connector = aiohttp.TCPConnector(limit=config.max_concurrency * len(config.distributor_urls) * 2 + 10)
+        limit = config.max_concurrency * len(config.distributor_urls) * 2 + 10
+        connector = aiohttp.TCPConnector(limit=limit, ssl=client_ssl or True)
         st.session = aiohttp.ClientSession(connector=connector)
         st.sender = PacketSender(
             st.session,

@@ -34,6 +34,7 @@ import aiohttp
 import orjson
 import uvloop
 
+from logdist import tls
 from logdist.emitter.checkpoint import StateFile, default_state_file
 from logdist.emitter.messages import rfc3339_now
 from logdist.emitter.oneshot import read_token
@@ -236,7 +237,8 @@ class Shipper:
         show = not self.args.quiet and self.args.progress > 0
         progress = asyncio.create_task(self._progress()) if show else None
         try:
-            async with aiohttp.ClientSession() as session:
+            ctx = tls.client_ssl_from_args(self.args) or True  # --cacert
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
                 self.sender = PacketSender(
                     session,
                     self.urls,

@@ -8,7 +8,7 @@ import argparse
 import os
 from pathlib import Path
 
-SYSTEMS = "logdist-memory,logdist-wal,nginx,haproxy"
+SYSTEMS = "logdist-memory,logdist-memory-tls,logdist-wal,nginx,haproxy"
 
 
 def _default_out(bench_dir: Path | None) -> str:

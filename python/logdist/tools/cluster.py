@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from logdist import tls
 from logdist.errors import ConfigError
 from logdist.tools import term
 
@@ -66,7 +67,7 @@ def request(method: str, url: str, body: Any = None, timeout: float = 5.0, raw: 
     if _token is not None:
         req.add_header("Authorization", f"Bearer {_token}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=tls.tools_context()) as r:  # --cacert
             return _reply(r.status, r.read(), dict(r.headers))
     except urllib.error.HTTPError as e:
         return _reply(e.code, e.read(), dict(e.headers))
@@ -237,6 +238,7 @@ def add_verify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="exit 1 if a share or the total is off")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_token_arguments(p)
+    tls.add_cacert_argument(p)
 
 
 def _parse_analyzer_arg(text: str) -> dict[str, Any]:
@@ -395,6 +397,7 @@ def _print_verify(res: dict[str, Any]) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     set_token(args)
+    tls.use_cacert(args)
     analyzers = [_parse_analyzer_arg(a) for a in args.analyzer] if args.analyzer else None
     expect = _parse_expect(args.expect) if args.expect else None
     try:
@@ -418,10 +421,12 @@ def add_status(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default="http://127.0.0.1:8081", help="distributor URL")
     p.add_argument("--json", action="store_true", help="print the raw metrics as JSON")
     add_token_arguments(p)
+    tls.add_cacert_argument(p)
 
 
 def run_status(args: argparse.Namespace) -> int:
     set_token(args)
+    tls.use_cacert(args)
     base = base_url(args.url)
     try:
         health = get(base + "/health")
@@ -486,10 +491,12 @@ def add_dlq(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default="http://127.0.0.1:8081", help="distributor URL")
     p.add_argument("--json", action="store_true", help="print the distributor's answer as JSON")
     add_token_arguments(p)
+    tls.add_cacert_argument(p)
 
 
 def run_dlq(args: argparse.Namespace) -> int:
     set_token(args)
+    tls.use_cacert(args)
     base = base_url(args.url)
     try:
         if args.action == "list":

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from logdist import tls
 from logdist.errors import ConfigError
 from logdist.procs import die_with_parent, port_free
 from logdist.tools import cluster, term
@@ -66,6 +67,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop by itself after S seconds")
     p.add_argument("--grace", type=float, default=10.0, help="seconds a child gets to stop before SIGKILL")
     cluster.add_token_arguments(p)  # the admin token of the whole pipeline (written to <run-dir>/admin.tokens)
+    g = p.add_argument_group("TLS: the distributor serves HTTPS; the emitter and this view verify it with --cacert")
+    g.add_argument("--tls-cert-file", metavar="PEM", help="the distributor's certificate chain")
+    g.add_argument("--tls-key-file", metavar="PEM", help="its private key")
+    tls.add_cacert_argument(g)
 
 
 @dataclass
@@ -75,10 +80,11 @@ class Child:
     port: int
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"  # https: the distributor with --tls-cert-file
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -147,9 +153,12 @@ class Pipeline:
             dargs += ["--strategy", args.strategy]
         if args.queue_size:
             dargs += ["--queue-size", str(args.queue_size)]
-        self.distributor = Child("distributor", dargs, args.distributor_port, self.run_dir / "distributor.log")
-        em_cfg = self._write_emitter_config()
-        em_args = ["emitter", "--config", str(em_cfg)]
+        scheme = "https" if args.tls_cert_file else "http"
+        self.distributor = Child("distributor", dargs, args.distributor_port, self.run_dir / "distributor.log",
+                                 scheme=scheme)  # fmt: skip
+        em_args = ["emitter", "--config", str(self._write_emitter_config())]
+        if args.cacert:
+            em_args += ["--cacert", str(Path(args.cacert).resolve())]
         if self.token_file is not None:
             em_args += ["--token-file", str(self.token_file)]
         self.emitter = Child("emitter", em_args, args.emitter_port, self.run_dir / "emitter.log")
@@ -178,7 +187,12 @@ class Pipeline:
             {"id": a.name, "weight": w, "endpoint": f"{a.url}/analyze", "timeout": 10000, "retry_count": 3}
             for a, w in zip(self.analyzers, self.weights, strict=True)
         ]
-        doc: dict[str, object] = {"port": self.args.distributor_port, "analyzers": analyzers}
+        doc: dict[str, Any] = {"port": self.args.distributor_port, "analyzers": analyzers}
+        if (self.args.tls_cert_file is None) != (self.args.tls_key_file is None):
+            raise ConfigError("tls-cert-file", "--tls-cert-file and --tls-key-file go together")
+        if self.args.tls_cert_file:
+            doc["tls_cert_file"] = str(Path(self.args.tls_cert_file).resolve())
+            doc["tls_key_file"] = str(Path(self.args.tls_key_file).resolve())
         if self.token_file is not None:
             doc["admin_tokens_file"] = str(self.token_file)
         path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
@@ -459,6 +473,7 @@ def _tail(path: Path, n: int = 15) -> str:
 
 def run(args: argparse.Namespace) -> int:
     out = sys.stdout
+    tls.use_cacert(args)
     pipeline = Pipeline(args)
 
     def on_signal(signum: int, frame: object) -> None:
