@@ -68,8 +68,8 @@ or whitespace; url and endpoint have a host and no query or fragment, and the en
 ends in /analyze or /logs (ENDPOINT_SUFFIXES: never a control path such as /disable).
 Analyzer keys besides those: "enabled" (bool), "format" (how batches go on the
 wire: "batch", a JSON array per POST, the default; "message", one message object per POST, for
-seed 000's analyzers; "packet", a seed 003 packet object {"packet_id", "agent_id", "sent_at",
-"log_messages", "metadata"} per POST, for seed 003's analyzers; see distributor/wire.py) and
+analyzers that decode one message; "packet", a packet object {"packet_id", "agent_id", "sent_at",
+"log_messages", "metadata"} per POST, for analyzers that decode that object; see distributor/wire.py) and
 "message_concurrency" (requests in flight at once to the analyzer with format "message", 1..4096,
 default 32). The worker-pool keys of the worker-pool
 distributor config (workers, worker_count, ...) and log_level are accepted and ignored.

@@ -9,7 +9,6 @@ import argparse
 import logging
 import random
 import ssl
-from typing import Any
 
 from logdist import daemon, tls
 
