@@ -4,6 +4,13 @@
 # accepted / processed / duplicates / lost and each analyzer's share. Exit 1 if anything accepted
 # was lost or the run did not complete. The stack is torn down on every exit path.
 #
+# Auth and TLS are on, as in compose.yml: docker/secrets.sh makes the tokens and certificates;
+# the driver posts to https://127.0.0.1:<port>/logs with the ingest token, verified against the
+# CA; the analyzers' control endpoints get the admin token; the distributor's admin API (queue,
+# metrics, dead letters) is not published, so it is reached with `docker compose exec` on its
+# admin listener (https://localhost:9090 inside the container: it serves the same certificate)
+# with the admin token and the CA mounted there.
+#
 # Environment: CHAOS_DURABILITY (wal|memory, default wal), CHAOS_RATE (messages/s, default 200),
 # CHAOS_PORT_BASE (emitter; distributor +1, analyzers +2..+5; default: a free run of six ports), CHAOS_SKIP_BUILD=1
 # (reuse the image), CHAOS_SKIP_DISTRIBUTOR_KILL=1, CHAOS_KEEP=1 (leave the stack up on exit).
@@ -19,6 +26,8 @@ DURABILITY=${CHAOS_DURABILITY:-wal}
 OUT="$ROOT/docker/.build/chaos/$(date -u +%Y%m%dT%H%M%SZ)"
 PY="$ROOT/.venv/bin/python"
 [[ -x $PY ]] || PY=python3
+SECRETS="$ROOT/docker/.secrets"
+docker/secrets.sh "$SECRETS" >/dev/null
 # Six consecutive free loopback ports (other test runs share this machine), unless given: below
 # the ephemeral range, where no outgoing connection can be holding one when Docker binds it.
 free_base() {
@@ -51,7 +60,7 @@ use_ports() {
     BASE=$1
     export LOGDIST_PORT_EMITTER=$BASE LOGDIST_PORT_DISTRIBUTOR=$((BASE + 1)) LOGDIST_PORT_ANALYZER_1=$((BASE + 2)) \
         LOGDIST_PORT_ANALYZER_2=$((BASE + 3)) LOGDIST_PORT_ANALYZER_3=$((BASE + 4)) LOGDIST_PORT_ANALYZER_4=$((BASE + 5))
-    DIST="http://127.0.0.1:$((BASE + 1))"
+    DIST="https://127.0.0.1:$((BASE + 1))"
 }
 use_ports "${CHAOS_PORT_BASE:-$(free_base)}"
 mkdir -p "$OUT/ids"
@@ -104,11 +113,26 @@ wait_healthy() {  # wait_healthy SERVICE... (bounded)
     done
 }
 
-http() {  # http METHOD URL [JSON] -> body (exit 1 on failure)
-    "$PY" -c 'import sys, urllib.request as u
+# The request of http() and admin(): METHOD URL [JSON], the bearer token read from $TOKEN_FILE,
+# https verified against $CA_FILE when set. Admin requests are application/json, body or not.
+REQUEST='import os, ssl, sys, urllib.request as u
+token = open(os.environ["TOKEN_FILE"]).readline().strip()
 data = sys.argv[3].encode() if len(sys.argv) > 3 else None
-req = u.Request(sys.argv[2], data=data, method=sys.argv[1], headers={"Content-Type": "application/json"})
-print(u.urlopen(req, timeout=5).read().decode().strip())' "$@"
+req = u.Request(sys.argv[2], data=data, method=sys.argv[1],
+                headers={"Content-Type": "application/json", "Authorization": "Bearer " + token})
+ca = os.environ.get("CA_FILE")
+ctx = ssl.create_default_context(cafile=ca) if ca else None
+print(u.urlopen(req, timeout=5, context=ctx).read().decode().strip())'
+
+http() {  # http METHOD URL [JSON] -> body (exit 1 on failure): from the host, with the admin token
+    TOKEN_FILE="$SECRETS/admin.tokens" CA_FILE="$SECRETS/ca.pem" "$PY" -c "$REQUEST" "$@"
+}
+
+admin() {  # admin METHOD PATH [JSON] -> body: the distributor's admin listener, inside its container
+    local m=$1 path=$2
+    shift 2
+    "${COMPOSE[@]}" exec -T -e TOKEN_FILE=/run/secrets/admin_token -e CA_FILE=/run/secrets/ca_cert distributor \
+        python3 -c "$REQUEST" "$m" "https://localhost:9090$path" "$@"
 }
 
 analyzers_fault() {  # analyzers_fault JSON: POST /fault to every analyzer
@@ -117,7 +141,7 @@ analyzers_fault() {  # analyzers_fault JSON: POST /fault to every analyzer
 }
 
 dist_json() {  # dist_json PATH EXPR: evaluate EXPR on the distributor's JSON answer (as d)
-    http GET "$DIST$1" 2>/dev/null | "$PY" -c "import json, sys; d = json.load(sys.stdin); print($2)" 2>/dev/null
+    admin GET "$1" 2>/dev/null | "$PY" -c "import json, sys; d = json.load(sys.stdin); print($2)" 2>/dev/null
 }
 
 queue_size() { dist_json /queue 'd["size"]'; }
@@ -170,7 +194,8 @@ wait_healthy analyzer-1 analyzer-2 analyzer-3 analyzer-4 distributor emitter || 
 http GET "$DIST/health" || { fail "distributor /health"; exit 1; }
 
 log "starting traffic: $RATE messages/s in packets of 20 to $DIST/logs"
-"$PY" docker/chaos/driver.py --url "$DIST/logs" --out "$OUT" --rate "$RATE" &
+"$PY" docker/chaos/driver.py --url "$DIST/logs" --out "$OUT" --rate "$RATE" \
+    --token-file "$SECRETS/ingest.tokens" --cacert "$SECRETS/ca.pem" &
 DRIVER_PID=$!
 sleep 10
 
@@ -239,12 +264,13 @@ log "queue size ${size:-unknown}; $(deliveries) deliveries recorded"
 dead=$(dist_json /api/v1/metrics 'd["totals"].get("dead_letters", 0)' || echo 0)
 if [[ ${dead:-0} != 0 ]]; then
     log "replaying $dead dead letter(s) (POST /api/v1/dead-letters/replay)"
-    http POST "$DIST/api/v1/dead-letters/replay" '{}' || fail "dead-letter replay"
+    admin POST /api/v1/dead-letters/replay '{}' || fail "dead-letter replay"
     drain 60 || true
 fi
 
 args=()
 for f in "${FAILURES[@]}"; do args+=(--incomplete "$f"); done
 if (( SECONDS - START > LIMIT )); then args+=(--incomplete "over the ${LIMIT}s time limit"); fi
+admin GET /api/v1/metrics >"$OUT/metrics.json" 2>/dev/null || true
 "$PY" docker/chaos/report.py --out "$OUT" --config docker/config/distributor.json \
-    --metrics "$DIST/api/v1/metrics" --durability "$DURABILITY" "${args[@]}" | tee "$OUT/report.txt"
+    --metrics "file://$OUT/metrics.json" --durability "$DURABILITY" "${args[@]}" | tee "$OUT/report.txt"

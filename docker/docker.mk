@@ -17,7 +17,7 @@ COMPOSE = $(COMPOSE_BIN) -f docker/compose.yml -p $(DOCKER_PROJECT)
 SERVICE ?=
 GENERATE_ARGS ?=
 
-.PHONY: docker-base docker-wheelhouse docker-build docker-up docker-down docker-logs docker-status \
+.PHONY: docker-base docker-wheelhouse docker-build docker-secrets docker-up docker-down docker-logs docker-status \
 	docker-generate docker-verify-weights docker-chaos
 
 docker-base: ## build the local base image logdist-base:bookworm (debootstrap + docker import; no registry)
@@ -38,7 +38,10 @@ docker-build: docker-wheelhouse ## build the logdist image (one image, every rol
 	echo "==> docker build $(DOCKER_IMAGE) FROM $$base"; \
 	docker build -q --force-rm -f docker/Dockerfile --build-arg BASE_IMAGE=$$base -t $(DOCKER_IMAGE) docker
 
-docker-up: docker-build ## build and start the stack (emitter :8080, distributor :8081, analyzers :8082-8085)
+docker-secrets: ## tokens and TLS certificates of the compose stack into docker/.secrets (kept if present)
+	docker/secrets.sh
+
+docker-up: docker-build docker-secrets ## build and start the stack (emitter :8080, distributor https :8081, analyzers :8082-8085)
 	LOGDIST_IMAGE=$(DOCKER_IMAGE) $(COMPOSE) up -d --no-build --remove-orphans
 	@docker/status.sh --wait 90 $(DOCKER_PROJECT)
 
@@ -53,14 +56,18 @@ docker-status: ## containers and their health, the distributor's queue, each ana
 
 docker-generate: ## one batch of 250 messages through the emitter (GENERATE_ARGS="..." runs `logdist generate` instead)
 	@if [[ -n "$(GENERATE_ARGS)" ]]; then \
-	  $(COMPOSE) exec -T emitter logdist generate --url http://distributor:8080/logs $(GENERATE_ARGS); \
+	  $(COMPOSE) exec -T emitter logdist generate --url https://distributor:8080/logs \
+	    --token-file /run/secrets/ingest_token --cacert /run/secrets/ca_cert $(GENERATE_ARGS); \
 	else \
 	  $(COMPOSE) exec -T emitter python3 -c 'import urllib.request as u; \
 	print(u.urlopen(u.Request("http://127.0.0.1:8080/generate", method="POST"), timeout=60).read().decode())'; \
 	fi
 
+# verify-weights reads the distributor's admin API: from inside its container, on the admin
+# listener (https, not published), with the admin token and the CA mounted there.
 docker-verify-weights: ## each analyzer's share of the processed messages against its weight
-	$(COMPOSE) exec -T emitter logdist verify-weights --url http://distributor:8080
+	$(COMPOSE) exec -T distributor logdist verify-weights --url https://localhost:9090 \
+	  --token-file /run/secrets/admin_token --cacert /run/secrets/ca_cert
 
 docker-chaos: ## chaos suite: faults under steady traffic, then a loss/duplicate/share table (exits 1 on loss)
 	docker/chaos.sh

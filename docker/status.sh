@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Status of a logdist compose stack: each container's state and health, the distributor's /queue
-# and each analyzer's /processed, read inside the containers (so any host port mapping works).
+# and each analyzer's /processed, read inside the containers (so any host port mapping works):
+# those are admin reads, so they carry the admin token mounted at /run/secrets/admin_token, and
+# the distributor's is made on its admin listener (https://localhost:9090, the same certificate,
+# verified against /run/secrets/ca_cert), which is not published.
 #   docker/status.sh [--wait SECONDS] [PROJECT]     (default project: logdist)
 # --wait first waits (bounded) until every container is healthy, and exits 1 if one is not.
 set -uo pipefail
@@ -27,10 +30,13 @@ if ((WAIT > 0)); then
     done
 fi
 
-fetch() {  # fetch CONTAINER PATH -> JSON body or an error note
-    docker exec "$1" python3 -c 'import sys, urllib.request as u
+fetch() {  # fetch CONTAINER URL -> JSON body or an error note (admin token sent when mounted)
+    docker exec "$1" python3 -c 'import os, ssl, sys, urllib.request as u
+f, ca = "/run/secrets/admin_token", "/run/secrets/ca_cert"
+h = {"Authorization": "Bearer " + open(f).readline().strip()} if os.path.exists(f) else {}
+ctx = ssl.create_default_context(cafile=ca) if os.path.exists(ca) else None
 try:
-    print(u.urlopen("http://127.0.0.1:8080" + sys.argv[1], timeout=3).read().decode().strip())
+    print(u.urlopen(u.Request(sys.argv[1], headers=h), timeout=3, context=ctx).read().decode().strip())
 except Exception as e:
     print("unavailable:", getattr(e, "code", "") or e)' "$2" 2>/dev/null || echo "unavailable"
 }
@@ -44,9 +50,9 @@ for id in $ids; do
     detail=""
     if [[ $state == running ]]; then
         case $svc in
-            distributor*) detail="queue $(fetch "$id" /queue)" ;;
-            analyzer*) detail="processed $(fetch "$id" /processed)" ;;
-            emitter*) detail="stats $(fetch "$id" /stats | cut -c1-160)" ;;
+            distributor*) detail="queue $(fetch "$id" https://localhost:9090/queue)" ;;
+            analyzer*) detail="processed $(fetch "$id" http://127.0.0.1:8080/processed)" ;;
+            emitter*) detail="stats $(fetch "$id" http://127.0.0.1:8080/stats | cut -c1-160)" ;;
         esac
     fi
     printf '%-14s %-10s %-10s %-22s %s\n' "$svc" "$state" "$health" "${ports:--}" "$detail"

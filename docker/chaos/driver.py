@@ -1,6 +1,10 @@
 """Chaos-suite traffic: steady packets to a distributor, recording which ones it accepted.
 
-    python driver.py --url http://127.0.0.1:18081/logs --out DIR [--rate 200] [--batch 20]
+    python driver.py --url https://127.0.0.1:18081/logs --out DIR [--rate 200] [--batch 20]
+        [--token-file FILE] [--cacert PEM]
+
+With --token-file, every packet carries `Authorization: Bearer <its first token line>` (an ingest
+token); an https:// URL is verified against --cacert (else the system store).
 
 Runs until DIR/stop exists. Each worker sends packets of --batch messages, paced so that all of
 them together offer about --rate messages/s. A packet is retried with the same packet_id (so the
@@ -17,6 +21,7 @@ import http.client
 import json
 import os
 import random
+import ssl
 import threading
 import time
 import urllib.parse
@@ -76,6 +81,7 @@ def worker(
     stopped_at: list[float],
 ) -> None:
     url = urllib.parse.urlsplit(args.url)
+    headers = {"Content-Type": "application/json", **args.auth}
     interval = args.workers * args.batch / args.rate
     seq = 0
     conn: http.client.HTTPConnection | None = None
@@ -91,8 +97,8 @@ def worker(
                 return
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=args.timeout)
-                conn.request("POST", url.path or "/logs", body, {"Content-Type": "application/json"})
+                    conn = connect(url, args)
+                conn.request("POST", url.path or "/logs", body, headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 status = resp.status
@@ -141,6 +147,24 @@ def worker(
             next_at = time.monotonic()
 
 
+def connect(url: urllib.parse.SplitResult, args: argparse.Namespace) -> http.client.HTTPConnection:
+    if url.scheme == "https":
+        ctx = ssl.create_default_context(cafile=args.cacert)
+        return http.client.HTTPSConnection(url.hostname, url.port, timeout=args.timeout, context=ctx)
+    return http.client.HTTPConnection(url.hostname, url.port, timeout=args.timeout)
+
+
+def first_token(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                return {"Authorization": f"Bearer {line}"}
+    raise SystemExit(f"driver: no token line in {path}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", required=True)
@@ -150,7 +174,10 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=5.0)
     ap.add_argument("--give-up", type=float, default=60.0, help="seconds after the stop request")
+    ap.add_argument("--token-file", help="file whose first token line is sent as the bearer token")
+    ap.add_argument("--cacert", help="verify an https:// URL against this CA")
     args = ap.parse_args()
+    args.auth = first_token(args.token_file)
     os.makedirs(args.out, exist_ok=True)
     args.acked_file = open(os.path.join(args.out, "acked"), "a", encoding="utf-8")
     run = f"r{int(time.time())}"

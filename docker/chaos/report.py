@@ -1,6 +1,6 @@
 """Chaos-suite verdict: compares what the distributor accepted with what the analyzers processed.
 
-    python report.py --out DIR --config docker/config/distributor.json [--metrics URL] [--steps FILE]
+    python report.py --out DIR --config docker/config/distributor.json [--metrics URL-or-file://] [--steps FILE]
 
 Reads DIR/acked (the driver's accepted packets), DIR/ids/*.ids (the recorder's acknowledged ids,
 one file per analyzer process), DIR/driver.json. Prints the table and exits 1 when an accepted
@@ -22,7 +22,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--config", required=True)
-    ap.add_argument("--metrics", help="distributor /api/v1/metrics URL (optional, for its own counts)")
+    ap.add_argument("--metrics", help="distributor /api/v1/metrics: a URL, or file:// of a saved answer (optional)")
     ap.add_argument("--durability", default="?")
     ap.add_argument("--incomplete", action="append", default=[], help="a reason the run did not complete")
     args = ap.parse_args()
