@@ -232,12 +232,19 @@ def _check_headers(request: web.Request, max_body_bytes: int) -> tuple[str, str]
         raise HttpError(415, "unsupported_media_type",
                         f"Content-Type {request.headers.get('Content-Type')!r}: send application/json or "
                         "application/x-ndjson")  # fmt: skip
+    return fmt, check_length_and_encoding(request, max_body_bytes)
+
+
+def check_length_and_encoding(request: web.Request, max_body_bytes: int) -> str:
+    """The declared length within max_body_bytes (else 413) and a Content-Encoding we decode
+    (else 415): the checks before any body byte is read, for every ingest route. Returns the
+    encoding."""
     if request.content_length is not None and request.content_length > max_body_bytes:
         raise HttpError(413, "too_large", f"body of {request.content_length} bytes exceeds {max_body_bytes}")
     enc = request.headers.get("Content-Encoding", "").strip().lower()
     if enc not in _ENCODINGS:
         raise HttpError(415, "unsupported_encoding", f"Content-Encoding {enc!r}: use gzip, deflate or identity")
-    return fmt, enc
+    return enc
 
 
 async def ingest(request: web.Request) -> web.Response:

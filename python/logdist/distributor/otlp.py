@@ -67,10 +67,10 @@ from logdist.distributor.admission import Admitted, IngestReply
 from logdist.distributor.engine import ENGINE
 from logdist.distributor.ingest import (
     _DECODERS,
-    _ENCODINGS,
     ADMISSION,
     BODY_BUDGET,
     _Taken,
+    check_length_and_encoding,
     decode_off_loop,
     read_bounded,
 )
@@ -271,11 +271,7 @@ async def otlp_logs(request: web.Request) -> web.StreamResponse:
 async def _read(request: web.Request, taken: _Taken, kind: str) -> Converted:
     """The checks of native ingest, then the conversion; raises HttpError."""
     cfg = request.app[ENGINE].cfg
-    if request.content_length is not None and request.content_length > cfg.max_body_bytes:
-        raise HttpError(413, "too_large", f"body of {request.content_length} bytes exceeds {cfg.max_body_bytes}")
-    enc = request.headers.get("Content-Encoding", "").strip().lower()
-    if enc not in _ENCODINGS:
-        raise HttpError(415, "unsupported_encoding", f"Content-Encoding {enc!r}: use gzip, deflate or identity")
+    enc = check_length_and_encoding(request, cfg.max_body_bytes)
     declared = request.content_length
     if declared is not None:
         taken.take(declared)
